@@ -1,0 +1,346 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Policies lists the accepted values of Config.Policy.
+var Policies = []string{"round-robin", "least-conn", "p2c"}
+
+// Engines lists the accepted values of Config.Engine.
+var Engines = []string{"httputil"}
+
+// HealthTCP is the value of Config.HealthPath that asks for a TCP connect
+// check instead of an HTTP GET.
+const HealthTCP = "tcp"
+
+// Config is the balancer's whole configuration. The zero value is not
+// useful; start from Default.
+type Config struct {
+	// Listen is the public address, ":8080" by default.
+	Listen string `yaml:"listen"`
+	// Workers is the number of worker processes; 0 means one per CPU
+	// (runtime.GOMAXPROCS(0), which follows the cgroup CPU limit).
+	Workers int `yaml:"workers"`
+	// Cmd is the worker command line, run through "/bin/sh -c 'exec CMD'"
+	// so quoting and $PORT work as in a shell. Empty runs the built-in
+	// Fiber backend.
+	Cmd string `yaml:"cmd"`
+	// Policy picks a worker per request: round-robin (default),
+	// least-conn or p2c.
+	Policy string `yaml:"policy"`
+	// Engine is the proxy implementation; "httputil" (default).
+	Engine string `yaml:"engine"`
+	// StatsPath is where the JSON stats are served on the listen address.
+	StatsPath string `yaml:"stats_path"`
+
+	// HealthPath is the active health check: an HTTP path, "tcp" for a
+	// TCP connect, or "" for the default: /health for the built-in
+	// backend and tcp for -cmd workers.
+	HealthPath     string        `yaml:"health_path"`
+	HealthInterval time.Duration `yaml:"health_interval"`
+	HealthTimeout  time.Duration `yaml:"health_timeout"`
+	// HealthRise is how many passed checks in a row mark a worker up.
+	HealthRise int `yaml:"health_rise"`
+	// HealthFall is how many failed checks in a row mark a worker down.
+	HealthFall int `yaml:"health_fall"`
+
+	// RestartBackoff is the wait before the first restart of a worker
+	// that died; each further crash multiplies it by
+	// RestartBackoffFactor, up to RestartBackoffMax. A worker that stayed
+	// up for RestartBackoffReset starts again from RestartBackoff.
+	RestartBackoff       time.Duration `yaml:"restart_backoff"`
+	RestartBackoffFactor float64       `yaml:"restart_backoff_factor"`
+	RestartBackoffMax    time.Duration `yaml:"restart_backoff_max"`
+	RestartBackoffReset  time.Duration `yaml:"restart_backoff_reset"`
+
+	// UpstreamTimeout bounds the wait for a worker's response headers;
+	// past it the client gets 504.
+	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
+	// ShutdownGrace is how long in-flight requests may run after a stop
+	// signal before connections are closed.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// WorkerGrace is the time between SIGTERM and SIGKILL for a worker.
+	WorkerGrace time.Duration `yaml:"worker_grace"`
+
+	// ReadHeaderTimeout closes connections that send their header too
+	// slowly (slowloris); at most 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes idle keep-alive client connections.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes bounds a request's header block; larger gets 431.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+}
+
+// Default returns the built-in defaults.
+func Default() Config {
+	return Config{
+		Listen:               ":8080",
+		Workers:              0,
+		Policy:               "round-robin",
+		Engine:               "httputil",
+		StatsPath:            "/stats",
+		HealthInterval:       time.Second,
+		HealthTimeout:        time.Second,
+		HealthRise:           1,
+		HealthFall:           2,
+		RestartBackoff:       100 * time.Millisecond,
+		RestartBackoffFactor: 1.5,
+		RestartBackoffMax:    15 * time.Second,
+		RestartBackoffReset:  30 * time.Second,
+		UpstreamTimeout:      60 * time.Second,
+		ShutdownGrace:        30 * time.Second,
+		WorkerGrace:          10 * time.Second,
+		ReadHeaderTimeout:    10 * time.Second,
+		IdleTimeout:          120 * time.Second,
+		MaxHeaderBytes:       1 << 20,
+		LogLevel:             "info",
+	}
+}
+
+// WorkerCount resolves Workers: 0 becomes the number of usable CPUs.
+func (c Config) WorkerCount() int {
+	if c.Workers > 0 {
+		return c.Workers
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// HealthCheck resolves HealthPath: it returns the HTTP path to GET, or ""
+// for a TCP connect check.
+func (c Config) HealthCheck() string {
+	switch c.HealthPath {
+	case HealthTCP:
+		return ""
+	case "":
+		if c.Cmd != "" {
+			return ""
+		}
+		return "/health"
+	}
+	return c.HealthPath
+}
+
+// MaxWorkers bounds Workers; past it a typo is likelier than a need.
+const MaxWorkers = 1024
+
+// Validate checks every setting and returns the first error, naming the
+// setting.
+func (c Config) Validate() error {
+	bad := func(name, format string, args ...any) error {
+		return &SettingError{Setting: name, Reason: fmt.Sprintf(format, args...)}
+	}
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
+		return bad("listen", "want HOST:PORT or :PORT; got %q", c.Listen)
+	}
+	if c.Workers < 0 || c.Workers > MaxWorkers {
+		return bad("workers", "want 0 (one per CPU) to %d; got %d", MaxWorkers, c.Workers)
+	}
+	if c.Cmd != "" && strings.TrimSpace(c.Cmd) == "" {
+		return bad("cmd", "is blank")
+	}
+	if !contains(Policies, c.Policy) {
+		return bad("policy", "want one of %s; got %q", strings.Join(Policies, ", "), c.Policy)
+	}
+	if !contains(Engines, c.Engine) {
+		return bad("engine", "want one of %s; got %q", strings.Join(Engines, ", "), c.Engine)
+	}
+	if !strings.HasPrefix(c.StatsPath, "/") {
+		return bad("stats_path", "want a path starting with /; got %q", c.StatsPath)
+	}
+	if c.HealthPath != "" && c.HealthPath != HealthTCP && !strings.HasPrefix(c.HealthPath, "/") {
+		return bad("health_path", "want a path starting with /, or %q; got %q", HealthTCP, c.HealthPath)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"health_interval", c.HealthInterval},
+		{"health_timeout", c.HealthTimeout},
+		{"restart_backoff", c.RestartBackoff},
+		{"restart_backoff_max", c.RestartBackoffMax},
+		{"restart_backoff_reset", c.RestartBackoffReset},
+		{"upstream_timeout", c.UpstreamTimeout},
+		{"worker_grace", c.WorkerGrace},
+		{"read_header_timeout", c.ReadHeaderTimeout},
+		{"idle_timeout", c.IdleTimeout},
+	} {
+		if d.v <= 0 {
+			return bad(d.name, "want a duration above 0; got %v", d.v)
+		}
+	}
+	if c.ShutdownGrace < 0 {
+		return bad("shutdown_grace", "want 0 or more; got %v", c.ShutdownGrace)
+	}
+	if c.ReadHeaderTimeout > 10*time.Second {
+		return bad("read_header_timeout", "want at most 10s, or slow clients hold connections open; got %v", c.ReadHeaderTimeout)
+	}
+	if c.RestartBackoffMax < c.RestartBackoff {
+		return bad("restart_backoff_max", "want at least restart_backoff (%v); got %v", c.RestartBackoff, c.RestartBackoffMax)
+	}
+	if c.RestartBackoffFactor < 1 {
+		return bad("restart_backoff_factor", "want 1 or more; got %v", c.RestartBackoffFactor)
+	}
+	if c.HealthRise < 1 {
+		return bad("health_rise", "want 1 or more; got %d", c.HealthRise)
+	}
+	if c.HealthFall < 1 {
+		return bad("health_fall", "want 1 or more; got %d", c.HealthFall)
+	}
+	if c.MaxHeaderBytes < 1024 {
+		return bad("max_header_bytes", "want 1024 or more; got %d", c.MaxHeaderBytes)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log_level", "want debug, info, warn or error; got %q", c.LogLevel)
+	}
+	return nil
+}
+
+// SettingError is a setting with a bad value. File is set when the value
+// came from a config file and was wrong there.
+type SettingError struct {
+	File    string
+	Setting string
+	Reason  string
+}
+
+func (e *SettingError) Error() string {
+	if e.File != "" {
+		return fmt.Sprintf("%s: %s: %s", e.File, e.Setting, e.Reason)
+	}
+	return fmt.Sprintf("%s: %s", e.Setting, e.Reason)
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// LoadFile reads the YAML file at path over c. Keys it does not know are
+// errors, so a typo does not pass silently.
+func (c *Config) LoadFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+// Parse builds the configuration from defaults, then the file named by
+// -config, then the other flags in args, and validates the result. Every
+// error is also printed to output, prefixed with name (flag errors with
+// the usage); the caller should exit with status 2. It returns
+// flag.ErrHelp when -h or -help was asked for.
+func Parse(name string, args []string, output io.Writer) (Config, string, error) {
+	// First pass: find -config, and reject unknown flags before reading
+	// any file. The flag package prints its own errors.
+	probe := Default()
+	fs := newFlagSet(name, &probe, output)
+	var path string
+	fs.StringVar(&path, "config", "", "YAML `FILE` with settings; flags win over it")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, "", err
+	}
+	c, err := parse(name, args, fs, path)
+	if err != nil {
+		fmt.Fprintf(output, "%s: %v\n", name, err)
+		return Config{}, path, err
+	}
+	return c, path, nil
+}
+
+func parse(name string, args []string, fs *flag.FlagSet, path string) (Config, error) {
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q (settings are flags, e.g. -workers 4)", fs.Arg(0))
+	}
+	c := Default()
+	if path != "" {
+		if err := c.LoadFile(path); err != nil {
+			return Config{}, err
+		}
+	}
+	if err := finish(name, args, &c, path); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// finish applies the flags over c and validates the result.
+func finish(name string, args []string, c *Config, path string) error {
+	fs := newFlagSet(name, c, io.Discard)
+	fs.String("config", "", "")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := c.Validate(); err != nil {
+		var se *SettingError
+		if errors.As(err, &se) && path != "" && !flagSet(fs, se.Setting) {
+			se.File = path
+		}
+		return err
+	}
+	return nil
+}
+
+func flagSet(fs *flag.FlagSet, setting string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == strings.ReplaceAll(setting, "_", "-") {
+			found = true
+		}
+	})
+	return found
+}
+
+func newFlagSet(name string, c *Config, output io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(output)
+	fs.StringVar(&c.Listen, "listen", c.Listen, "public listen `ADDR`")
+	fs.IntVar(&c.Workers, "workers", c.Workers, "worker processes, 0 = one per CPU")
+	fs.StringVar(&c.Cmd, "cmd", c.Cmd, "worker command `\"PROGRAM ARGS\"` (run by /bin/sh; it must listen on $PORT); empty = built-in backend")
+	fs.StringVar(&c.Policy, "policy", c.Policy, "worker selection: "+strings.Join(Policies, "|"))
+	fs.StringVar(&c.Engine, "engine", c.Engine, "proxy engine: "+strings.Join(Engines, "|"))
+	fs.StringVar(&c.StatsPath, "stats-path", c.StatsPath, "`PATH` of the JSON stats on the listen address")
+	fs.StringVar(&c.HealthPath, "health-path", c.HealthPath, "health check `PATH`, or \"tcp\"; empty = /health for the built-in backend, tcp for -cmd")
+	fs.DurationVar(&c.HealthInterval, "health-interval", c.HealthInterval, "time between health checks")
+	fs.DurationVar(&c.HealthTimeout, "health-timeout", c.HealthTimeout, "timeout of one health check")
+	fs.IntVar(&c.HealthRise, "health-rise", c.HealthRise, "passed checks in a row that mark a worker up")
+	fs.IntVar(&c.HealthFall, "health-fall", c.HealthFall, "failed checks in a row that mark a worker down")
+	fs.DurationVar(&c.RestartBackoff, "restart-backoff", c.RestartBackoff, "first wait before restarting a dead worker")
+	fs.Float64Var(&c.RestartBackoffFactor, "restart-backoff-factor", c.RestartBackoffFactor, "backoff multiplier per crash")
+	fs.DurationVar(&c.RestartBackoffMax, "restart-backoff-max", c.RestartBackoffMax, "longest wait before a restart")
+	fs.DurationVar(&c.RestartBackoffReset, "restart-backoff-reset", c.RestartBackoffReset, "time up after which the backoff starts over")
+	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", c.UpstreamTimeout, "wait for a worker's response headers before answering 504")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time in-flight requests get after a stop signal")
+	fs.DurationVar(&c.WorkerGrace, "worker-grace", c.WorkerGrace, "time between SIGTERM and SIGKILL for a worker")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "time a client has to send its request header (at most 10s)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "idle keep-alive client connections are closed after this")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request header block; larger gets 431")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug|info|warn|error")
+	return fs
+}

@@ -1,0 +1,148 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "balancer.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestParsePrecedence(t *testing.T) {
+	file := writeFile(t, "workers: 3\npolicy: least-conn\nhealth_interval: 250ms\n")
+	tests := []struct {
+		name     string
+		args     []string
+		workers  int
+		policy   string
+		interval time.Duration
+	}{
+		{"defaults", nil, 0, "round-robin", time.Second},
+		{"file over defaults", []string{"-config", file}, 3, "least-conn", 250 * time.Millisecond},
+		{"flag over file", []string{"-config", file, "-workers", "5"}, 5, "least-conn", 250 * time.Millisecond},
+		{"flag before -config still wins", []string{"-policy", "p2c", "-config", file}, 3, "p2c", 250 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _, err := Parse("balancer", tt.args, io.Discard)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if c.Workers != tt.workers || c.Policy != tt.policy || c.HealthInterval != tt.interval {
+				t.Errorf("got workers=%d policy=%q interval=%v; want %d %q %v",
+					c.Workers, c.Policy, c.HealthInterval, tt.workers, tt.policy, tt.interval)
+			}
+		})
+	}
+}
+
+func TestParseErrorsNameTheSetting(t *testing.T) {
+	badFile := writeFile(t, "workers: -1\n")
+	typoFile := writeFile(t, "wrokers: 2\n")
+	syntaxFile := writeFile(t, "workers: [\n")
+	tests := []struct {
+		name string
+		args []string
+		want []string // substrings of the error
+	}{
+		{"negative workers flag", []string{"-workers", "-3"}, []string{"workers", "-3"}},
+		{"too many workers", []string{"-workers", "100000"}, []string{"workers"}},
+		{"bad policy", []string{"-policy", "random"}, []string{"policy", "random"}},
+		{"bad engine", []string{"-engine", "nginx"}, []string{"engine", "nginx"}},
+		{"bad listen", []string{"-listen", "8080"}, []string{"listen", "8080"}},
+		{"slowloris timeout too long", []string{"-read-header-timeout", "1m"}, []string{"read_header_timeout"}},
+		{"zero interval", []string{"-health-interval", "0s"}, []string{"health_interval"}},
+		{"fall zero", []string{"-health-fall", "0"}, []string{"health_fall"}},
+		{"bad health path", []string{"-health-path", "health"}, []string{"health_path"}},
+		{"bad stats path", []string{"-stats-path", "stats"}, []string{"stats_path"}},
+		{"backoff max below min", []string{"-restart-backoff", "2s", "-restart-backoff-max", "1s"}, []string{"restart_backoff_max"}},
+		{"bad value in file", []string{"-config", badFile}, []string{badFile, "workers"}},
+		{"unknown key in file", []string{"-config", typoFile}, []string{typoFile, "wrokers"}},
+		{"syntax error in file", []string{"-config", syntaxFile}, []string{syntaxFile}},
+		{"missing file", []string{"-config", "/nonexistent/balancer.yaml"}, []string{"/nonexistent/balancer.yaml"}},
+		{"unknown flag", []string{"-wrokers", "2"}, []string{"wrokers"}},
+		{"not a number", []string{"-workers", "two"}, []string{"workers"}},
+		{"stray argument", []string{"extra"}, []string{"extra"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out strings.Builder
+			_, _, err := Parse("balancer", tt.args, &out)
+			if err == nil {
+				t.Fatalf("Parse(%q) succeeded; want an error", tt.args)
+			}
+			msg := err.Error() + out.String()
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("got %q; want it to name %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestFlagFixesBadFileValue(t *testing.T) {
+	file := writeFile(t, "workers: -1\n")
+	c, _, err := Parse("balancer", []string{"-config", file, "-workers", "2"}, io.Discard)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if c.Workers != 2 {
+		t.Errorf("got workers %d; want 2", c.Workers)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var out strings.Builder
+	_, _, err := Parse("balancer", []string{"-h"}, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("got %v; want flag.ErrHelp", err)
+	}
+	for _, name := range []string{"-listen", "-workers", "-cmd", "-policy", "-engine", "-config"} {
+		if !strings.Contains(out.String(), name) {
+			t.Errorf("usage lacks %s", name)
+		}
+	}
+}
+
+func TestHealthCheckResolution(t *testing.T) {
+	tests := []struct {
+		name, cmd, path, want string
+	}{
+		{"built-in default", "", "", "/health"},
+		{"cmd default is tcp", "node app.js", "", ""},
+		{"cmd with path", "node app.js", "/ping", "/ping"},
+		{"explicit tcp", "", "tcp", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			c.Cmd, c.HealthPath = tt.cmd, tt.path
+			if got := c.HealthCheck(); got != tt.want {
+				t.Errorf("got %q; want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestShippedConfigIsValid(t *testing.T) {
+	c, _, err := Parse("balancer", []string{"-config", "../../configs/balancer.yaml"}, io.Discard)
+	if err != nil {
+		t.Fatalf("configs/balancer.yaml: %v", err)
+	}
+	if c != Default() {
+		t.Errorf("configs/balancer.yaml differs from the defaults:\ngot  %+v\nwant %+v", c, Default())
+	}
+}
