@@ -1,0 +1,127 @@
+package pool
+
+import (
+	"math/rand/v2"
+	"sync/atomic"
+)
+
+// Selector picks the worker for a request. Select returns nil when no
+// worker in the list is available. It is called concurrently, must not
+// block, and should not allocate.
+type Selector interface {
+	Select(workers []*Worker) *Worker
+	Name() string
+}
+
+// NewSelector returns the policy with the given name, or nil if the name
+// is unknown.
+func NewSelector(name string) Selector {
+	switch name {
+	case "round-robin":
+		return new(RoundRobin)
+	case "least-conn":
+		return new(LeastConn)
+	case "p2c":
+		return new(P2C)
+	}
+	return nil
+}
+
+var (
+	_ Selector = (*RoundRobin)(nil)
+	_ Selector = (*LeastConn)(nil)
+	_ Selector = (*P2C)(nil)
+)
+
+// RoundRobin hands requests to the available workers in turn. A worker
+// that is not available is skipped, and its turn goes to the next one.
+type RoundRobin struct {
+	next atomic.Uint64
+}
+
+// Name returns "round-robin".
+func (*RoundRobin) Name() string { return "round-robin" }
+
+// Select returns the next available worker in turn.
+func (r *RoundRobin) Select(workers []*Worker) *Worker {
+	n := uint64(len(workers))
+	if n == 0 {
+		return nil
+	}
+	start := r.next.Add(1) - 1
+	for i := range n {
+		if w := workers[(start+i)%n]; w.Available() {
+			return w
+		}
+	}
+	return nil
+}
+
+// LeastConn picks the available worker with the fewest requests in
+// flight; ties are broken at random so that idle workers share the load.
+type LeastConn struct{}
+
+// Name returns "least-conn".
+func (*LeastConn) Name() string { return "least-conn" }
+
+// Select returns the least busy available worker.
+func (LeastConn) Select(workers []*Worker) *Worker {
+	var best *Worker
+	var bestN int64
+	ties := 0
+	for _, w := range workers {
+		if !w.Available() {
+			continue
+		}
+		n := w.InFlight()
+		switch {
+		case best == nil || n < bestN:
+			best, bestN, ties = w, n, 1
+		case n == bestN:
+			// Reservoir sampling: each of the tied workers ends up
+			// chosen with the same chance.
+			ties++
+			if rand.IntN(ties) == 0 {
+				best = w
+			}
+		}
+	}
+	return best
+}
+
+// P2C is the power of two choices: it draws two available workers at
+// random and picks the one with fewer requests in flight. It spreads load
+// nearly as well as LeastConn without reading every worker.
+type P2C struct{}
+
+// Name returns "p2c".
+func (*P2C) Name() string { return "p2c" }
+
+// Select returns the less busy of two random available workers.
+func (P2C) Select(workers []*Worker) *Worker {
+	n := len(workers)
+	if n == 0 {
+		return nil
+	}
+	a := randomAvailable(workers, rand.IntN(n))
+	if a == nil {
+		return nil
+	}
+	b := randomAvailable(workers, rand.IntN(n))
+	if b != nil && b.InFlight() < a.InFlight() {
+		return b
+	}
+	return a
+}
+
+// randomAvailable returns the first available worker from index start on,
+// wrapping around.
+func randomAvailable(workers []*Worker, start int) *Worker {
+	n := len(workers)
+	for i := range n {
+		if w := workers[(start+i)%n]; w.Available() {
+			return w
+		}
+	}
+	return nil
+}

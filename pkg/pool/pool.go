@@ -1,0 +1,112 @@
+package pool
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// Pool is the set of workers the proxy balances over, with the policy that
+// picks among them and the balancer-wide counters. The zero value is not
+// usable; call New.
+type Pool struct {
+	selector Selector
+
+	mu      sync.Mutex // serializes membership changes; readers use the snapshot
+	workers atomic.Pointer[[]*Worker]
+
+	requests atomic.Int64
+	errors   atomic.Int64
+	retries  atomic.Int64
+}
+
+// New returns an empty pool that picks workers with sel.
+func New(sel Selector) *Pool {
+	p := &Pool{selector: sel}
+	p.workers.Store(&[]*Worker{})
+	return p
+}
+
+// Workers returns the current members, ordered by id. The slice is shared:
+// do not modify it.
+func (p *Pool) Workers() []*Worker { return *p.workers.Load() }
+
+// Get returns the worker with the given id, or nil.
+func (p *Pool) Get(id int) *Worker {
+	for _, w := range p.Workers() {
+		if w.ID() == id {
+			return w
+		}
+	}
+	return nil
+}
+
+// Add makes w a member. A worker with the same id is replaced.
+func (p *Pool) Add(w *Worker) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.Workers()
+	next := make([]*Worker, 0, len(old)+1)
+	for _, o := range old {
+		if o.ID() != w.ID() {
+			next = append(next, o)
+		}
+	}
+	next = append(next, w)
+	slices.SortFunc(next, func(a, b *Worker) int { return a.ID() - b.ID() })
+	p.workers.Store(&next)
+}
+
+// Remove drops the worker with the given id, if any.
+func (p *Pool) Remove(id int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.Workers()
+	next := make([]*Worker, 0, len(old))
+	for _, o := range old {
+		if o.ID() != id {
+			next = append(next, o)
+		}
+	}
+	p.workers.Store(&next)
+}
+
+// Pick returns a worker for a new request, or nil when none is available.
+func (p *Pool) Pick() *Worker { return p.selector.Select(p.Workers()) }
+
+// PickExcept is Pick without the workers in tried: the next choice after
+// a failed attempt. It allocates, so it is for the retry path only.
+func (p *Pool) PickExcept(tried []*Worker) *Worker {
+	all := p.Workers()
+	rest := make([]*Worker, 0, len(all))
+	for _, w := range all {
+		if !slices.Contains(tried, w) {
+			rest = append(rest, w)
+		}
+	}
+	return p.selector.Select(rest)
+}
+
+// Policy names the pool's selection policy.
+func (p *Pool) Policy() string { return p.selector.Name() }
+
+// CountRequest counts one request answered by the balancer, with ok false
+// when the answer was an error made by the balancer (502, 503, 504).
+func (p *Pool) CountRequest(ok bool) {
+	p.requests.Add(1)
+	if !ok {
+		p.errors.Add(1)
+	}
+}
+
+// CountRetry counts one retry of a request on another worker.
+func (p *Pool) CountRetry() { p.retries.Add(1) }
+
+// Requests counts the requests the balancer answered.
+func (p *Pool) Requests() int64 { return p.requests.Load() }
+
+// Errors counts the requests answered with an error of the balancer's.
+func (p *Pool) Errors() int64 { return p.errors.Load() }
+
+// Retries counts the retries on another worker.
+func (p *Pool) Retries() int64 { return p.retries.Load() }

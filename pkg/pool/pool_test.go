@@ -1,0 +1,203 @@
+package pool
+
+import (
+	"testing"
+	"time"
+)
+
+// makeWorkers returns workers with ids 1..len(states) in the given states
+// and in-flight counts.
+func makeWorkers(states []State, inFlight []int64) []*Worker {
+	ws := make([]*Worker, len(states))
+	for i, s := range states {
+		w := NewWorker(i + 1)
+		w.SetProcess(1000+i, "127.0.0.1:1", time.Now())
+		w.SetState(s)
+		if inFlight != nil {
+			w.inFlight.Store(inFlight[i])
+		}
+		ws[i] = w
+	}
+	return ws
+}
+
+func ids(ws []*Worker) []int {
+	out := make([]int, len(ws))
+	for i, w := range ws {
+		if w != nil {
+			out[i] = w.ID()
+		}
+	}
+	return out
+}
+
+func TestRoundRobin(t *testing.T) {
+	tests := []struct {
+		name   string
+		states []State
+		want   []int // ids picked by successive calls; 0 = nil
+	}{
+		{"all up take turns", []State{Up, Up, Up}, []int{1, 2, 3, 1, 2, 3}},
+		{"down worker skipped", []State{Up, Down, Up}, []int{1, 3, 3, 1, 3, 3}},
+		{"starting and backoff skipped", []State{Starting, Up, Backoff}, []int{2, 2, 2}},
+		{"none up", []State{Down, Stopped}, []int{0, 0}},
+		{"empty", nil, []int{0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ws := makeWorkers(tt.states, nil)
+			rr := new(RoundRobin)
+			got := make([]int, len(tt.want))
+			for i := range got {
+				if w := rr.Select(ws); w != nil {
+					got[i] = w.ID()
+				}
+			}
+			if !equal(got, tt.want) {
+				t.Errorf("got %v; want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLeastConn(t *testing.T) {
+	tests := []struct {
+		name     string
+		states   []State
+		inFlight []int64
+		want     []int // acceptable ids; 0 = nil
+	}{
+		{"fewest in flight", []State{Up, Up, Up}, []int64{5, 1, 3}, []int{2}},
+		{"busy but only one up", []State{Down, Up, Down}, []int64{0, 9, 0}, []int{2}},
+		{"ties go to any of them", []State{Up, Up, Up}, []int64{2, 0, 0}, []int{2, 3}},
+		{"none up", []State{Down, Starting}, []int64{0, 0}, []int{0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ws := makeWorkers(tt.states, tt.inFlight)
+			seen := map[int]bool{}
+			for range 200 {
+				id := 0
+				if w := (LeastConn{}).Select(ws); w != nil {
+					id = w.ID()
+				}
+				seen[id] = true
+			}
+			for id := range seen {
+				if !containsInt(tt.want, id) {
+					t.Errorf("got %d; want one of %v", id, tt.want)
+				}
+			}
+			if len(seen) != len(tt.want) {
+				t.Errorf("got picks %v; want every one of %v picked over 200 calls", seen, tt.want)
+			}
+		})
+	}
+}
+
+func TestP2C(t *testing.T) {
+	tests := []struct {
+		name     string
+		states   []State
+		inFlight []int64
+		never    []int // ids that must never be picked
+	}{
+		// With two workers both draws cover both, so the busier one is
+		// picked only when both draws land on it.
+		{"down never picked", []State{Up, Down, Up}, []int64{0, 0, 0}, []int{2}},
+		{"only one up", []State{Down, Up}, []int64{0, 7}, []int{1}},
+		{"busiest of three never picked", []State{Up, Up, Up}, []int64{100, 0, 1}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ws := makeWorkers(tt.states, tt.inFlight)
+			counts := map[int]int{}
+			for range 1000 {
+				w := (P2C{}).Select(ws)
+				if w == nil {
+					t.Fatal("got nil; want a worker")
+				}
+				counts[w.ID()]++
+			}
+			for _, id := range tt.never {
+				if counts[id] > 0 {
+					t.Errorf("worker %d picked %d times; want never", id, counts[id])
+				}
+			}
+			if tt.name == "busiest of three never picked" && counts[1] >= counts[2] {
+				t.Errorf("busy worker 1 picked %d times, idle worker 2 %d; want fewer for the busy one", counts[1], counts[2])
+			}
+		})
+	}
+	if w := (P2C{}).Select(makeWorkers([]State{Down}, nil)); w != nil {
+		t.Errorf("got worker %d; want nil when none is up", w.ID())
+	}
+}
+
+func TestPoolMembership(t *testing.T) {
+	p := New(new(RoundRobin))
+	for _, id := range []int{3, 1, 2} {
+		w := NewWorker(id)
+		w.SetState(Up)
+		p.Add(w)
+	}
+	if got := ids(p.Workers()); !equal(got, []int{1, 2, 3}) {
+		t.Errorf("got ids %v; want [1 2 3]", got)
+	}
+	p.Remove(2)
+	if got := ids(p.Workers()); !equal(got, []int{1, 3}) {
+		t.Errorf("got ids %v; want [1 3]", got)
+	}
+	tried := []*Worker{p.Get(1)}
+	for range 4 {
+		if w := p.PickExcept(tried); w == nil || w.ID() != 3 {
+			t.Fatalf("PickExcept(1) = %v; want worker 3", w)
+		}
+	}
+}
+
+func TestEndCounts(t *testing.T) {
+	w := NewWorker(1)
+	w.Begin()
+	w.Begin()
+	w.Begin()
+	if got := w.InFlight(); got != 3 {
+		t.Errorf("got in flight %d; want 3", got)
+	}
+	w.End(true, false)
+	w.End(false, true)
+	w.End(false, false)
+	if w.InFlight() != 0 || w.Requests() != 1 || w.Errors() != 2 || w.Retries() != 1 {
+		t.Errorf("got inflight=%d requests=%d errors=%d retries=%d; want 0 1 2 1",
+			w.InFlight(), w.Requests(), w.Errors(), w.Retries())
+	}
+}
+
+func TestStateNames(t *testing.T) {
+	for s, want := range map[State]string{Starting: "starting", Up: "up", Down: "down", Backoff: "backoff", Stopped: "stopped"} {
+		if got := s.String(); got != want {
+			t.Errorf("got %q; want %q", got, want)
+		}
+	}
+}
+
+func equal(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func containsInt(list []int, v int) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
