@@ -1,0 +1,183 @@
+package health
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/clusterlb/clusterlb/pkg/pool"
+)
+
+// Checker checks one worker's address once.
+type Checker interface {
+	Check(ctx context.Context, addr string) error
+}
+
+// TCP passes when a TCP connection to the worker opens.
+type TCP struct{}
+
+// Check dials addr.
+func (TCP) Check(ctx context.Context, addr string) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// HTTP passes when GET Path answers 2xx or 3xx.
+type HTTP struct {
+	Path   string
+	Client *http.Client // nil: a client without keep-alive
+}
+
+// NewHTTP returns an HTTP check of path. Each check opens a new connection,
+// so a worker that stopped accepting fails even if an old connection
+// still answers.
+func NewHTTP(path string) *HTTP {
+	return &HTTP{Path: path, Client: &http.Client{
+		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+		// Redirects are answers: 3xx passes as it is.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+// Check GETs the path on addr.
+func (h *HTTP) Check(ctx context.Context, addr string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+h.Path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := h.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		return fmt.Errorf("GET %s: status %d", h.Path, resp.StatusCode)
+	}
+	return nil
+}
+
+// Counter turns a run of check results into up and down verdicts: rise
+// passes in a row mean up, fall failures in a row mean down.
+type Counter struct {
+	Rise, Fall int
+	passes     int
+	fails      int
+}
+
+// Verdict is what one check result means for the worker.
+type Verdict int
+
+const (
+	// Hold: not enough results in a row to change anything.
+	Hold Verdict = iota
+	// Pass: rise passes in a row.
+	Pass
+	// Fail: fall failures in a row.
+	Fail
+)
+
+// Observe records one result and returns the verdict it completes.
+func (c *Counter) Observe(ok bool) Verdict {
+	if ok {
+		c.fails = 0
+		c.passes++
+		if c.passes >= c.Rise {
+			return Pass
+		}
+		return Hold
+	}
+	c.passes = 0
+	c.fails++
+	if c.fails >= c.Fall {
+		return Fail
+	}
+	return Hold
+}
+
+// Options configures Monitor.
+type Options struct {
+	Interval time.Duration // between checks of a worker that is up or down
+	Timeout  time.Duration // one check
+	Rise     int
+	Fall     int
+	// StartInterval is the time between checks of a starting worker;
+	// 0 means 25ms.
+	StartInterval time.Duration
+	Log           *slog.Logger
+	// OnDown, if not nil, is called when the worker goes from up to down
+	// because of its checks.
+	OnDown func(w *pool.Worker)
+}
+
+// Monitor checks w's current process at addr until ctx is done, moving w
+// between starting, up and down. The caller cancels ctx when the process
+// exits and waits for Monitor to return before starting the next one.
+func Monitor(ctx context.Context, w *pool.Worker, addr string, check Checker, o Options) {
+	startEvery := o.StartInterval
+	if startEvery <= 0 {
+		startEvery = 25 * time.Millisecond
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Counter{Rise: o.Rise, Fall: o.Fall}
+	last := w.State()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		err := check.Check(cctx, addr)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		state := w.State()
+		if state != last {
+			// Someone else moved the worker (the proxy saw a refused
+			// connection, the supervisor restarted it): count afresh.
+			c = &Counter{Rise: o.Rise, Fall: o.Fall}
+			last = state
+		}
+		if state == pool.Starting && err != nil {
+			// A process that has not listened yet is not failing:
+			// its start is bounded elsewhere.
+			c = &Counter{Rise: o.Rise, Fall: o.Fall}
+		} else {
+			switch c.Observe(err == nil) {
+			case Pass:
+				if state != pool.Up && (w.CompareAndSwapState(pool.Starting, pool.Up) || w.CompareAndSwapState(pool.Down, pool.Up)) {
+					log.Info("worker up", "worker", w.ID(), "pid", w.Pid(), "addr", addr)
+					last = pool.Up
+				}
+			case Fail:
+				if w.CompareAndSwapState(pool.Up, pool.Down) {
+					log.Warn("worker down", "worker", w.ID(), "pid", w.Pid(), "addr", addr, "reason", err)
+					last = pool.Down
+					if o.OnDown != nil {
+						o.OnDown(w)
+					}
+				}
+			}
+		}
+		if w.State() == pool.Starting {
+			t.Reset(startEvery)
+		} else {
+			t.Reset(o.Interval)
+		}
+	}
+}

@@ -1,0 +1,144 @@
+package health
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/clusterlb/clusterlb/pkg/pool"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestCounter(t *testing.T) {
+	tests := []struct {
+		name       string
+		rise, fall int
+		results    []bool
+		want       []Verdict
+	}{
+		{"rise 1 fall 2", 1, 2, []bool{true, false, false, true}, []Verdict{Pass, Hold, Fail, Pass}},
+		{"rise 2 needs two passes", 2, 1, []bool{true, true, false, true, true}, []Verdict{Hold, Pass, Fail, Hold, Pass}},
+		{"a pass resets the failures", 1, 3, []bool{false, false, true, false, false, false}, []Verdict{Hold, Hold, Pass, Hold, Hold, Fail}},
+		{"failures go on failing", 1, 1, []bool{false, false}, []Verdict{Fail, Fail}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Counter{Rise: tt.rise, Fall: tt.fall}
+			for i, ok := range tt.results {
+				if got := c.Observe(ok); got != tt.want[i] {
+					t.Errorf("result %d (%v): got %v; want %v", i, ok, got, tt.want[i])
+				}
+			}
+		})
+	}
+}
+
+// waitState polls until w is in state s or the deadline passes.
+func waitState(t *testing.T, w *pool.Worker, s pool.State) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for w.State() != s {
+		if time.Now().After(deadline) {
+			t.Fatalf("worker state %v; want %v", w.State(), s)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestMonitorHTTP(t *testing.T) {
+	var status atomic.Int32
+	status.Store(200)
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/health" {
+			t.Errorf("got path %q; want %q", r.URL.Path, "/health")
+		}
+		hits.Add(1)
+		w.WriteHeader(int(status.Load()))
+	}))
+	defer srv.Close()
+	addr := srv.Listener.Addr().String()
+
+	w := pool.NewWorker(1)
+	w.SetProcess(1, addr, time.Now())
+	var downs atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		Monitor(ctx, w, addr, NewHTTP("/health"), Options{
+			Interval: 10 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2,
+			OnDown: func(*pool.Worker) { downs.Add(1) },
+		})
+	})
+	defer func() { cancel(); wg.Wait() }()
+
+	waitState(t, w, pool.Up)
+	status.Store(500)
+	waitState(t, w, pool.Down)
+	if got := downs.Load(); got != 1 {
+		t.Errorf("got %d OnDown calls; want 1", got)
+	}
+	status.Store(204)
+	waitState(t, w, pool.Up)
+	if hits.Load() < 3 {
+		t.Errorf("got %d checks; want at least 3", hits.Load())
+	}
+}
+
+func TestMonitorStartingIgnoresRefusals(t *testing.T) {
+	// Reserve a port, then close it: checks are refused until a listener
+	// takes the port again, and the worker must stay starting, not down.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+
+	w := pool.NewWorker(1)
+	w.SetProcess(1, addr, time.Now())
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		Monitor(ctx, w, addr, TCP{}, Options{Interval: 10 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1, StartInterval: 5 * time.Millisecond})
+	})
+	defer func() { cancel(); wg.Wait() }()
+
+	time.Sleep(50 * time.Millisecond)
+	if got := w.State(); got != pool.Starting {
+		t.Fatalf("got state %v while nothing listens; want starting", got)
+	}
+	l2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("port %s was taken meanwhile: %v", addr, err)
+	}
+	defer l2.Close()
+	waitState(t, w, pool.Up)
+}
+
+func TestMonitorLeavesSupervisorStateAlone(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	addr := srv.Listener.Addr().String()
+	w := pool.NewWorker(1)
+	w.SetProcess(1, addr, time.Now())
+	w.SetState(pool.Stopped)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		Monitor(ctx, w, addr, NewHTTP("/"), Options{Interval: 5 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1})
+	})
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	if got := w.State(); got != pool.Stopped {
+		t.Errorf("got state %v; want stopped: a passing check must not revive a stopped worker", got)
+	}
+}
