@@ -1,0 +1,188 @@
+package guard
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+)
+
+// ErrAmbiguousLength means the request carried both Content-Length and Transfer-Encoding.
+// net/http drops the Content-Length before a handler can see it (fixLength in
+// net/http/transfer.go), so only the raw bytes tell.
+var ErrAmbiguousLength = errors.New("guard: request has both Content-Length and Transfer-Encoding")
+
+// ErrUnverified means the request came on a guarded conn whose framing the guard could no
+// longer follow (a framing it does not accept, a head longer than its limit, a listener it
+// does not see in plaintext), so it cannot vouch for the request. Check fails closed.
+var ErrUnverified = errors.New("guard: request framing could not be verified")
+
+// NewListener wraps l so every accepted conn's inbound bytes are scanned for HTTP/1.x
+// request heads; the bytes themselves pass through unchanged.
+//
+// maxHeaderBytes should be the http.Server's MaxHeaderBytes; zero or less means
+// http.DefaultMaxHeaderBytes, as it does for the server. The guard adds net/http's own
+// read-ahead on top, so a head the server accepts is always inspected; a longer head stops
+// inspection for that conn, and net/http answers it with 431 itself. A smaller value than the
+// server's makes heads between the two fail Check with ErrUnverified.
+//
+// Serve the listener with ConnContext set on the server and Handler outermost. The guard
+// must see plaintext: do not put tls.NewListener around it.
+func NewListener(l net.Listener, maxHeaderBytes int) net.Listener {
+	if maxHeaderBytes <= 0 {
+		maxHeaderBytes = http.DefaultMaxHeaderBytes
+	}
+	return &listener{Listener: l, limit: maxHeaderBytes + bufioSlack}
+}
+
+type listener struct {
+	net.Listener
+	limit int // largest head in bytes the framer follows
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &conn{Conn: c, f: newFramer(l.limit)}, nil
+}
+
+// conn feeds what it reads to a framer. Reads come from one goroutine at a time (the
+// server's, or its background read), Check from the handler's: mu orders the two.
+type conn struct {
+	net.Conn
+	off atomic.Bool // the framer is lost; reads skip the lock
+	mu  sync.Mutex
+	f   framer
+}
+
+func (c *conn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && !c.off.Load() {
+		c.mu.Lock()
+		c.f.feed(b[:n])
+		if c.f.lost() {
+			c.off.Store(true)
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+// CloseWrite lets net/http half-close before its lingering close (closeWriteAndWait), so
+// a client still sending gets the 431 or 400 instead of a reset.
+func (c *conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// ReadFrom keeps the underlying conn's sendfile and splice for outbound copies; only
+// inbound bytes need inspecting.
+func (c *conn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
+
+// verdict takes the verdict for the request with fingerprint fp. Verdicts of heads the
+// handler never saw (net/http answers "OPTIONS *" itself) are skipped, but an error among
+// them is kept: a skipped bad head fails the request after it.
+func (c *conn) verdict(fp uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var skipped error
+	for {
+		v, ok := c.f.pop()
+		if !ok {
+			return ErrUnverified
+		}
+		if v.fp != fp {
+			if v.err != nil {
+				skipped = v.err
+			}
+			continue
+		}
+		if v.err != nil {
+			return v.err
+		}
+		return skipped
+	}
+}
+
+type connKey struct{}
+
+// ConnContext is meant for http.Server.ConnContext: it stores the guarded conn in ctx for
+// Check. A conn that NewListener did not wrap leaves ctx as it is, and its requests pass
+// Check unguarded. To combine with another ConnContext, call one inside the other.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	// A *tls.Conn over a guarded conn is a misconfiguration (the guard would see ciphertext);
+	// storing the guarded conn anyway makes it fail loudly with ErrUnverified, not silently.
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	gc, ok := c.(*conn)
+	if !ok {
+		return ctx
+	}
+	return context.WithValue(ctx, connKey{}, gc)
+}
+
+// Check reports the verdict for r: nil if its head was fine, ErrAmbiguousLength if it had
+// both Content-Length and Transfer-Encoding, ErrUnverified if the guard lost the conn's
+// framing. It is nil for requests on conns the guard does not see (no ConnContext, or a
+// listener NewListener did not wrap) and for HTTP/2 requests, whose framing is not HTTP/1's.
+//
+// Check pops the oldest verdict of r's conn: call it exactly once per request, before
+// anything reads the body. Handler does.
+func Check(r *http.Request) error {
+	// "PRI * HTTP/2.0" read as HTTP/1 still reaches handlers as ProtoMajor 2 (net/http's
+	// http1ServerSupportsRequest); it went through the framer, so it is checked.
+	if r.ProtoMajor != 1 && r.Method != "PRI" {
+		return nil
+	}
+	c, _ := r.Context().Value(connKey{}).(*conn)
+	if c == nil {
+		return nil
+	}
+	fp := fingerprint(fnvOffset, r.Method)
+	fp = fingerprint(fp, " ")
+	fp = fingerprint(fp, r.RequestURI)
+	return c.verdict(fp)
+}
+
+// Handler wraps next, which must not be nil: on a Check error it answers 400 with a JSON
+// body {"error":"..."} and "Connection: close", and never calls next. It must be the
+// outermost handler, so that it sees every request the server reads.
+func Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := Check(r); err != nil {
+			reject(w, err)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func reject(w http.ResponseWriter, err error) {
+	body, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{err.Error()})
+	body = append(body, '\n')
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	// The rest of the conn's bytes cannot be trusted to frame the next request.
+	h.Set("Connection", "close")
+	w.WriteHeader(http.StatusBadRequest)
+	_, _ = w.Write(body)
+}
