@@ -40,11 +40,39 @@ type Spec struct {
 	Stdout, Stderr *os.File
 }
 
-// Command returns the Argv for a worker command line given by the user. It
-// runs under /bin/sh so quoting and $PORT work as in a shell, and exec
-// makes the program itself the worker process that gets the signals.
+// Command returns the Argv for a worker command line given by the user.
+// It runs under /bin/sh, so quoting, $PORT and other shell syntax work. A
+// simple command is exec'ed by the shell, so the program itself is the
+// worker process (its pid, CPU and memory are the ones reported);
+// "NAME=value prog" goes through env(1) for that, since exec takes no
+// assignments. A command line with control operators (;, &&, |, ...)
+// keeps the shell as the worker; signals reach its children anyway, as
+// they go to the whole process group.
 func Command(cmdline string) []string {
-	return []string{"/bin/sh", "-c", "exec " + cmdline}
+	switch {
+	case strings.ContainsAny(cmdline, ";&|()`\n<>") || strings.Contains(cmdline, "$("):
+		return []string{"/bin/sh", "-c", cmdline}
+	case leadingAssignment(cmdline):
+		return []string{"/bin/sh", "-c", "exec env " + cmdline}
+	default:
+		return []string{"/bin/sh", "-c", "exec " + cmdline}
+	}
+}
+
+// leadingAssignment reports whether the command line starts with a
+// NAME=value word.
+func leadingAssignment(cmdline string) bool {
+	word, _, _ := strings.Cut(strings.TrimSpace(cmdline), " ")
+	name, _, ok := strings.Cut(word, "=")
+	if !ok || name == "" {
+		return false
+	}
+	for i, r := range name {
+		if !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // Supervisor runs the worker processes. Create it with New and call Run

@@ -1,0 +1,107 @@
+package supervisor
+
+import (
+	"errors"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestCommandRealProcess starts real shells: a simple command, with or
+// without leading assignments, must become the worker process itself.
+func TestCommandRealProcess(t *testing.T) {
+	tests := []struct {
+		name     string
+		cmdline  string
+		wantComm string
+	}{
+		{"simple command is exec'ed", "sleep 30", "sleep"},
+		{"assignment goes through env", "FOO=1 sleep 30", "sleep"},
+		{"quoted arguments", "sleep '30'", "sleep"},
+		{"control operators keep the shell", "true && sleep 30", "sh"},
+	}
+	st := newOSStarter(io.Discard, io.Discard)
+	defer st.close()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := st.start(Command(tt.cmdline), os.Environ())
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan exitStatus, 1)
+			go func() { done <- p.Wait() }()
+			defer func() {
+				p.Signal(syscall.SIGKILL)
+				<-done
+			}()
+			comm := waitComm(t, p.Pid(), tt.wantComm)
+			if comm != tt.wantComm {
+				t.Errorf("got process %q; want %q", comm, tt.wantComm)
+			}
+		})
+	}
+}
+
+// waitComm returns the command name of pid once the shell has exec'ed (or
+// after a few tries).
+func waitComm(t *testing.T, pid int, want string) string {
+	t.Helper()
+	var comm string
+	for range 200 {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		comm = strings.TrimSpace(string(data))
+		if comm == want {
+			return comm
+		}
+		syscall.Nanosleep(&syscall.Timespec{Nsec: 5e6}, nil)
+	}
+	return comm
+}
+
+func TestSignalReachesTheGroup(t *testing.T) {
+	st := newOSStarter(io.Discard, io.Discard)
+	defer st.close()
+	// The shell stays (control operator) and its child sleeps: SIGTERM to
+	// the group must end both, so Wait returns.
+	p, err := st.start(Command("sleep 30; true"), os.Environ())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan exitStatus, 1)
+	go func() { done <- p.Wait() }()
+	waitComm(t, p.Pid(), "sh")
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	st2 := <-done
+	if st2.Signal != syscall.SIGTERM {
+		t.Errorf("got %v; want killed by SIGTERM", st2)
+	}
+	if err := p.Signal(syscall.SIGTERM); !errors.Is(err, os.ErrProcessDone) {
+		t.Errorf("signal after exit: got %v; want os.ErrProcessDone", err)
+	}
+}
+
+func TestLeadingAssignment(t *testing.T) {
+	tests := map[string]bool{
+		"FOO=1 node app.js": true,
+		"_X=a b":            true,
+		"node app.js":       false,
+		"node --x=1 app.js": false,
+		"=1 node":           false,
+		"1A=2 node":         false,
+		"  NODE_ENV=prod x": true,
+		"./run.sh A=1":      false,
+	}
+	for in, want := range tests {
+		if got := leadingAssignment(in); got != want {
+			t.Errorf("leadingAssignment(%q) = %v; want %v", in, got, want)
+		}
+	}
+}
