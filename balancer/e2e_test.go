@@ -1,0 +1,562 @@
+package main
+
+// End-to-end tests: they build the real balancer binary, start it on a
+// free loopback port with real worker processes, and clean up every
+// process they started, by pid.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "balancer-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "balancer"), ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build balancer: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	out, err = exec.Command("go", "build", "-o", filepath.Join(dir, "backend"), "../backend").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build backend: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cluster is one running balancer.
+type cluster struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	addr   string
+	url    string
+	logs   *syncBuffer
+	exited chan struct{}
+	client *http.Client
+	seen   map[int]bool // every worker pid seen, for the cleanup
+	mu     sync.Mutex
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// start runs the balancer with args on a free port and waits until want
+// workers are up.
+func start(t *testing.T, want int, args ...string) *cluster {
+	t.Helper()
+	addr := freeAddr(t)
+	c := &cluster{
+		t:      t,
+		addr:   addr,
+		url:    "http://" + addr,
+		logs:   &syncBuffer{},
+		exited: make(chan struct{}),
+		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		seen:   map[int]bool{},
+	}
+	c.cmd = exec.Command(filepath.Join(binDir, "balancer"), append([]string{"-listen", addr}, args...)...)
+	c.cmd.Stdout = c.logs
+	c.cmd.Stderr = c.logs
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.cmd.Wait(); close(c.exited) }()
+	t.Cleanup(c.cleanup)
+	c.waitUp(want)
+	return c
+}
+
+// cleanup kills the balancer and every worker it was seen with, by pid.
+func (c *cluster) cleanup() {
+	select {
+	case <-c.exited:
+	default:
+		c.cmd.Process.Signal(syscall.SIGKILL)
+		<-c.exited
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for pid := range c.seen {
+		if alive(pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	c.client.CloseIdleConnections()
+	if c.t.Failed() {
+		c.t.Logf("balancer output:\n%s", c.logs.String())
+	}
+}
+
+type statsDoc struct {
+	UptimeS  float64 `json:"uptime_s"`
+	Policy   string  `json:"policy"`
+	Requests int64   `json:"requests"`
+	Errors   int64   `json:"errors"`
+	Retries  int64   `json:"retries"`
+	Workers  []struct {
+		ID         int     `json:"id"`
+		Pid        int     `json:"pid"`
+		Addr       string  `json:"addr"`
+		State      string  `json:"state"`
+		Requests   int64   `json:"requests"`
+		InFlight   int64   `json:"in_flight"`
+		Errors     int64   `json:"errors"`
+		Restarts   int64   `json:"restarts"`
+		UptimeS    float64 `json:"uptime_s"`
+		CPUPercent float64 `json:"cpu_percent"`
+		RSSBytes   uint64  `json:"rss_bytes"`
+	} `json:"workers"`
+}
+
+func (c *cluster) stats() (statsDoc, error) {
+	var s statsDoc
+	resp, err := c.client.Get(c.url + "/stats")
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return s, fmt.Errorf("GET /stats: %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return s, err
+	}
+	c.mu.Lock()
+	for _, w := range s.Workers {
+		if w.Pid != 0 {
+			c.seen[w.Pid] = true
+		}
+	}
+	c.mu.Unlock()
+	return s, nil
+}
+
+// waitFor polls the stats until cond holds, for at most 20 s.
+func (c *cluster) waitFor(what string, cond func(statsDoc) bool) statsDoc {
+	c.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var last statsDoc
+	var err error
+	for time.Now().Before(deadline) {
+		select {
+		case <-c.exited:
+			c.t.Fatalf("balancer exited while waiting for %s", what)
+		default:
+		}
+		last, err = c.stats()
+		if err == nil && cond(last) {
+			return last
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatalf("waiting for %s: last stats %+v, err %v", what, last, err)
+	return last
+}
+
+func (c *cluster) waitUp(n int) statsDoc {
+	c.t.Helper()
+	return c.waitFor(fmt.Sprintf("%d workers up", n), func(s statsDoc) bool {
+		up := 0
+		for _, w := range s.Workers {
+			if w.State == "up" {
+				up++
+			}
+		}
+		return up == n && len(s.Workers) == n
+	})
+}
+
+// get sends GET path and returns the status and body.
+func (c *cluster) get(path string) (int, []byte, error) {
+	resp, err := c.client.Get(c.url + path)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// stop sends sig to the balancer and returns its exit code.
+func (c *cluster) stop(sig syscall.Signal) int {
+	c.t.Helper()
+	c.cmd.Process.Signal(sig)
+	select {
+	case <-c.exited:
+	case <-time.After(30 * time.Second):
+		c.t.Fatalf("balancer did not exit within 30s of %v", sig)
+	}
+	return c.cmd.ProcessState.ExitCode()
+}
+
+// alive reports whether pid is a live process (a zombie is not).
+func alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses.
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+func waitGone(t *testing.T, pids []int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var left []int
+		for _, pid := range pids {
+			if alive(pid) {
+				left = append(left, pid)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes %v still alive %v after", left, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func workerPids(s statsDoc) []int {
+	var pids []int
+	for _, w := range s.Workers {
+		if w.Pid != 0 {
+			pids = append(pids, w.Pid)
+		}
+	}
+	return pids
+}
+
+type answer struct {
+	Operation string `json:"operation"`
+	Sum       int64  `json:"sum"`
+	Pid       int    `json:"pid"`
+	Worker    int    `json:"worker"`
+}
+
+func TestStatsShapeAndSpread(t *testing.T) {
+	c := start(t, 2, "-workers", "2")
+	s, err := c.stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Policy != "round-robin" {
+		t.Errorf("got policy %q; want round-robin", s.Policy)
+	}
+	pids := map[int]bool{}
+	for i, w := range s.Workers {
+		if w.ID != i+1 {
+			t.Errorf("got worker id %d at %d; want %d", w.ID, i, i+1)
+		}
+		if !strings.HasPrefix(w.Addr, "127.0.0.1:") {
+			t.Errorf("got addr %q; want 127.0.0.1:PORT", w.Addr)
+		}
+		if w.Pid == 0 || pids[w.Pid] {
+			t.Errorf("got pid %d for worker %d; want its own", w.Pid, w.ID)
+		}
+		pids[w.Pid] = true
+	}
+
+	const n = 1000
+	byWorker := map[int]int{}
+	for range n {
+		status, body, err := c.get("/operacion-simple")
+		if err != nil || status != 200 {
+			t.Fatalf("got %d %v; want 200", status, err)
+		}
+		var a answer
+		if err := json.Unmarshal(body, &a); err != nil {
+			t.Fatalf("answer %q: %v", body, err)
+		}
+		if a.Sum != 49995000 || a.Operation != "simple" {
+			t.Fatalf("got %+v; want operation simple, sum 49995000", a)
+		}
+		if !pids[a.Pid] {
+			t.Errorf("answer from pid %d, not a worker in /stats %v", a.Pid, pids)
+		}
+		byWorker[a.Worker]++
+	}
+	s, _ = c.stats()
+	mean := float64(n) / 2
+	for _, w := range s.Workers {
+		if got := float64(w.Requests); got < mean*0.95 || got > mean*1.05 {
+			t.Errorf("worker %d served %d of %d; want within 5%% of %v either side", w.ID, w.Requests, n, mean)
+		}
+		if int(w.Requests) != byWorker[w.ID] {
+			t.Errorf("worker %d: /stats says %d requests, answers say %d", w.ID, w.Requests, byWorker[w.ID])
+		}
+	}
+	if s.Requests < n {
+		t.Errorf("got %d requests in /stats; want at least %d", s.Requests, n)
+	}
+}
+
+func TestKilledWorkerComesBack(t *testing.T) {
+	c := start(t, 2, "-workers", "2")
+	s, _ := c.stats()
+	victim, other := s.Workers[0], s.Workers[1]
+	if err := syscall.Kill(victim.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	s = c.waitFor("worker 1 back under a new pid", func(s statsDoc) bool {
+		w := s.Workers[0]
+		return w.State == "up" && w.Pid != 0 && w.Pid != victim.Pid
+	})
+	if s.Workers[0].Restarts != 1 {
+		t.Errorf("got restarts %d; want 1", s.Workers[0].Restarts)
+	}
+	if s.Workers[1].Pid != other.Pid || s.Workers[1].Restarts != 0 {
+		t.Errorf("worker 2 changed: %+v", s.Workers[1])
+	}
+	// The new process has the same WORKER_ID.
+	for range 4 {
+		_, body, err := c.get("/operacion-simple")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a answer
+		json.Unmarshal(body, &a)
+		if a.Worker == 1 && a.Pid != s.Workers[0].Pid {
+			t.Errorf("worker 1 answered from pid %d; want %d", a.Pid, s.Workers[0].Pid)
+		}
+	}
+}
+
+func TestDeadEndpointRestartsWorker(t *testing.T) {
+	c := start(t, 2, "-workers", "2")
+	s, _ := c.stats()
+	status, body, err := c.get("/dead")
+	if err != nil || status != 200 {
+		t.Fatalf("GET /dead: %d %v", status, err)
+	}
+	var a answer
+	json.Unmarshal(body, &a)
+	c.waitFor("the dead worker replaced", func(n statsDoc) bool {
+		for _, w := range n.Workers {
+			if w.ID == a.Worker {
+				return w.State == "up" && w.Pid != a.Pid && w.Restarts == 1
+			}
+		}
+		return false
+	})
+	// Every request meanwhile and after is answered.
+	for range 50 {
+		if status, _, err := c.get("/operacion-simple"); err != nil || status != 200 {
+			t.Fatalf("got %d %v; want 200", status, err)
+		}
+	}
+	_ = s
+}
+
+func TestSIGTERMLeavesNoProcess(t *testing.T) {
+	c := start(t, 2, "-workers", "2")
+	s, _ := c.stats()
+	pids := workerPids(s)
+	if code := c.stop(syscall.SIGTERM); code != 0 {
+		t.Errorf("got exit code %d; want 0", code)
+	}
+	waitGone(t, pids, time.Second) // the balancer waited for them already
+	if !strings.Contains(c.logs.String(), "stopped") {
+		t.Errorf("no stop in the log:\n%s", c.logs.String())
+	}
+}
+
+func TestSIGKILLLeavesNoOrphan(t *testing.T) {
+	c := start(t, 2, "-workers", "2")
+	s, _ := c.stats()
+	pids := workerPids(s)
+	c.stop(syscall.SIGKILL)
+	waitGone(t, pids, 5*time.Second)
+	// The port is free again.
+	l, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		t.Errorf("listen address still taken after SIGKILL: %v", err)
+	} else {
+		l.Close()
+	}
+}
+
+func TestCmdWorker(t *testing.T) {
+	// Any program as worker: here the standalone backend binary, found by
+	// the shell on $PATH, health-checked by TCP connect.
+	c := start(t, 2, "-workers", "2", "-cmd", "PATH="+binDir+":$PATH backend")
+	seen := map[int]bool{}
+	for range 20 {
+		status, body, err := c.get("/operacion-simple")
+		if err != nil || status != 200 {
+			t.Fatalf("got %d %v; want 200", status, err)
+		}
+		var a answer
+		json.Unmarshal(body, &a)
+		seen[a.Worker] = true
+	}
+	if !seen[1] || !seen[2] {
+		t.Errorf("answers came from workers %v; want 1 and 2", seen)
+	}
+}
+
+func TestHostileInput(t *testing.T) {
+	c := start(t, 2, "-workers", "2", "-read-header-timeout", "300ms", "-max-header-bytes", "4096")
+
+	tests := []struct {
+		name   string
+		raw    string
+		status int
+	}{
+		{"oversized header", "GET /operacion-simple HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 8192) + "\r\n\r\n", 431},
+		{"Content-Length with Transfer-Encoding", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"two different Content-Lengths", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd", 400},
+		{"no Host in HTTP/1.1", "GET /operacion-simple HTTP/1.1\r\n\r\n", 400},
+		{"fine request", "GET /operacion-simple HTTP/1.1\r\nHost: x\r\n\r\n", 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", c.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(conn, tt.raw)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("read response: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Errorf("got %d; want %d", resp.StatusCode, tt.status)
+			}
+		})
+	}
+
+	t.Run("slowloris is cut off", func(t *testing.T) {
+		conn, err := net.Dial("tcp", c.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n")
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = io.ReadAll(conn)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("connection still open after 10s of an unfinished header; want it closed by read_header_timeout")
+		}
+	})
+
+	// No hostile request reached a worker or took one down.
+	s := c.waitUp(2)
+	for _, w := range s.Workers {
+		if w.Restarts != 0 {
+			t.Errorf("worker %d restarted %d times; want 0", w.ID, w.Restarts)
+		}
+	}
+	if s.Requests != 1 {
+		t.Errorf("got %d proxied requests; want 1 (only the fine one)", s.Requests)
+	}
+}
+
+func TestBadSettingsExit2(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"negative workers", []string{"-workers", "-3"}, "workers"},
+		{"unknown policy", []string{"-policy", "fastest"}, "policy"},
+		{"unknown flag", []string{"-wrokers", "2"}, "wrokers"},
+		{"missing config file", []string{"-config", "/nonexistent.yaml"}, "/nonexistent.yaml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := exec.Command(filepath.Join(binDir, "balancer"), tt.args...).CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+				t.Fatalf("got %v; want exit status 2\n%s", err, out)
+			}
+			if !strings.Contains(string(out), tt.want) {
+				t.Errorf("got %q; want it to name %q", out, tt.want)
+			}
+		})
+	}
+}
+
+func TestListenAddressTaken(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cmd := exec.Command(filepath.Join(binDir, "balancer"), "-listen", l.Addr().String(), "-workers", "1")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("got exit 0; want an error exit when the address is taken")
+		}
+		if !strings.Contains(out.String(), "address already in use") {
+			t.Errorf("got %q; want it to say the address is in use", out.String())
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatal("balancer hung on a taken address")
+	}
+}
