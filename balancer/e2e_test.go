@@ -109,7 +109,11 @@ func start(t *testing.T, want int, args ...string) *cluster {
 	}
 	go func() { c.cmd.Wait(); close(c.exited) }()
 	t.Cleanup(c.cleanup)
-	c.waitUp(want)
+	if want > 0 {
+		c.waitUp(want)
+	} else {
+		c.waitFor("stats", func(statsDoc) bool { return true })
+	}
 	return c
 }
 

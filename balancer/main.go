@@ -4,6 +4,10 @@
 //
 //	balancer [flags]          run the cluster (see -h)
 //	balancer backend          run the built-in demo backend (what each worker runs)
+//
+// Signals: SIGINT/SIGTERM stop gracefully, SIGHUP reloads the workers one
+// by one (reading the -config file again), SIGTTIN adds a worker and
+// SIGTTOU removes one.
 package main
 
 import (
@@ -11,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"log/slog"
 	"net"
@@ -20,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/clusterlb/clusterlb/pkg/admin"
 	"github.com/clusterlb/clusterlb/pkg/config"
 	"github.com/clusterlb/clusterlb/pkg/demo"
 	"github.com/clusterlb/clusterlb/pkg/guard"
@@ -51,51 +57,33 @@ func run(args []string) int {
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		logger.Error("cannot listen", "listen", cfg.Listen, "err", err)
 		fmt.Fprintf(os.Stderr, "balancer: listen %s: %v\n", cfg.Listen, err)
 		return 1
 	}
-
-	argv := []string{}
-	if cfg.Cmd != "" {
-		argv = supervisor.Command(cfg.Cmd)
-	} else {
-		exe, err := os.Executable()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "balancer: find own executable for the built-in backend:", err)
+	var adminLn net.Listener
+	if cfg.AdminListen != "" {
+		if adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+			ln.Close()
+			fmt.Fprintf(os.Stderr, "balancer: admin_listen %s: %v (set -admin-listen to another address, or \"\" to turn the admin API off)\n", cfg.AdminListen, err)
 			return 1
 		}
-		argv = []string{exe, "backend"}
 	}
-	var check health.Checker = health.TCP{}
-	if path := cfg.HealthCheck(); path != "" {
-		check = health.NewHTTP(path)
+	spec, err := workerSpec(cfg, logger)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "balancer:", err)
+		return 1
 	}
 
 	started := time.Now()
 	p := pool.New(pool.NewSelector(cfg.Policy))
-	sup := supervisor.New(supervisor.Spec{
-		Argv:  argv,
-		Grace: cfg.WorkerGrace,
-		Backoff: supervisor.Backoff{
-			Initial: cfg.RestartBackoff,
-			Factor:  cfg.RestartBackoffFactor,
-			Max:     cfg.RestartBackoffMax,
-			Reset:   cfg.RestartBackoffReset,
-		},
-		Check: check,
-		Health: health.Options{
-			Interval: cfg.HealthInterval,
-			Timeout:  cfg.HealthTimeout,
-			Rise:     cfg.HealthRise,
-			Fall:     cfg.HealthFall,
-		},
-		Log: logger,
-	}, p)
-	px := proxy.New(p, proxy.Options{UpstreamTimeout: cfg.UpstreamTimeout, Log: logger})
-	sampler := stats.NewSampler()
-	statsHandler := stats.Handler(p, sampler, started)
-
+	sup := supervisor.New(spec, p)
+	px := proxy.New(p, proxy.Options{
+		UpstreamTimeout:  cfg.UpstreamTimeout,
+		MaxRetries:       proxyRetries(cfg.MaxRetries),
+		RetryBufferBytes: cfg.RetryBufferBytes,
+		Log:              logger,
+	})
+	statsHandler := stats.Handler(p, started)
 	srv := &http.Server{
 		Handler: guard.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == cfg.StatsPath {
@@ -115,35 +103,65 @@ func run(args []string) int {
 	supCtx, stopWorkers := context.WithCancel(context.Background())
 	supDone := make(chan error, 1)
 	go func() { supDone <- sup.Run(supCtx, workers) }()
-	samplerCtx, stopSampler := context.WithCancel(context.Background())
-	go sampler.Run(samplerCtx, p, time.Second)
+
+	ctl := &controller{sup: sup, args: args, cfg: cfg, log: logger}
+	adminCtx, stopAdmin := context.WithCancel(context.Background())
+	adminDone := make(chan error, 1)
+	if adminLn != nil {
+		h := admin.Handler(ctl, admin.Options{Token: cfg.AdminToken, Stats: statsHandler, Log: logger})
+		go func() { adminDone <- admin.Serve(adminCtx, adminLn, h) }()
+	} else {
+		adminDone <- nil
+	}
 
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- srv.Serve(guard.NewListener(ln, cfg.MaxHeaderBytes)) }()
-	logger.Info("balancer listening", "listen", ln.Addr().String(), "workers", workers, "policy", cfg.Policy, "stats", cfg.StatsPath)
+	logger.Info("balancer listening", "listen", ln.Addr().String(), "workers", workers, "policy", cfg.Policy,
+		"stats", cfg.StatsPath, "admin", cfg.AdminListen)
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU)
 	code := 0
-	select {
-	case sig := <-sigs:
-		logger.Info("stopping", "signal", sig.String(), "grace", cfg.ShutdownGrace)
-	case err := <-serveDone:
-		logger.Error("serve", "err", err)
-		code = 1
+wait:
+	for {
+		select {
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				go ctl.reload(supCtx, true)
+			case syscall.SIGTTIN:
+				go ctl.scaleBy(supCtx, +1)
+			case syscall.SIGTTOU:
+				go ctl.scaleBy(supCtx, -1)
+			default:
+				logger.Info("stopping", "signal", sig.String(), "grace", cfg.ShutdownGrace)
+				break wait
+			}
+		case err := <-serveDone:
+			logger.Error("serve", "err", err)
+			code = 1
+			break wait
+		}
 	}
 
 	// Stop accepting, let in-flight requests finish, then stop the
-	// workers. A second signal cuts the wait short.
+	// workers. A second stop signal cuts the wait short.
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	go func() {
-		select {
-		case sig := <-sigs:
-			logger.Warn("second signal: closing connections now", "signal", sig.String())
-			cancel()
-		case <-ctx.Done():
+		for {
+			select {
+			case sig := <-sigs:
+				if sig == syscall.SIGINT || sig == syscall.SIGTERM {
+					logger.Warn("second signal: closing connections now", "signal", sig.String())
+					cancel()
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
+	stopAdmin()
 	if err := srv.Shutdown(ctx); err != nil {
 		logger.Warn("in-flight requests cut off", "err", err)
 		srv.Close()
@@ -152,9 +170,148 @@ func run(args []string) int {
 	px.CloseIdleConnections()
 	stopWorkers()
 	<-supDone
-	stopSampler()
+	<-adminDone
 	logger.Info("stopped")
 	return code
+}
+
+// workerSpec builds the supervisor's spec from the configuration.
+func workerSpec(cfg config.Config, logger *slog.Logger) (supervisor.Spec, error) {
+	var argv []string
+	if cfg.Cmd != "" {
+		argv = supervisor.Command(cfg.Cmd)
+	} else {
+		exe, err := os.Executable()
+		if err != nil {
+			return supervisor.Spec{}, fmt.Errorf("find own executable for the built-in backend: %w", err)
+		}
+		argv = []string{exe, "backend"}
+	}
+	var check health.Checker = health.TCP{}
+	if path := cfg.HealthCheck(); path != "" {
+		check = health.NewHTTP(path)
+	}
+	return supervisor.Spec{
+		Argv:  argv,
+		Grace: cfg.WorkerGrace,
+		Backoff: supervisor.Backoff{
+			Initial: cfg.RestartBackoff,
+			Factor:  cfg.RestartBackoffFactor,
+			Max:     cfg.RestartBackoffMax,
+			Reset:   cfg.RestartBackoffReset,
+		},
+		MinUptime:         cfg.MinUptime,
+		MaxRestarts:       cfg.MaxRestarts,
+		StartTimeout:      cfg.StartTimeout,
+		DrainTimeout:      cfg.DrainTimeout,
+		MaxRequests:       cfg.MaxRequests,
+		MaxRequestsJitter: cfg.MaxRequestsJitter,
+		MaxMemory:         uint64(cfg.MaxMemory),
+		Check:             check,
+		Health: health.Options{
+			Interval: cfg.HealthInterval,
+			Timeout:  cfg.HealthTimeout,
+			Rise:     cfg.HealthRise,
+			Fall:     cfg.HealthFall,
+		},
+		Log: logger,
+	}, nil
+}
+
+// proxyRetries maps the max_retries setting (-1 auto, 0 none) to
+// proxy.Options.MaxRetries (0 auto, negative none).
+func proxyRetries(n int) int {
+	switch n {
+	case -1:
+		return 0
+	case 0:
+		return -1
+	}
+	return n
+}
+
+// controller carries out reloads and scaling, from signals and from the
+// admin API.
+type controller struct {
+	sup  *supervisor.Supervisor
+	args []string
+	cfg  config.Config // as started; settings that apply only at start come from here
+	log  *slog.Logger
+}
+
+var _ admin.Controller = (*controller)(nil)
+
+// Reload is the admin API's reload: it fails with ErrBusy while another
+// operation runs.
+func (c *controller) Reload(ctx context.Context) error { return c.doReload(ctx, false) }
+
+func (c *controller) Scale(ctx context.Context, n int) error { return c.sup.Scale(ctx, n) }
+
+func (c *controller) RestartWorker(ctx context.Context, id int) error {
+	return c.sup.RestartWorker(ctx, id)
+}
+
+func (c *controller) reload(ctx context.Context, wait bool) {
+	if err := c.doReload(ctx, wait); err != nil {
+		c.log.Error("reload failed", "err", err)
+	}
+}
+
+// doReload reads the configuration again (flags still win over the
+// file); if it is valid it applies the worker settings and replaces the
+// workers one by one. An invalid file leaves everything as it was.
+func (c *controller) doReload(ctx context.Context, wait bool) error {
+	cfg, _, err := config.Parse("balancer", c.args, io.Discard)
+	if err != nil {
+		return fmt.Errorf("configuration not reloaded, keeping the running one: %w", err)
+	}
+	for _, s := range []struct {
+		name     string
+		old, new any
+	}{
+		{"listen", c.cfg.Listen, cfg.Listen}, {"policy", c.cfg.Policy, cfg.Policy},
+		{"engine", c.cfg.Engine, cfg.Engine}, {"admin_listen", c.cfg.AdminListen, cfg.AdminListen},
+		{"upstream_timeout", c.cfg.UpstreamTimeout, cfg.UpstreamTimeout},
+	} {
+		if s.old != s.new {
+			c.log.Warn("setting changed in the file applies at the next start only", "setting", s.name, "running", s.old, "file", s.new)
+		}
+	}
+	spec, err := workerSpec(cfg, c.log)
+	if err != nil {
+		return err
+	}
+	if err := c.sup.Configure(ctx, spec); err != nil {
+		return err
+	}
+	if cfg.Workers != c.cfg.Workers {
+		// The count in the file changed: follow it before replacing.
+		if err := c.scaleTo(ctx, cfg.WorkerCount(), wait); err != nil {
+			return err
+		}
+		c.cfg.Workers = cfg.Workers
+	}
+	if wait {
+		return c.sup.ReloadWait(ctx)
+	}
+	return c.sup.Reload(ctx)
+}
+
+func (c *controller) scaleTo(ctx context.Context, n int, wait bool) error {
+	if wait {
+		cur, err := c.sup.Workers(ctx)
+		if err != nil {
+			return err
+		}
+		return c.sup.ScaleBy(ctx, n-cur)
+	}
+	return c.sup.Scale(ctx, n)
+}
+
+func (c *controller) scaleBy(ctx context.Context, delta int) {
+	if err := c.sup.ScaleBy(ctx, delta); err != nil {
+		c.log.Error("scale failed", "err", err)
+	}
 }
 
 func newLogger(level string) *slog.Logger {

@@ -82,6 +82,39 @@ type Config struct {
 	// MaxHeaderBytes bounds a request's header block; larger gets 431.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 
+	// MaxRetries bounds the retries of one request on other workers; -1
+	// (default) means one less than the number of workers, 0 none.
+	MaxRetries int `yaml:"max_retries"`
+	// RetryBufferBytes: request bodies up to this size are buffered so
+	// they can be replayed on another worker; larger ones stream, and a
+	// non-idempotent one is never replayed.
+	RetryBufferBytes int64 `yaml:"retry_buffer_bytes"`
+
+	// MinUptime: a worker that exits sooner had an unstable start.
+	// MaxRestarts unstable starts in a row put it in state backoff,
+	// restarted only every restart_backoff_max.
+	MinUptime   time.Duration `yaml:"min_uptime"`
+	MaxRestarts int           `yaml:"max_restarts"`
+	// StartTimeout bounds the time a new worker has to pass its first
+	// health check.
+	StartTimeout time.Duration `yaml:"start_timeout"`
+	// DrainTimeout bounds the wait for the in-flight requests of a worker
+	// being replaced or removed.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// MaxRequests replaces a worker after that many requests, plus a
+	// random 0..MaxRequestsJitter; 0 never does.
+	MaxRequests       int64 `yaml:"max_requests"`
+	MaxRequestsJitter int64 `yaml:"max_requests_jitter"`
+	// MaxMemory replaces a worker whose resident memory passes that many
+	// bytes; 0 never does.
+	MaxMemory int64 `yaml:"max_memory"`
+
+	// AdminListen is the admin API's address, loopback by default; ""
+	// turns the admin API off. It is never served on Listen.
+	AdminListen string `yaml:"admin_listen"`
+	// AdminToken, if set, is the bearer token the admin API asks for.
+	AdminToken string `yaml:"admin_token"`
+
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 }
@@ -108,6 +141,13 @@ func Default() Config {
 		ReadHeaderTimeout:    10 * time.Second,
 		IdleTimeout:          120 * time.Second,
 		MaxHeaderBytes:       1 << 20,
+		MaxRetries:           -1,
+		RetryBufferBytes:     1 << 20,
+		MinUptime:            time.Second,
+		MaxRestarts:          10,
+		StartTimeout:         30 * time.Second,
+		DrainTimeout:         30 * time.Second,
+		AdminListen:          "127.0.0.1:9090",
 		LogLevel:             "info",
 	}
 }
@@ -203,6 +243,43 @@ func (c Config) Validate() error {
 	}
 	if c.MaxHeaderBytes < 1024 {
 		return bad("max_header_bytes", "want 1024 or more; got %d", c.MaxHeaderBytes)
+	}
+	if c.MaxRetries < -1 {
+		return bad("max_retries", "want -1 (workers - 1), 0 (none) or more; got %d", c.MaxRetries)
+	}
+	for _, n := range []struct {
+		name string
+		v    int64
+	}{
+		{"retry_buffer_bytes", c.RetryBufferBytes},
+		{"max_requests", c.MaxRequests},
+		{"max_requests_jitter", c.MaxRequestsJitter},
+		{"max_memory", c.MaxMemory},
+		{"max_restarts", int64(c.MaxRestarts)},
+	} {
+		if n.v < 0 {
+			return bad(n.name, "want 0 or more; got %d", n.v)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"min_uptime", c.MinUptime},
+		{"start_timeout", c.StartTimeout},
+		{"drain_timeout", c.DrainTimeout},
+	} {
+		if d.v <= 0 {
+			return bad(d.name, "want a duration above 0; got %v", d.v)
+		}
+	}
+	if c.AdminListen != "" {
+		if _, port, err := net.SplitHostPort(c.AdminListen); err != nil || port == "" {
+			return bad("admin_listen", "want HOST:PORT, or \"\" to turn the admin API off; got %q", c.AdminListen)
+		}
+		if c.AdminListen == c.Listen {
+			return bad("admin_listen", "must differ from listen (%q): the admin API is never served on the public listener", c.Listen)
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -341,6 +418,17 @@ func newFlagSet(name string, c *Config, output io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "time a client has to send its request header (at most 10s)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "idle keep-alive client connections are closed after this")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request header block; larger gets 431")
+	fs.IntVar(&c.MaxRetries, "max-retries", c.MaxRetries, "retries of a request on other workers; -1 = workers - 1")
+	fs.Int64Var(&c.RetryBufferBytes, "retry-buffer-bytes", c.RetryBufferBytes, "request bodies up to this size are buffered for replay")
+	fs.DurationVar(&c.MinUptime, "min-uptime", c.MinUptime, "a worker that exits sooner had an unstable start")
+	fs.IntVar(&c.MaxRestarts, "max-restarts", c.MaxRestarts, "unstable starts in a row before a worker is held in backoff; 0 = never")
+	fs.DurationVar(&c.StartTimeout, "start-timeout", c.StartTimeout, "time a new worker has to pass its first health check")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "wait for in-flight requests of a worker being replaced or removed")
+	fs.Int64Var(&c.MaxRequests, "max-requests", c.MaxRequests, "replace a worker after this many requests; 0 = never")
+	fs.Int64Var(&c.MaxRequestsJitter, "max-requests-jitter", c.MaxRequestsJitter, "random extra requests added to max-requests per worker")
+	fs.Int64Var(&c.MaxMemory, "max-memory", c.MaxMemory, "replace a worker whose RSS passes this many bytes; 0 = never")
+	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin API `ADDR` (loopback); empty = off")
+	fs.StringVar(&c.AdminToken, "admin-token", c.AdminToken, "bearer `TOKEN` the admin API asks for; empty = none")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug|info|warn|error")
 	return fs
 }

@@ -113,9 +113,13 @@ type Options struct {
 	// 0 means 25ms.
 	StartInterval time.Duration
 	Log           *slog.Logger
-	// OnDown, if not nil, is called when the worker goes from up to down
-	// because of its checks.
+	// OnDown, if not nil, is called once when the worker's checks fail
+	// fall times in a row while it is down or up: it went down, or stays
+	// down although its process runs (the supervisor may replace it).
+	// It is called again only after the worker was up in between.
 	OnDown func(w *pool.Worker)
+	// OnUp, if not nil, is called when the checks mark the worker up.
+	OnUp func(w *pool.Worker)
 }
 
 // Monitor checks w's current process at addr until ctx is done, moving w
@@ -132,6 +136,7 @@ func Monitor(ctx context.Context, w *pool.Worker, addr string, check Checker, o 
 	}
 	c := &Counter{Rise: o.Rise, Fall: o.Fall}
 	last := w.State()
+	reported := false // OnDown was called since the worker was last up
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -163,11 +168,18 @@ func Monitor(ctx context.Context, w *pool.Worker, addr string, check Checker, o 
 				if state != pool.Up && (w.CompareAndSwapState(pool.Starting, pool.Up) || w.CompareAndSwapState(pool.Down, pool.Up)) {
 					log.Info("worker up", "worker", w.ID(), "pid", w.Pid(), "addr", addr)
 					last = pool.Up
+					reported = false
+					if o.OnUp != nil {
+						o.OnUp(w)
+					}
 				}
 			case Fail:
 				if w.CompareAndSwapState(pool.Up, pool.Down) {
 					log.Warn("worker down", "worker", w.ID(), "pid", w.Pid(), "addr", addr, "reason", err)
 					last = pool.Down
+				}
+				if w.State() == pool.Down && !reported {
+					reported = true
 					if o.OnDown != nil {
 						o.OnDown(w)
 					}

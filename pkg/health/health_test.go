@@ -67,7 +67,7 @@ func TestMonitorHTTP(t *testing.T) {
 	addr := srv.Listener.Addr().String()
 
 	w := pool.NewWorker(1)
-	w.SetProcess(1, addr, time.Now())
+	w.SetProcess(pool.NewProcess(1, addr, time.Now()), pool.Starting)
 	var downs atomic.Int32
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -103,7 +103,7 @@ func TestMonitorStartingIgnoresRefusals(t *testing.T) {
 	l.Close()
 
 	w := pool.NewWorker(1)
-	w.SetProcess(1, addr, time.Now())
+	w.SetProcess(pool.NewProcess(1, addr, time.Now()), pool.Starting)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -128,8 +128,7 @@ func TestMonitorLeavesSupervisorStateAlone(t *testing.T) {
 	defer srv.Close()
 	addr := srv.Listener.Addr().String()
 	w := pool.NewWorker(1)
-	w.SetProcess(1, addr, time.Now())
-	w.SetState(pool.Stopped)
+	w.SetProcess(pool.NewProcess(1, addr, time.Now()), pool.Stopped)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {

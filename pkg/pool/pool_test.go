@@ -11,8 +11,7 @@ func makeWorkers(states []State, inFlight []int64) []*Worker {
 	ws := make([]*Worker, len(states))
 	for i, s := range states {
 		w := NewWorker(i + 1)
-		w.SetProcess(1000+i, "127.0.0.1:1", time.Now())
-		w.SetState(s)
+		w.SetProcess(NewProcess(1000+i, "127.0.0.1:1", time.Now()), s)
 		if inFlight != nil {
 			w.inFlight.Store(inFlight[i])
 		}
@@ -158,18 +157,32 @@ func TestPoolMembership(t *testing.T) {
 
 func TestEndCounts(t *testing.T) {
 	w := NewWorker(1)
-	w.Begin()
-	w.Begin()
-	w.Begin()
-	if got := w.InFlight(); got != 3 {
-		t.Errorf("got in flight %d; want 3", got)
+	if p := w.Begin(); p != nil {
+		t.Fatalf("Begin with no process = %v; want nil", p)
 	}
-	w.End(true, false)
-	w.End(false, true)
-	w.End(false, false)
+	old := NewProcess(10, "127.0.0.1:1", time.Now())
+	w.SetProcess(old, Up)
+	p1, p2 := w.Begin(), w.Begin()
+	// A restart: the third request goes to the new process, while the
+	// first two still finish on the old one.
+	cur := NewProcess(11, "127.0.0.1:2", time.Now())
+	w.SetProcess(cur, Up)
+	p3 := w.Begin()
+	if p1 != old || p2 != old || p3 != cur {
+		t.Fatalf("Begin returned %v %v %v; want old, old, new", p1, p2, p3)
+	}
+	if w.InFlight() != 3 || old.InFlight() != 2 || cur.InFlight() != 1 {
+		t.Errorf("got in flight worker=%d old=%d new=%d; want 3 2 1", w.InFlight(), old.InFlight(), cur.InFlight())
+	}
+	w.End(p1, true, false)
+	w.End(p2, false, true)
+	w.End(p3, false, false)
 	if w.InFlight() != 0 || w.Requests() != 1 || w.Errors() != 2 || w.Retries() != 1 {
 		t.Errorf("got inflight=%d requests=%d errors=%d retries=%d; want 0 1 2 1",
 			w.InFlight(), w.Requests(), w.Errors(), w.Retries())
+	}
+	if old.InFlight() != 0 || old.Requests() != 1 || cur.Requests() != 0 {
+		t.Errorf("got old inflight=%d requests=%d, new requests=%d; want 0 1 0", old.InFlight(), old.Requests(), cur.Requests())
 	}
 }
 

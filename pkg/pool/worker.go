@@ -2,6 +2,7 @@ package pool
 
 import (
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 )
@@ -37,16 +38,60 @@ func (s State) String() string {
 // MarshalText writes the state's name, as /stats shows it.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// Process is one running process of a worker slot: where it listens, and
+// the requests it carries. A slot gets a new Process at every start, so
+// requests that began on the old one are counted, and drained, on it.
+type Process struct {
+	addr    string
+	pid     int
+	started time.Time
+
+	inFlight atomic.Int64
+	requests atomic.Int64
+	cpu      atomic.Uint64 // math.Float64bits of the CPU percentage
+	rss      atomic.Uint64
+}
+
+// NewProcess describes a process with the given pid, listening on addr.
+func NewProcess(pid int, addr string, started time.Time) *Process {
+	return &Process{addr: addr, pid: pid, started: started}
+}
+
+// Addr is where the process listens, "127.0.0.1:PORT".
+func (p *Process) Addr() string { return p.addr }
+
+// Pid is the process id.
+func (p *Process) Pid() int { return p.pid }
+
+// Started is when the process was spawned.
+func (p *Process) Started() time.Time { return p.started }
+
+// InFlight counts the requests being forwarded to this process now.
+func (p *Process) InFlight() int64 { return p.inFlight.Load() }
+
+// Requests counts the responses this process gave.
+func (p *Process) Requests() int64 { return p.requests.Load() }
+
+// Usage is the last sampled CPU percentage (100 = one core) and resident
+// memory; zero before the first sample.
+func (p *Process) Usage() (cpuPercent float64, rssBytes uint64) {
+	return math.Float64frombits(p.cpu.Load()), p.rss.Load()
+}
+
+// SetUsage records a sample of CPU and memory.
+func (p *Process) SetUsage(cpuPercent float64, rssBytes uint64) {
+	p.cpu.Store(math.Float64bits(cpuPercent))
+	p.rss.Store(rssBytes)
+}
+
 // Worker is one slot of the cluster: a stable id (WORKER_ID, 1..N) and the
 // process currently filling it. Its fields are accessed atomically and it
 // must not be copied.
 type Worker struct {
 	id int
 
-	addr    atomic.Pointer[string]
-	pid     atomic.Int64
-	started atomic.Int64 // unix nanoseconds of the current process's start; 0 if none
-	state   atomic.Int32
+	proc  atomic.Pointer[Process] // nil when no process serves the slot
+	state atomic.Int32
 
 	requests atomic.Int64
 	inFlight atomic.Int64
@@ -57,21 +102,29 @@ type Worker struct {
 
 // NewWorker returns a worker with the given id, in state Starting, with no
 // process.
-func NewWorker(id int) *Worker {
-	w := &Worker{id: id}
-	empty := ""
-	w.addr.Store(&empty)
-	return w
-}
+func NewWorker(id int) *Worker { return &Worker{id: id} }
 
 // ID is the worker's stable id, 1..N.
 func (w *Worker) ID() int { return w.id }
 
-// Addr is the worker's "127.0.0.1:PORT", or "" before its first start.
-func (w *Worker) Addr() string { return *w.addr.Load() }
+// Process is the process serving the slot, or nil.
+func (w *Worker) Process() *Process { return w.proc.Load() }
+
+// Addr is the current process's "127.0.0.1:PORT", or "" when none runs.
+func (w *Worker) Addr() string {
+	if p := w.proc.Load(); p != nil {
+		return p.addr
+	}
+	return ""
+}
 
 // Pid is the current process id, 0 when no process runs.
-func (w *Worker) Pid() int { return int(w.pid.Load()) }
+func (w *Worker) Pid() int {
+	if p := w.proc.Load(); p != nil {
+		return p.pid
+	}
+	return 0
+}
 
 // State is the worker's current state.
 func (w *Worker) State() State { return State(w.state.Load()) }
@@ -81,14 +134,14 @@ func (w *Worker) Available() bool { return w.State() == Up }
 
 // Uptime is how long the current process has been running, 0 if none.
 func (w *Worker) Uptime(now time.Time) time.Duration {
-	s := w.started.Load()
-	if s == 0 {
-		return 0
+	if p := w.proc.Load(); p != nil {
+		return now.Sub(p.started)
 	}
-	return now.Sub(time.Unix(0, s))
+	return 0
 }
 
-// Requests counts the responses proxied from this worker.
+// Requests counts the responses proxied from this worker id, over all its
+// processes.
 func (w *Worker) Requests() int64 { return w.requests.Load() }
 
 // InFlight counts the requests being forwarded to this worker now.
@@ -101,22 +154,18 @@ func (w *Worker) Errors() int64 { return w.errors.Load() }
 // on another.
 func (w *Worker) Retries() int64 { return w.retries.Load() }
 
-// Restarts counts how many times the worker's process was started again.
+// Restarts counts how many times the worker's process was replaced.
 func (w *Worker) Restarts() int64 { return w.restarts.Load() }
 
-// SetProcess records a newly spawned process, listening on addr. The state
-// becomes Starting.
-func (w *Worker) SetProcess(pid int, addr string, started time.Time) {
-	w.addr.Store(&addr)
-	w.pid.Store(int64(pid))
-	w.started.Store(started.UnixNano())
-	w.state.Store(int32(Starting))
+// SetProcess makes p the process serving the slot, in state s.
+func (w *Worker) SetProcess(p *Process, s State) {
+	w.proc.Store(p)
+	w.state.Store(int32(s))
 }
 
-// ClearProcess records that the process is gone and sets the state.
+// ClearProcess records that no process serves the slot, in state s.
 func (w *Worker) ClearProcess(s State) {
-	w.pid.Store(0)
-	w.started.Store(0)
+	w.proc.Store(nil)
 	w.state.Store(int32(s))
 }
 
@@ -132,16 +181,28 @@ func (w *Worker) CompareAndSwapState(old, new State) bool {
 // AddRestart counts one restart.
 func (w *Worker) AddRestart() { w.restarts.Add(1) }
 
-// Begin counts a request sent to the worker; End must follow.
-func (w *Worker) Begin() { w.inFlight.Add(1) }
+// Begin counts a request sent to the worker and returns the process it
+// goes to, or nil when none serves the slot (then nothing is counted).
+// End must follow a non-nil Begin, with the same process.
+func (w *Worker) Begin() *Process {
+	p := w.proc.Load()
+	if p == nil {
+		return nil
+	}
+	w.inFlight.Add(1)
+	p.inFlight.Add(1)
+	return p
+}
 
-// End closes a Begin: ok means a response came back, otherwise the
-// worker failed the request; retried means the request was then tried
-// on another worker.
-func (w *Worker) End(ok, retried bool) {
+// End closes a Begin on process p: ok means a response came back,
+// otherwise the worker failed the request; retried means the request was
+// then tried on another worker.
+func (w *Worker) End(p *Process, ok, retried bool) {
 	w.inFlight.Add(-1)
+	p.inFlight.Add(-1)
 	if ok {
 		w.requests.Add(1)
+		p.requests.Add(1)
 		return
 	}
 	w.errors.Add(1)

@@ -9,10 +9,23 @@
 // pool per worker, so keep-alive connections are reused instead of piling
 // up in TIME_WAIT.
 //
-// A request is retried on the next worker when its attempt failed before
-// any response byte and replaying it is safe: the connection was refused
-// (nothing was sent), or the method is idempotent and the request body
-// was not read. The package never starts or stops processes; the only
-// thing it does to a worker besides counting is to mark it down at once
-// when its port refuses a connection.
+// A request whose worker fails before the response headers (refused,
+// reset, EOF) is retried on another worker, at most Options.MaxRetries
+// times, by one rule (retryable) that the engines share. A body of up to
+// Options.RetryBufferBytes (1 MiB by default) is read into memory before
+// a worker is picked, and sent anew to each attempt; a request with such
+// a body, or none, is retried whatever its method. A larger body is
+// streamed and can be sent only once: its request is retried only while
+// no attempt has read from it, and then only when the connection was
+// refused (the worker saw nothing) or the method is idempotent (GET,
+// HEAD, OPTIONS, PUT, DELETE, TRACE). A timeout (504) or a client that
+// left (499) is never retried. The caveats: a POST whose worker acted on
+// it and then died before answering is done again by the next worker,
+// since no request is to be lost; a body that fits is read whole before
+// any worker sees it (the client gets its 100 Continue from the proxy);
+// and the buffers cost up to RetryBufferBytes per request in flight.
+//
+// The package never starts or stops processes; the only thing it does to
+// a worker besides counting is to mark it down at once when its port
+// refuses a connection.
 package proxy

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"syscall"
 )
 
 // ErrNoWorker means no worker was up to take the request.
@@ -43,7 +44,7 @@ func isTimeout(err error) bool {
 // never saw the request.
 func isRefused(err error) bool {
 	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
+	return (errors.As(err, &op) && op.Op == "dial") || errors.Is(err, syscall.ECONNREFUSED)
 }
 
 // idempotent reports whether a request with this method may be sent twice.
@@ -55,20 +56,30 @@ func idempotent(method string) bool {
 	return false
 }
 
-// retryable reports whether an attempt that failed with err, and so got
-// no response byte, may be sent to another worker: always when the
-// connection was refused, since nothing was sent; otherwise when the
-// method is idempotent or the request has a body, and none of that body
-// was read by the attempt. A POST without a body that was sent may have
-// done its work, and is not sent twice.
-func retryable(r *http.Request, err error, hasBody, bodyRead bool) bool {
-	if r.Context().Err() != nil || isTimeout(err) {
-		// The client left, or the worker was slow: another worker would
-		// only do the same work again.
+// retryable is the retry rule, the one both engines follow. An attempt
+// failed with err before any byte of the response came back; it reports
+// whether the request may be sent to another worker. The inputs are the
+// engine's own: the method; err, which wraps context.Canceled when the
+// client went away; whether the body can be sent again whole (there is
+// none, or it was buffered); and, for a body that cannot, whether any
+// attempt has read from it yet.
+//
+// Never when the client went away or the worker timed out: another
+// worker would only do the same work again. Otherwise the worker is taken
+// to have died (refused, reset, EOF), and a replayable request is retried
+// whatever its method, since the next worker gets the same bytes. A
+// streamed body that an attempt has read from is partly gone, so that
+// request is never retried, not even after a refused connection. A
+// streamed body not read yet is retried when the connection was refused,
+// since the worker saw nothing, or when the method is idempotent.
+func retryable(method string, err error, replayable, bodyRead bool) bool {
+	switch {
+	case errors.Is(err, context.Canceled) || isTimeout(err):
+		return false
+	case replayable:
+		return true
+	case bodyRead:
 		return false
 	}
-	if isRefused(err) {
-		return true
-	}
-	return (idempotent(r.Method) || hasBody) && !bodyRead
+	return isRefused(err) || idempotent(method)
 }

@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -23,6 +26,12 @@ type Options struct {
 	// 0 means one less than the number of workers (each worker is tried
 	// at most once), negative means none.
 	MaxRetries int
+	// RetryBufferBytes is the largest request body held in memory so that
+	// the request can be replayed on another worker if its worker dies;
+	// a larger body is streamed, and can be replayed only while no byte
+	// of it was sent. 0 means DefaultRetryBufferBytes (1 MiB), negative
+	// means never buffer.
+	RetryBufferBytes int64
 	// Log receives failures; nil discards them.
 	Log *slog.Logger
 }
@@ -40,6 +49,9 @@ type Proxy struct {
 func New(p *pool.Pool, o Options) *Proxy {
 	if o.UpstreamTimeout <= 0 {
 		o.UpstreamTimeout = 60 * time.Second
+	}
+	if o.RetryBufferBytes == 0 {
+		o.RetryBufferBytes = DefaultRetryBufferBytes
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -121,12 +133,9 @@ type roundTripper struct{ px *Proxy }
 
 func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	px := rt.px
-	var body *trackedBody
-	if req.Body != nil && req.Body != http.NoBody {
-		// The transport closes the body after a failed attempt; keep it
-		// open for the next one, and learn whether any of it was sent.
-		body = &trackedBody{rc: req.Body}
-		req.Body = body
+	body, err := readBody(req, px.opts.RetryBufferBytes)
+	if err != nil {
+		return nil, err
 	}
 	maxRetries := px.opts.MaxRetries
 	if maxRetries == 0 {
@@ -134,63 +143,75 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var triedBuf [8]*pool.Worker
 	tried := triedBuf[:0]
+	// req is the ReverseProxy's own clone of the inbound request, with a
+	// URL of its own, so the first attempt may set its host and body.
+	out := req
 	w := px.pool.Pick()
 	for {
 		if w == nil {
-			if body != nil {
-				body.rc.Close()
-			}
 			return nil, ErrNoWorker
 		}
-		addr := w.Addr()
-		// req is the ReverseProxy's own clone of the inbound request,
-		// with a URL of its own, so setting the host per attempt is safe.
-		req.URL.Host = addr
-		w.Begin()
-		resp, err := px.transport.RoundTrip(req)
+		proc := w.Begin()
+		if proc == nil {
+			// The process went away between the pick and now.
+			tried = append(tried, w)
+			w = px.pool.PickExcept(tried)
+			continue
+		}
+		addr := proc.Addr()
+		if out == nil {
+			// A retry. Callers "should not mutate or reuse the request"
+			// they gave a RoundTripper (net/http), and the transport's
+			// goroutines may still hold the failed attempt's, so each
+			// retry gets a copy of its own; the hot path never gets here.
+			out = new(http.Request)
+			*out = *req
+			u := *req.URL
+			out.URL = &u
+		}
+		out.URL.Host = addr
+		body.attach(out)
+		resp, err := px.transport.RoundTrip(out)
 		if err == nil {
 			px.pool.CountRequest(true)
-			resp.Body = &countedBody{rc: resp.Body, w: w}
+			resp.Body = &countedBody{rc: resp.Body, w: w, proc: proc}
 			return resp, nil
 		}
-		if isRefused(err) && w.Addr() == addr && w.CompareAndSwapState(pool.Up, pool.Down) {
-			px.log.Warn("worker down", "worker", w.ID(), "pid", w.Pid(), "addr", addr, "reason", "connection refused")
+		out = nil
+		if isRefused(err) && w.Process() == proc && w.CompareAndSwapState(pool.Up, pool.Down) {
+			px.log.Warn("worker down", "worker", w.ID(), "pid", proc.Pid(), "addr", addr, "reason", "connection refused")
 		}
 		tried = append(tried, w)
-		retry := len(tried) <= maxRetries && retryable(req, err, body != nil, body != nil && body.read.Load())
+		bodyRead := body.failed()
+		retry := len(tried) <= maxRetries &&
+			retryable(req.Method, withClientGone(req.Context(), err), body.replayable(), bodyRead)
 		if !retry {
-			w.End(false, false)
-			if body != nil {
-				body.rc.Close()
-			}
+			w.End(proc, false, false)
 			return nil, err
 		}
-		w.End(false, true)
+		w.End(proc, false, true)
 		px.pool.CountRetry()
 		px.log.Debug("retrying on another worker", "worker", w.ID(), "err", err)
 		w = px.pool.PickExcept(tried)
 	}
 }
 
-// trackedBody passes reads through, records that one happened, and ignores
-// Close so a failed attempt leaves the body usable for the next.
-type trackedBody struct {
-	rc   io.ReadCloser
-	read atomic.Bool
+// withClientGone adds the cancel of the client's request to err, for the
+// retry rule: when the client leaves as the worker fails, the transport
+// may report the broken connection rather than the cancel.
+func withClientGone(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("%w: %w", cerr, err)
+	}
+	return err
 }
-
-func (b *trackedBody) Read(p []byte) (int, error) {
-	b.read.Store(true)
-	return b.rc.Read(p)
-}
-
-func (b *trackedBody) Close() error { return nil }
 
 // countedBody ends the worker's in-flight count when the response body is
 // done, so least-conn sees requests that are still streaming.
 type countedBody struct {
 	rc   io.ReadCloser
 	w    *pool.Worker
+	proc *pool.Process
 	done atomic.Bool
 }
 
@@ -198,7 +219,7 @@ func (b *countedBody) Read(p []byte) (int, error) { return b.rc.Read(p) }
 
 func (b *countedBody) Close() error {
 	if b.done.CompareAndSwap(false, true) {
-		b.w.End(true, false)
+		b.w.End(b.proc, true, false)
 	}
 	return b.rc.Close()
 }

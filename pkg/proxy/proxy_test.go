@@ -1,13 +1,17 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,8 +65,7 @@ func newPool(addrs ...string) *pool.Pool {
 	p := pool.New(new(pool.RoundRobin))
 	for i, a := range addrs {
 		w := pool.NewWorker(i + 1)
-		w.SetProcess(100+i, a, time.Now())
-		w.SetState(pool.Up)
+		w.SetProcess(pool.NewProcess(100+i, a, time.Now()), pool.Up)
 		p.Add(w)
 	}
 	return p
@@ -70,7 +73,25 @@ func newPool(addrs ...string) *pool.Pool {
 
 func serve(t *testing.T, px *Proxy) *httptest.Server {
 	t.Helper()
-	front := httptest.NewServer(px)
+	return serveHandler(t, px, px)
+}
+
+// serveSync is serve, and also says on done each time the proxy is
+// through with a request: the counts that end when it closes the worker's
+// response body may lag the client's read of that body.
+func serveSync(t *testing.T, px *Proxy) (front *httptest.Server, done <-chan struct{}) {
+	t.Helper()
+	ch := make(chan struct{}, 16)
+	front = serveHandler(t, px, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		px.ServeHTTP(w, r)
+		ch <- struct{}{}
+	}))
+	return front, ch
+}
+
+func serveHandler(t *testing.T, px *Proxy, h http.Handler) *httptest.Server {
+	t.Helper()
+	front := httptest.NewServer(h)
 	t.Cleanup(func() { front.Close(); px.CloseIdleConnections() })
 	return front
 }
@@ -94,12 +115,13 @@ func TestSpreadAndHeaders(t *testing.T) {
 	a := newBackend(t, "a", nil)
 	b := newBackend(t, "b", nil)
 	p := newPool(a.srv.Listener.Addr().String(), b.srv.Listener.Addr().String())
-	front := serve(t, New(p, Options{}))
+	front, done := serveSync(t, New(p, Options{}))
 	c := front.Client()
 
 	var got []string
 	for range 4 {
 		_, body := get(t, c, front.URL+"/x?q=1", map[string]string{"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil"})
+		<-done
 		got = append(got, body)
 	}
 	if strings.Join(got, "") != "abab" {
@@ -170,32 +192,66 @@ func TestErrorStatuses(t *testing.T) {
 	}
 }
 
+// send sends a request with the given body through front and returns
+// the status and the body of the answer. chunked hides the body's length,
+// so that it goes out chunked.
+func send(t *testing.T, front *httptest.Server, method, body string, chunked bool) (int, string) {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+		if chunked {
+			r = struct{ io.Reader }{r}
+		}
+	}
+	req, err := http.NewRequest(method, front.URL+"/", r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := front.Client().Do(req)
+	if err != nil {
+		t.Fatalf("%s: %v", method, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s: read answer: %v", method, err)
+	}
+	return resp.StatusCode, string(data)
+}
+
+const workerFailed = `{"error":"worker failed"}` + "\n"
+
 func TestRetryOnRefused(t *testing.T) {
-	live := newBackend(t, "live", nil)
+	large := strings.Repeat("L", 64<<10)
 	tests := []struct {
-		name   string
-		method string
-		body   string
+		name    string
+		method  string
+		body    string
+		chunked bool
+		opts    Options
 	}{
-		{"GET", http.MethodGet, ""},
-		{"POST with a body is safe to resend when nothing was sent", http.MethodPost, "payload"},
+		{"GET", http.MethodGet, "", false, Options{}},
+		{"POST with a body is safe to resend when nothing was sent", http.MethodPost, "payload", false, Options{}},
+		{"PUT larger than the buffer was not read, so it is resent", http.MethodPut, large, false, Options{RetryBufferBytes: 1 << 10}},
+		{"POST larger than the buffer was not read, so it is resent", http.MethodPost, large, false, Options{RetryBufferBytes: 1 << 10}},
+		{"chunked POST larger than the buffer is resent whole", http.MethodPost, large, true, Options{RetryBufferBytes: 1 << 10}},
+		{"POST never buffered was not read, so it is resent", http.MethodPost, "payload", false, Options{RetryBufferBytes: -1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			live := newBackend(t, "live", nil)
 			p := newPool(deadAddr(t), live.srv.Listener.Addr().String())
-			front := serve(t, New(p, Options{}))
-			req, _ := http.NewRequest(tt.method, front.URL+"/", strings.NewReader(tt.body))
-			resp, err := front.Client().Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				t.Fatalf("got status %d; want 200 from the live worker", resp.StatusCode)
+			front := serve(t, New(p, tt.opts))
+			status, _ := send(t, front, tt.method, tt.body, tt.chunked)
+			if status != 200 {
+				t.Fatalf("got status %d; want 200 from the live worker", status)
 			}
 			if got := *live.body.Load(); got != tt.body {
-				t.Errorf("live worker got body %q; want %q", got, tt.body)
+				t.Errorf("live worker got body of %d bytes; want %d", len(got), len(tt.body))
+			}
+			if live.hits.Load() != 1 {
+				t.Errorf("live worker got %d requests; want 1", live.hits.Load())
 			}
 			dead := p.Get(1)
 			if dead.State() != pool.Down {
@@ -208,15 +264,17 @@ func TestRetryOnRefused(t *testing.T) {
 	}
 }
 
-// resetter accepts connections, reads the request head, and closes the
-// connection without answering: a worker that dies mid-request.
-func resetter(t *testing.T) string {
+// resetter accepts connections, reads the start of a request, and closes
+// the connection without answering: a worker that dies mid-request. hits
+// counts the requests it got.
+func resetter(t *testing.T) (addr string, hits *atomic.Int64) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
+	hits = new(atomic.Int64)
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -224,45 +282,199 @@ func resetter(t *testing.T) string {
 				return
 			}
 			buf := make([]byte, 4096)
-			c.Read(buf)
+			if n, _ := c.Read(buf); n > 0 {
+				hits.Add(1)
+			}
 			if tc, ok := c.(*net.TCPConn); ok {
 				tc.SetLinger(0) // RST, as from a killed process
 			}
 			c.Close()
 		}
 	}()
-	return l.Addr().String()
+	return l.Addr().String(), hits
 }
 
 func TestResetBeforeResponse(t *testing.T) {
-	live := newBackend(t, "live", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "live") })
+	small := strings.Repeat("s", 10<<10)
+	large := strings.Repeat("L", 64<<10)
 	tests := []struct {
-		name   string
-		method string
-		body   string
-		status int
+		name    string
+		method  string
+		body    string
+		chunked bool
+		opts    Options
+		status  int
 	}{
-		{"GET is replayed", http.MethodGet, "", 200},
-		{"DELETE is replayed", http.MethodDelete, "", 200},
-		{"POST is not replayed once sent", http.MethodPost, strings.Repeat("x", 100), 502},
+		{"GET without a body is replayed", http.MethodGet, "", false, Options{}, 200},
+		{"DELETE is replayed", http.MethodDelete, "", false, Options{}, 200},
+		{"POST without a body counts as buffered", http.MethodPost, "", false, Options{}, 200},
+		{"buffered POST is replayed", http.MethodPost, small, false, Options{}, 200},
+		{"POST of exactly the buffer size is replayed", http.MethodPost, small, false, Options{RetryBufferBytes: int64(len(small))}, 200},
+		{"chunked POST that fits is buffered and replayed", http.MethodPost, small, true, Options{}, 200},
+		{"buffered PATCH is replayed", http.MethodPatch, small, false, Options{}, 200},
+		{"POST larger than the buffer is not replayed", http.MethodPost, large, false, Options{RetryBufferBytes: 1 << 10}, 502},
+		{"chunked POST larger than the buffer is not replayed", http.MethodPost, large, true, Options{RetryBufferBytes: 1 << 10}, 502},
+		{"PUT larger than the buffer is not replayed once read", http.MethodPut, large, false, Options{RetryBufferBytes: 1 << 10}, 502},
+		{"POST is not replayed when buffering is off", http.MethodPost, small, false, Options{RetryBufferBytes: -1}, 502},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := newPool(resetter(t), live.srv.Listener.Addr().String())
-			front := serve(t, New(p, Options{}))
-			var body io.Reader
-			if tt.body != "" {
-				body = strings.NewReader(tt.body)
+			live := newBackend(t, "live", nil)
+			reset, resets := resetter(t)
+			p := newPool(reset, live.srv.Listener.Addr().String())
+			front, done := serveSync(t, New(p, tt.opts))
+			status, answer := send(t, front, tt.method, tt.body, tt.chunked)
+			<-done
+			if status != tt.status {
+				t.Fatalf("got status %d %q; want %d", status, answer, tt.status)
 			}
-			req, _ := http.NewRequest(tt.method, front.URL+"/", body)
-			resp, err := front.Client().Do(req)
-			if err != nil {
-				t.Fatal(err)
+			if resets.Load() != 1 {
+				t.Errorf("dying worker got %d requests; want 1", resets.Load())
 			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != tt.status {
-				t.Errorf("got status %d; want %d", resp.StatusCode, tt.status)
+			dying, alive := p.Get(1), p.Get(2)
+			if tt.status != 200 {
+				if answer != workerFailed {
+					t.Errorf("got answer %q; want %q", answer, workerFailed)
+				}
+				if live.hits.Load() != 0 {
+					t.Errorf("live worker got %d requests; want none, the body must not be sent twice", live.hits.Load())
+				}
+				if p.Retries() != 0 || dying.Retries() != 0 || dying.Errors() != 1 || p.Errors() != 1 {
+					t.Errorf("got retries=%d worker retries=%d worker errors=%d errors=%d; want 0 0 1 1",
+						p.Retries(), dying.Retries(), dying.Errors(), p.Errors())
+				}
+				return
+			}
+			if answer != "live" {
+				t.Errorf("got answer %q; want %q", answer, "live")
+			}
+			if live.hits.Load() != 1 {
+				t.Errorf("live worker got %d requests; want exactly 1", live.hits.Load())
+			}
+			if got := *live.body.Load(); got != tt.body {
+				t.Errorf("live worker got a body of %d bytes; want the %d sent", len(got), len(tt.body))
+			}
+			if got := live.last.Load().ContentLength; got != int64(len(tt.body)) {
+				t.Errorf("live worker got Content-Length %d; want %d", got, len(tt.body))
+			}
+			if p.Retries() != 1 || dying.Retries() != 1 || dying.Errors() != 1 || p.Errors() != 0 {
+				t.Errorf("got retries=%d worker retries=%d worker errors=%d errors=%d; want 1 1 1 0",
+					p.Retries(), dying.Retries(), dying.Errors(), p.Errors())
+			}
+			if alive.Requests() != 1 || alive.Errors() != 0 {
+				t.Errorf("live worker counted requests=%d errors=%d; want 1 0", alive.Requests(), alive.Errors())
+			}
+			if dying.State() != pool.Up {
+				t.Errorf("reset worker is %v; want still up (only a refusal marks it down)", dying.State())
+			}
+		})
+	}
+}
+
+func TestRetriesBounded(t *testing.T) {
+	tests := []struct {
+		name       string
+		maxRetries int
+		attempts   int64
+	}{
+		{"MaxRetries 1 makes two attempts", 1, 2},
+		{"MaxRetries 0 tries each worker once", 0, 3},
+		{"negative MaxRetries means no retry", -1, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var addrs []string
+			var hits []*atomic.Int64
+			for range 3 {
+				a, h := resetter(t)
+				addrs = append(addrs, a)
+				hits = append(hits, h)
+			}
+			p := newPool(addrs...)
+			front := serve(t, New(p, Options{MaxRetries: tt.maxRetries}))
+			status, answer := send(t, front, http.MethodGet, "", false)
+			if status != 502 || answer != workerFailed {
+				t.Errorf("got %d %q; want %d %q", status, answer, 502, workerFailed)
+			}
+			var attempts, retries, errs int64
+			for i, w := range p.Workers() {
+				attempts += hits[i].Load()
+				retries += w.Retries()
+				errs += w.Errors()
+			}
+			if attempts != tt.attempts {
+				t.Errorf("got %d attempts; want %d", attempts, tt.attempts)
+			}
+			if retries != tt.attempts-1 || p.Retries() != tt.attempts-1 {
+				t.Errorf("got worker retries=%d pool retries=%d; want %d", retries, p.Retries(), tt.attempts-1)
+			}
+			if errs != tt.attempts || p.Errors() != 1 {
+				t.Errorf("got worker errors=%d pool errors=%d; want %d and 1", errs, p.Errors(), tt.attempts)
+			}
+		})
+	}
+}
+
+func TestRetryable(t *testing.T) {
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	tests := []struct {
+		name       string
+		method     string
+		err        error
+		replayable bool
+		bodyRead   bool
+		want       bool
+	}{
+		{"GET reset", http.MethodGet, reset, true, false, true},
+		{"GET at EOF", http.MethodGet, io.EOF, true, false, true},
+		{"buffered POST reset", http.MethodPost, reset, true, false, true},
+		{"buffered POST reset after it was read", http.MethodPost, reset, true, true, true},
+		{"streamed POST reset before it was read", http.MethodPost, reset, false, false, false},
+		{"streamed POST refused", http.MethodPost, refused, false, false, true},
+		{"streamed PUT reset before it was read", http.MethodPut, reset, false, false, true},
+		{"streamed PUT reset after it was read", http.MethodPut, reset, false, true, false},
+		{"streamed PUT refused after it was read", http.MethodPut, refused, false, true, false},
+		{"refusal as a bare errno", http.MethodPost, syscall.ECONNREFUSED, false, false, true},
+		{"timeout", http.MethodGet, &net.OpError{Op: "read", Err: timeoutErr{}}, true, false, false},
+		{"deadline", http.MethodGet, context.DeadlineExceeded, true, false, false},
+		{"client gone", http.MethodGet, fmt.Errorf("%w: %w", context.Canceled, reset), true, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := retryable(tt.method, tt.err, tt.replayable, tt.bodyRead); got != tt.want {
+				t.Errorf("got %v; want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTrackedBodyRevoke(t *testing.T) {
+	tests := []struct {
+		name       string
+		readFirst  bool
+		wantRevoke bool
+	}{
+		{"unread body is taken back", false, true},
+		{"read body stays with its attempt", true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := &trackedBody{r: strings.NewReader("abc")}
+			if tt.readFirst {
+				b.Read(make([]byte, 1))
+			}
+			if got := b.revoke(); got != tt.wantRevoke {
+				t.Fatalf("got revoke %v; want %v", got, tt.wantRevoke)
+			}
+			if !tt.wantRevoke {
+				return
+			}
+			if _, err := b.Read(make([]byte, 1)); !errors.Is(err, errBodyRevoked) {
+				t.Errorf("read after revoke: got %v; want %v", err, errBodyRevoked)
+			}
+			if !b.revoke() {
+				t.Errorf("got a second revoke false; want true")
 			}
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"slices"
@@ -29,8 +30,34 @@ type Spec struct {
 	// stopped.
 	Grace   time.Duration
 	Backoff Backoff
-	// Check is the active health check; Health its timing. Health.Log
-	// and Health.OnDown are set by the supervisor.
+	// MinUptime: a process that exits sooner was an unstable start.
+	// MaxRestarts unstable starts in a row put the worker in state
+	// backoff, restarted at the longest backoff interval only. Zero
+	// MaxRestarts never does.
+	MinUptime   time.Duration
+	MaxRestarts int
+	// StartTimeout bounds the time a new process has to pass its first
+	// health check; past it, the process is killed and counted as a
+	// crash (or, for a replacement, the old process keeps serving). Zero
+	// means 30s.
+	StartTimeout time.Duration
+	// DrainTimeout bounds the wait for the in-flight requests of a
+	// process being replaced or removed, before it gets SIGTERM. Zero
+	// means 30s.
+	DrainTimeout time.Duration
+	// MaxRequests, if above 0, replaces a process after it served that
+	// many requests plus a random 0..MaxRequestsJitter, so workers do
+	// not all recycle at once.
+	MaxRequests       int64
+	MaxRequestsJitter int64
+	// MaxMemory, if above 0, replaces a process whose resident memory
+	// passes that many bytes.
+	MaxMemory uint64
+	// SampleInterval is the time between CPU and memory samples of each
+	// worker; zero means 1s.
+	SampleInterval time.Duration
+	// Check is the active health check; Health its timing. Health.Log,
+	// OnUp and OnDown are set by the supervisor.
 	Check  health.Checker
 	Health health.Options
 	// Log receives one line per lifecycle event. Nil discards them.
@@ -38,6 +65,30 @@ type Spec struct {
 	// Stdout and Stderr receive the workers' output. Nil means the
 	// balancer's own.
 	Stdout, Stderr *os.File
+}
+
+func (sp *Spec) fill() {
+	if sp.Log == nil {
+		sp.Log = slog.New(slog.DiscardHandler)
+	}
+	if sp.Env == nil {
+		sp.Env = os.Environ()
+	}
+	if sp.Stdout == nil {
+		sp.Stdout = os.Stdout
+	}
+	if sp.Stderr == nil {
+		sp.Stderr = os.Stderr
+	}
+	if sp.StartTimeout <= 0 {
+		sp.StartTimeout = 30 * time.Second
+	}
+	if sp.DrainTimeout <= 0 {
+		sp.DrainTimeout = 30 * time.Second
+	}
+	if sp.SampleInterval <= 0 {
+		sp.SampleInterval = time.Second
+	}
 }
 
 // Command returns the Argv for a worker command line given by the user.
@@ -76,30 +127,47 @@ func leadingAssignment(cmdline string) bool {
 }
 
 // Supervisor runs the worker processes. Create it with New and call Run
-// once.
+// once; the control methods (Reload, Scale, RestartWorker) may be called
+// from any goroutine while it runs.
 type Supervisor struct {
-	spec  Spec
-	pool  *pool.Pool
 	start starter
-	log   *slog.Logger
+	pool  *pool.Pool
 
 	events chan func()   // run by the loop goroutine, which owns the fields below
 	quit   chan struct{} // closed when the loop has ended
-	slots  map[int]*slot
-	wg     sync.WaitGroup // process waiters and health monitors
+	wg     sync.WaitGroup
+	op     sync.Mutex // one control operation at a time
+
+	spec     Spec
+	log      *slog.Logger
+	slots    map[int]*slot
+	procs    map[*proc]*slot // every live process, current, starting or draining
+	stopping bool
 }
 
-// slot is one WORKER_ID and the process filling it. Only the loop
-// goroutine touches it.
+// slot is one WORKER_ID. Only the loop goroutine touches it.
 type slot struct {
-	w       *pool.Worker
-	proc    process
-	gen     int // counts the processes started in this slot
-	crashes int // in a row
-	started time.Time
-	stop    func() // stops the health monitor of the current process
-	timer   *time.Timer
-	killer  *time.Timer // SIGKILL after the grace period
+	w        *pool.Worker
+	cur      *proc // the process serving the slot, or nil while it restarts
+	next     *proc // a replacement getting ready, or nil
+	crashes  int   // in a row, for the backoff delay
+	unstable int   // exits before MinUptime in a row
+	timer    *time.Timer
+	removing bool
+	replaced []chan error // told when next takes over, or fails to
+	upWait   []chan error // told when cur is first up (after Scale)
+}
+
+// proc is one process and what the supervisor keeps for it.
+type proc struct {
+	p           process
+	h           *pool.Process
+	staging     *pool.Worker // health target of a replacement until it takes over
+	stopMonitor func()
+	limit       int64 // MaxRequests for this process, with jitter; 0 = none
+	startTimer  *time.Timer
+	killer      *time.Timer
+	terminating bool
 }
 
 // New returns a supervisor that adds its workers to p.
@@ -108,18 +176,7 @@ func New(spec Spec, p *pool.Pool) *Supervisor {
 }
 
 func newSupervisor(spec Spec, p *pool.Pool, st starter) *Supervisor {
-	if spec.Log == nil {
-		spec.Log = slog.New(slog.DiscardHandler)
-	}
-	if spec.Env == nil {
-		spec.Env = os.Environ()
-	}
-	if spec.Stdout == nil {
-		spec.Stdout = os.Stdout
-	}
-	if spec.Stderr == nil {
-		spec.Stderr = os.Stderr
-	}
+	spec.fill()
 	return &Supervisor{
 		spec:   spec,
 		pool:   p,
@@ -128,6 +185,7 @@ func newSupervisor(spec Spec, p *pool.Pool, st starter) *Supervisor {
 		events: make(chan func(), 64),
 		quit:   make(chan struct{}),
 		slots:  make(map[int]*slot),
+		procs:  make(map[*proc]*slot),
 	}
 }
 
@@ -144,66 +202,26 @@ func (s *Supervisor) Run(ctx context.Context, n int) error {
 		s.start = st
 	}
 	for id := 1; id <= n; id++ {
-		sl := &slot{w: pool.NewWorker(id)}
-		s.slots[id] = sl
-		s.pool.Add(sl.w)
-		s.spawn(sl)
+		s.addSlot(id)
 	}
+	sampleCtx, stopSampling := context.WithCancel(context.Background())
+	s.wg.Go(func() { s.sample(sampleCtx) })
+	recycle := time.NewTicker(100 * time.Millisecond)
+	defer recycle.Stop()
 	for {
 		select {
 		case fn := <-s.events:
 			fn()
+		case <-recycle.C:
+			s.checkRecycle()
 		case <-ctx.Done():
+			stopSampling()
 			s.stopAll()
 			close(s.quit)
 			s.wg.Wait()
 			return nil
 		}
 	}
-}
-
-// stopAll stops every worker and runs the loop until all have exited.
-func (s *Supervisor) stopAll() {
-	running := 0
-	for _, sl := range s.slots {
-		if sl.timer != nil {
-			sl.timer.Stop()
-			sl.timer = nil
-		}
-		s.stopMonitor(sl)
-		sl.w.SetState(pool.Stopped)
-		if sl.proc != nil {
-			running++
-			s.terminate(sl)
-		}
-	}
-	for running > 0 {
-		fn := <-s.events
-		fn()
-		running = 0
-		for _, sl := range s.slots {
-			if sl.proc != nil {
-				running++
-			}
-		}
-	}
-}
-
-// terminate sends SIGTERM, and SIGKILL if the process outlives the grace
-// period.
-func (s *Supervisor) terminate(sl *slot) {
-	p, gen := sl.proc, sl.gen
-	if err := p.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		s.log.Warn("signal worker", "worker", sl.w.ID(), "pid", p.Pid(), "err", err)
-	}
-	sl.killer = time.AfterFunc(s.spec.Grace, func() {
-		s.send(func() {
-			if sl.proc == p && sl.gen == gen {
-				s.log.Warn("worker did not stop in time; killing it", "worker", sl.w.ID(), "pid", p.Pid(), "grace", s.spec.Grace)
-				p.Signal(syscall.SIGKILL)
-			}
-		})
-	})
 }
 
 // send hands fn to the loop goroutine; after the loop ended, fn is dropped.
@@ -214,95 +232,386 @@ func (s *Supervisor) send(fn func()) {
 	}
 }
 
-// spawn starts a process in sl; on failure it schedules a restart.
-func (s *Supervisor) spawn(sl *slot) {
+// call runs fn on the loop goroutine and waits for it.
+func (s *Supervisor) call(ctx context.Context, fn func()) error {
+	done := make(chan struct{})
+	select {
+	case s.events <- func() { fn(); close(done) }:
+	case <-s.quit:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-s.quit:
+		return ErrStopped
+	}
+}
+
+func (s *Supervisor) addSlot(id int) *slot {
+	sl := &slot{w: pool.NewWorker(id)}
+	s.slots[id] = sl
+	s.pool.Add(sl.w)
+	s.spawn(sl, false)
+	return sl
+}
+
+// spawn starts a process for sl: as its current process, or as the
+// replacement that takes over once up.
+func (s *Supervisor) spawn(sl *slot, replacement bool) {
 	id := sl.w.ID()
 	port, err := freePort()
 	if err != nil {
-		s.crashed(sl, fmt.Errorf("find a free port: %w", err))
+		s.startFailed(sl, replacement, fmt.Errorf("find a free port: %w", err))
 		return
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	p, err := s.start.start(s.spec.Argv, s.env(id, port))
 	if err != nil {
-		s.crashed(sl, fmt.Errorf("start worker %d: %w", id, err))
+		s.startFailed(sl, replacement, fmt.Errorf("start worker %d: %w", id, err))
 		return
 	}
-	sl.gen++
-	sl.proc = p
-	sl.started = time.Now()
-	sl.w.SetProcess(p.Pid(), addr, sl.started)
-	s.log.Info("worker started", "worker", id, "pid", p.Pid(), "addr", addr)
+	pr := &proc{p: p, h: pool.NewProcess(p.Pid(), addr, time.Now())}
+	if s.spec.MaxRequests > 0 {
+		pr.limit = s.spec.MaxRequests
+		if s.spec.MaxRequestsJitter > 0 {
+			pr.limit += rand.Int64N(s.spec.MaxRequestsJitter + 1)
+		}
+	}
+	s.procs[pr] = sl
+	target := sl.w
+	if replacement {
+		sl.next = pr
+		pr.staging = pool.NewWorker(id)
+		pr.staging.SetProcess(pr.h, pool.Starting)
+		target = pr.staging
+		s.log.Info("worker replacement started", "worker", id, "pid", p.Pid(), "addr", addr)
+	} else {
+		sl.cur = pr
+		sl.w.SetProcess(pr.h, pool.Starting)
+		s.log.Info("worker started", "worker", id, "pid", p.Pid(), "addr", addr)
+	}
+	s.monitor(sl, pr, target)
+	pr.startTimer = time.AfterFunc(s.spec.StartTimeout, func() {
+		s.send(func() { s.startTimedOut(sl, pr) })
+	})
+	s.wg.Go(func() {
+		st := p.Wait()
+		s.send(func() { s.exited(sl, pr, st) })
+	})
+}
 
-	mctx, cancel := context.WithCancel(context.Background())
+// monitor runs the health checks of pr against target (the pool's worker,
+// or a replacement's staging worker).
+func (s *Supervisor) monitor(sl *slot, pr *proc, target *pool.Worker) {
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	opts := s.spec.Health
 	opts.Log = s.log
+	opts.OnUp = func(*pool.Worker) { s.send(func() { s.up(sl, pr) }) }
+	opts.OnDown = func(*pool.Worker) { s.send(func() { s.failing(sl, pr) }) }
 	s.wg.Go(func() {
 		defer close(done)
-		health.Monitor(mctx, sl.w, addr, s.spec.Check, opts)
+		health.Monitor(ctx, target, pr.h.Addr(), s.spec.Check, opts)
 	})
-	sl.stop = func() { cancel(); <-done }
+	pr.stopMonitor = func() { cancel(); <-done }
+}
 
-	gen := sl.gen
+func (s *Supervisor) stopMonitor(pr *proc) {
+	if pr.stopMonitor != nil {
+		pr.stopMonitor()
+		pr.stopMonitor = nil
+	}
+}
+
+// up: pr passed its health checks.
+func (s *Supervisor) up(sl *slot, pr *proc) {
+	if pr.startTimer != nil {
+		pr.startTimer.Stop()
+		pr.startTimer = nil
+	}
+	switch pr {
+	case sl.next:
+		s.takeOver(sl, pr)
+	case sl.cur:
+		for _, ch := range sl.upWait {
+			ch <- nil
+		}
+		sl.upWait = nil
+	}
+}
+
+// takeOver moves the slot's traffic to the replacement pr, and drains
+// the process it replaces.
+func (s *Supervisor) takeOver(sl *slot, pr *proc) {
+	s.stopMonitor(pr)
+	old := sl.cur
+	sl.next, sl.cur = nil, pr
+	pr.staging = nil
+	if sl.removing {
+		s.terminate(pr)
+		return
+	}
+	sl.w.SetProcess(pr.h, pool.Up)
+	sl.w.AddRestart()
+	s.monitor(sl, pr, sl.w)
+	s.log.Info("worker replaced", "worker", sl.w.ID(), "pid", pr.h.Pid(), "addr", pr.h.Addr())
+	if old != nil {
+		s.drain(old)
+	}
+	for _, ch := range sl.replaced {
+		ch <- nil
+	}
+	sl.replaced = nil
+}
+
+// failing: pr failed its health checks fall times while its process runs.
+// A hung worker gets no new requests already; stop it so it is replaced,
+// and its stuck requests fail over.
+func (s *Supervisor) failing(sl *slot, pr *proc) {
+	if pr != sl.cur || pr.terminating || s.stopping {
+		return
+	}
+	s.log.Warn("worker not answering its health checks; replacing it", "worker", sl.w.ID(), "pid", pr.h.Pid())
+	s.terminate(pr)
+}
+
+func (s *Supervisor) startTimedOut(sl *slot, pr *proc) {
+	if _, live := s.procs[pr]; !live || pr.terminating || pr.startTimer == nil {
+		return
+	}
+	pr.startTimer = nil
+	s.log.Warn("worker did not come up in time", "worker", sl.w.ID(), "pid", pr.h.Pid(), "start_timeout", s.spec.StartTimeout)
+	s.terminate(pr)
+}
+
+// drain stops sending requests to pr (it is no longer current), waits for
+// its in-flight requests or DrainTimeout, then terminates it.
+func (s *Supervisor) drain(pr *proc) {
+	s.stopMonitor(pr)
+	pr.terminating = true // no restart when it exits
+	deadline := time.Now().Add(s.spec.DrainTimeout)
 	s.wg.Go(func() {
-		st := p.Wait()
-		s.send(func() { s.exited(sl, gen, st) })
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for pr.h.InFlight() > 0 && time.Now().Before(deadline) {
+			select {
+			case <-t.C:
+			case <-s.quit:
+				return
+			}
+		}
+		s.send(func() { s.terminate(pr) })
 	})
 }
 
-func (s *Supervisor) stopMonitor(sl *slot) {
-	if sl.stop != nil {
-		sl.stop()
-		sl.stop = nil
+// terminate sends SIGTERM (after SIGCONT, so a stopped process gets it),
+// and SIGKILL if the process outlives the grace period.
+func (s *Supervisor) terminate(pr *proc) {
+	if _, live := s.procs[pr]; !live || pr.killer != nil {
+		return
+	}
+	pr.terminating = true
+	s.stopMonitor(pr)
+	pr.p.Signal(syscall.SIGCONT)
+	if err := pr.p.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		s.log.Warn("signal worker", "pid", pr.h.Pid(), "err", err)
+	}
+	pr.killer = time.AfterFunc(s.spec.Grace, func() {
+		s.send(func() {
+			if _, live := s.procs[pr]; live {
+				s.log.Warn("worker did not stop in time; killing it", "pid", pr.h.Pid(), "grace", s.spec.Grace)
+				pr.p.Signal(syscall.SIGKILL)
+			}
+		})
+	})
+}
+
+// exited handles the end of process pr of slot sl.
+func (s *Supervisor) exited(sl *slot, pr *proc, st exitStatus) {
+	delete(s.procs, pr)
+	s.stopMonitor(pr)
+	for _, t := range []*time.Timer{pr.killer, pr.startTimer} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	id, pid := sl.w.ID(), pr.h.Pid()
+	uptime := time.Since(pr.h.Started())
+	switch {
+	case pr == sl.next:
+		sl.next = nil
+		err := fmt.Errorf("replacement of worker %d exited before it was up: %s", id, st)
+		s.log.Warn("worker replacement failed; the old process keeps serving", "worker", id, "pid", pid, "status", st.String())
+		for _, ch := range sl.replaced {
+			ch <- err
+		}
+		sl.replaced = nil
+		if sl.cur == nil && !s.stopping && !sl.removing && sl.timer == nil {
+			s.crashed(sl, 0) // the old process died meanwhile: restart as usual
+		}
+	case pr == sl.cur:
+		sl.cur = nil
+		if s.stopping || sl.removing {
+			sl.w.ClearProcess(pool.Stopped)
+			s.log.Info("worker stopped", "worker", id, "pid", pid, "status", st.String())
+			break
+		}
+		for _, ch := range sl.upWait {
+			ch <- fmt.Errorf("worker %d exited before it was up: %s", id, st)
+		}
+		sl.upWait = nil
+		s.log.Warn("worker exited", "worker", id, "pid", pid, "status", st.String(), "uptime", uptime.Round(time.Millisecond))
+		if sl.next != nil {
+			// A replacement is on its way: it takes the slot when up.
+			sl.w.ClearProcess(pool.Down)
+			break
+		}
+		s.crashed(sl, uptime)
+	default:
+		s.log.Info("worker stopped", "worker", id, "pid", pid, "status", st.String())
+	}
+	if sl.removing && sl.cur == nil && sl.next == nil && !s.hasProcs(sl) {
+		s.removeSlot(sl)
 	}
 }
 
-// exited handles the end of process generation gen of sl.
-func (s *Supervisor) exited(sl *slot, gen int, st exitStatus) {
-	if sl.gen != gen || sl.proc == nil {
-		return
+func (s *Supervisor) hasProcs(sl *slot) bool {
+	for _, o := range s.procs {
+		if o == sl {
+			return true
+		}
 	}
-	s.stopMonitor(sl)
-	if sl.killer != nil {
-		sl.killer.Stop()
-		sl.killer = nil
-	}
-	pid := sl.proc.Pid()
-	uptime := time.Since(sl.started)
-	sl.proc = nil
-	if sl.w.State() == pool.Stopped {
-		sl.w.ClearProcess(pool.Stopped)
-		s.log.Info("worker stopped", "worker", sl.w.ID(), "pid", pid, "status", st.String())
-		return
-	}
-	sl.w.ClearProcess(pool.Down)
-	s.log.Warn("worker exited", "worker", sl.w.ID(), "pid", pid, "status", st.String(), "uptime", uptime.Round(time.Millisecond))
-	if uptime >= s.spec.Backoff.Reset {
-		sl.crashes = 0
-	}
-	s.crashed(sl, nil)
+	return false
 }
 
 // crashed schedules the next start of sl after its backoff delay.
-func (s *Supervisor) crashed(sl *slot, err error) {
+func (s *Supervisor) crashed(sl *slot, uptime time.Duration) {
+	if uptime >= s.spec.Backoff.Reset {
+		sl.crashes = 0
+	}
+	if uptime < s.spec.MinUptime {
+		sl.unstable++
+	} else {
+		sl.unstable = 0
+	}
 	sl.crashes++
 	delay := s.spec.Backoff.Delay(sl.crashes)
-	if err != nil {
-		sl.w.ClearProcess(pool.Down)
-		s.log.Error("worker failed to start", "worker", sl.w.ID(), "err", err)
+	state := pool.Down
+	if s.spec.MaxRestarts > 0 && sl.unstable > s.spec.MaxRestarts {
+		state, delay = pool.Backoff, s.spec.Backoff.Max
 	}
-	s.log.Info("worker restarting", "worker", sl.w.ID(), "in", delay, "crashes_in_a_row", sl.crashes)
+	sl.w.ClearProcess(state)
+	s.log.Info("worker restarting", "worker", sl.w.ID(), "in", delay, "crashes_in_a_row", sl.crashes, "state", state.String())
 	sl.timer = time.AfterFunc(delay, func() {
 		s.send(func() {
-			if sl.w.State() == pool.Stopped {
+			if sl.timer == nil || s.stopping || sl.removing || sl.cur != nil {
 				return
 			}
 			sl.timer = nil
 			sl.w.AddRestart()
-			s.spawn(sl)
+			s.spawn(sl, false)
 		})
 	})
+}
+
+// startFailed handles a process that could not even be started.
+func (s *Supervisor) startFailed(sl *slot, replacement bool, err error) {
+	s.log.Error("worker failed to start", "worker", sl.w.ID(), "err", err)
+	if replacement {
+		for _, ch := range sl.replaced {
+			ch <- err
+		}
+		sl.replaced = nil
+		if sl.cur != nil {
+			return
+		}
+	}
+	s.crashed(sl, 0)
+}
+
+// replace starts a replacement for sl's process; done (if not nil) is
+// told when it took over or failed. A slot whose process is dead is
+// restarted at once instead.
+func (s *Supervisor) replace(sl *slot, done chan error) {
+	if sl.cur == nil {
+		if sl.timer != nil {
+			sl.timer.Stop()
+			sl.timer = nil
+		}
+		sl.crashes, sl.unstable = 0, 0
+		sl.w.AddRestart()
+		s.spawn(sl, false)
+		if done != nil {
+			sl.upWait = append(sl.upWait, done)
+		}
+		return
+	}
+	if done != nil {
+		sl.replaced = append(sl.replaced, done)
+	}
+	if sl.next == nil {
+		s.spawn(sl, true)
+	}
+}
+
+// checkRecycle replaces processes past MaxRequests or MaxMemory.
+func (s *Supervisor) checkRecycle() {
+	if s.stopping || (s.spec.MaxRequests <= 0 && s.spec.MaxMemory == 0) {
+		return
+	}
+	for _, sl := range s.slots {
+		pr := sl.cur
+		if pr == nil || sl.next != nil || sl.removing || pr.terminating || sl.w.State() != pool.Up {
+			continue
+		}
+		if pr.limit > 0 && pr.h.Requests() >= pr.limit {
+			s.log.Info("worker recycled", "worker", sl.w.ID(), "pid", pr.h.Pid(), "reason", "max_requests", "requests", pr.h.Requests())
+			s.replace(sl, nil)
+			continue
+		}
+		if _, rss := pr.h.Usage(); s.spec.MaxMemory > 0 && rss > s.spec.MaxMemory {
+			s.log.Info("worker recycled", "worker", sl.w.ID(), "pid", pr.h.Pid(), "reason", "max_memory", "rss_bytes", rss)
+			s.replace(sl, nil)
+		}
+	}
+}
+
+// stopAll stops every worker and runs the loop until all have exited.
+func (s *Supervisor) stopAll() {
+	s.stopping = true
+	for _, sl := range s.slots {
+		if sl.timer != nil {
+			sl.timer.Stop()
+			sl.timer = nil
+		}
+		sl.w.SetState(pool.Stopped)
+	}
+	for pr := range s.procs {
+		s.terminate(pr)
+	}
+	for len(s.procs) > 0 {
+		fn := <-s.events
+		fn()
+	}
+	for _, sl := range s.slots {
+		for _, ch := range append(sl.replaced, sl.upWait...) {
+			ch <- ErrStopped
+		}
+	}
+}
+
+// removeSlot drops a drained slot from the pool.
+func (s *Supervisor) removeSlot(sl *slot) {
+	delete(s.slots, sl.w.ID())
+	s.pool.Remove(sl.w.ID())
+	s.log.Info("worker removed", "worker", sl.w.ID())
+	for _, ch := range sl.replaced {
+		ch <- nil
+	}
+	sl.replaced = nil
 }
 
 // env is the worker's environment: the base without any PORT, WORKER_ID

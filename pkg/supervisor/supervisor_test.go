@@ -190,7 +190,7 @@ func TestStopKillsAfterGrace(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if got, want := pr.sent(), []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL}; !slices.Equal(got, want) {
+	if got, want := pr.sent(), []syscall.Signal{syscall.SIGCONT, syscall.SIGTERM, syscall.SIGKILL}; !slices.Equal(got, want) {
 		t.Errorf("got signals %v; want %v", got, want)
 	}
 }

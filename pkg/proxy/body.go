@@ -1,0 +1,135 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"sync/atomic"
+)
+
+// DefaultRetryBufferBytes is the largest request body buffered so that it
+// can be replayed on another worker, when Options.RetryBufferBytes is 0.
+const DefaultRetryBufferBytes = 1 << 20
+
+// errBodyRevoked is what a failed attempt's transport reads from a
+// streamed body after the body was handed on to the next attempt.
+var errBodyRevoked = errors.New("request body handed to another attempt")
+
+// body is a request's body as the retry loop sees it. It lives on the
+// stack of RoundTrip: a request without a body costs no allocation.
+//
+// A buffered body is held whole in buf and replayed to each attempt. It
+// is a plain allocation, never pooled: the transport may go on reading an
+// attempt's body after RoundTrip returned, whether with a response (the
+// worker answered before reading all of it) or with an error (a timeout
+// or a cancel returns without waiting for the write loop), and the
+// handler may be gone by then, so no point is known where every reader
+// of buf is done. Each attempt gets its own reader, so an old one moving
+// its offset does not disturb the next; buf is never written after it was
+// filled.
+type body struct {
+	buf    []byte    // the buffered body; nil when there is no body or it is streamed
+	stream io.Reader // the body as read from the client while it is sent, when not buffered
+	cur    *trackedBody
+}
+
+// readBody takes req's body for the retry loop, buffering it when it
+// fits in limit bytes (limit < 0: never). A body of unknown length is
+// read up to limit+1 bytes to learn whether it fits; when it does not,
+// the part read is streamed ahead of the rest. An error means the client's
+// body could not be read, and no worker was tried.
+func readBody(req *http.Request, limit int64) (body, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return body{}, nil
+	}
+	n := req.ContentLength
+	switch {
+	case limit < 0 || n > limit:
+		return body{stream: req.Body}, nil
+	case n >= 0:
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(req.Body, buf); err != nil {
+			return body{}, fmt.Errorf("read request body: %w", err)
+		}
+		return body{buf: buf}, nil
+	}
+	probe := limit
+	if probe < math.MaxInt64 {
+		probe++ // one byte more tells a body that does not fit
+	}
+	buf, err := io.ReadAll(io.LimitReader(req.Body, probe))
+	if err != nil {
+		return body{}, fmt.Errorf("read request body: %w", err)
+	}
+	if int64(len(buf)) > limit {
+		return body{stream: io.MultiReader(bytes.NewReader(buf), req.Body)}, nil
+	}
+	return body{buf: buf}, nil
+}
+
+// attach gives out the body for one attempt.
+func (b *body) attach(out *http.Request) {
+	switch {
+	case b.stream != nil:
+		b.cur = &trackedBody{r: b.stream}
+		out.Body = b.cur
+	case b.buf != nil:
+		if len(b.buf) == 0 {
+			out.Body = http.NoBody // a chunked body that turned out empty
+		} else {
+			// A NopCloser over a bytes.Reader is a reader the transport
+			// knows not to block, so it sends a small body in the same
+			// packet as the headers (Issue 22088).
+			out.Body = io.NopCloser(bytes.NewReader(b.buf))
+		}
+		// A body that came chunked goes out with its length now.
+		out.ContentLength = int64(len(b.buf))
+		out.TransferEncoding = nil
+	}
+}
+
+// replayable reports whether the body can be sent again whole: there is
+// none, or it is buffered.
+func (b *body) replayable() bool { return b.stream == nil }
+
+// failed reports, after an attempt failed, whether an attempt read any of
+// a streamed body; from then on the body can go to no other worker. It
+// also makes sure the failed attempt reads nothing more.
+func (b *body) failed() (bodyRead bool) {
+	return b.cur != nil && !b.cur.revoke()
+}
+
+// trackedBody is one attempt's hold on a streamed body. It records
+// whether the attempt read from it, and lets the retry loop take the body
+// back for the next attempt only if it did not, atomically, so a write
+// loop that outlives its RoundTrip cannot read a byte meant for the next
+// worker. Close is ignored: the transport closes the body after a failed
+// attempt, and the ReverseProxy closes the client's body at the end.
+type trackedBody struct {
+	r     io.Reader
+	state atomic.Int32 // unread, read or revoked
+}
+
+const (
+	unread int32 = iota
+	read
+	revoked
+)
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	if b.state.Load() != read && !b.state.CompareAndSwap(unread, read) {
+		return 0, errBodyRevoked
+	}
+	return b.r.Read(p)
+}
+
+func (b *trackedBody) Close() error { return nil }
+
+// revoke reports whether the attempt never read from the body, and if so
+// makes sure it never will.
+func (b *trackedBody) revoke() bool {
+	return b.state.CompareAndSwap(unread, revoked) || b.state.Load() == revoked
+}

@@ -1,0 +1,215 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/clusterlb/clusterlb/pkg/pool"
+)
+
+// Workers returns the number of workers (slots not being removed).
+func (s *Supervisor) Workers(ctx context.Context) (int, error) {
+	n := 0
+	err := s.call(ctx, func() {
+		for _, sl := range s.slots {
+			if !sl.removing {
+				n++
+			}
+		}
+	})
+	return n, err
+}
+
+// Configure replaces the spec that later starts use: a reload then starts
+// every worker with it. Argv, Env and the health settings change with
+// it; output streams stay as they are.
+func (s *Supervisor) Configure(ctx context.Context, spec Spec) error {
+	return s.call(ctx, func() {
+		spec.Stdout, spec.Stderr, spec.Log = s.spec.Stdout, s.spec.Stderr, s.spec.Log
+		if spec.Env == nil {
+			spec.Env = s.spec.Env
+		}
+		spec.fill()
+		s.spec = spec
+	})
+}
+
+// Reload replaces every worker, one at a time: it starts the
+// replacement, waits until it passes its health check, moves the traffic
+// to it, and drains the old process (in-flight requests finish, then
+// SIGTERM). It returns when the last replacement took over, or with the
+// first failure, leaving the workers not yet replaced as they were. It
+// returns ErrBusy if another control operation is under way.
+func (s *Supervisor) Reload(ctx context.Context) error {
+	if !s.op.TryLock() {
+		return ErrBusy
+	}
+	defer s.op.Unlock()
+	return s.reload(ctx)
+}
+
+// ReloadWait is Reload, but waits for an operation under way to end
+// instead of returning ErrBusy: for signals, which cannot be refused.
+func (s *Supervisor) ReloadWait(ctx context.Context) error {
+	s.op.Lock()
+	defer s.op.Unlock()
+	return s.reload(ctx)
+}
+
+func (s *Supervisor) reload(ctx context.Context) error {
+	var ids []int
+	if err := s.call(ctx, func() { ids = s.ids() }); err != nil {
+		return err
+	}
+	s.log.Info("rolling reload", "workers", len(ids))
+	for _, id := range ids {
+		if err := s.replaceAndWait(ctx, id); err != nil {
+			return fmt.Errorf("reload worker %d: %w", id, err)
+		}
+	}
+	s.log.Info("rolling reload done", "workers", len(ids))
+	return nil
+}
+
+// RestartWorker replaces worker id through the same path as a reload. It
+// returns ErrNoSuchWorker for an unknown id, ErrBusy if another control
+// operation is under way.
+func (s *Supervisor) RestartWorker(ctx context.Context, id int) error {
+	if !s.op.TryLock() {
+		return ErrBusy
+	}
+	defer s.op.Unlock()
+	return s.replaceAndWait(ctx, id)
+}
+
+func (s *Supervisor) replaceAndWait(ctx context.Context, id int) error {
+	done := make(chan error, 1)
+	var missing bool
+	err := s.call(ctx, func() {
+		sl := s.slots[id]
+		if sl == nil || sl.removing {
+			missing = true
+			return
+		}
+		s.replace(sl, done)
+	})
+	if err != nil {
+		return err
+	}
+	if missing {
+		return fmt.Errorf("worker %d: %w", id, ErrNoSuchWorker)
+	}
+	return s.wait(ctx, done)
+}
+
+func (s *Supervisor) wait(ctx context.Context, done chan error) error {
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.quit:
+		return ErrStopped
+	}
+}
+
+// Scale sets the number of workers to n (at least 1). New workers get
+// the next ids; the highest ids are removed, each drained first. It
+// returns when the new workers are up and the removed ones have stopped,
+// ErrBadCount for n < 1, ErrBusy if another control operation is under
+// way.
+func (s *Supervisor) Scale(ctx context.Context, n int) error {
+	if !s.op.TryLock() {
+		return ErrBusy
+	}
+	defer s.op.Unlock()
+	return s.scale(ctx, n)
+}
+
+// ScaleBy adds delta workers (or removes, when negative), never going
+// below one; it waits for an operation under way instead of returning
+// ErrBusy: for SIGTTIN and SIGTTOU.
+func (s *Supervisor) ScaleBy(ctx context.Context, delta int) error {
+	s.op.Lock()
+	defer s.op.Unlock()
+	n, err := s.Workers(ctx)
+	if err != nil {
+		return err
+	}
+	return s.scale(ctx, max(1, n+delta))
+}
+
+func (s *Supervisor) scale(ctx context.Context, n int) error {
+	if n < 1 {
+		return fmt.Errorf("%w: want at least 1 worker; got %d", ErrBadCount, n)
+	}
+	var waits []chan error
+	err := s.call(ctx, func() {
+		ids := s.ids()
+		if n > len(ids) {
+			next := 1
+			if len(ids) > 0 {
+				next = ids[len(ids)-1] + 1
+			}
+			for id := next; id < next+n-len(ids); id++ {
+				sl := s.addSlot(id)
+				ch := make(chan error, 1)
+				sl.upWait = append(sl.upWait, ch)
+				waits = append(waits, ch)
+			}
+			s.log.Info("scaled up", "workers", n)
+			return
+		}
+		for _, id := range ids[n:] {
+			ch := make(chan error, 1)
+			waits = append(waits, ch)
+			s.remove(s.slots[id], ch)
+		}
+		if len(ids) > n {
+			s.log.Info("scaling down", "workers", n)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for _, ch := range waits {
+		if err := s.wait(ctx, ch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// remove drains sl and drops it from the pool; done is told when it is
+// gone.
+func (s *Supervisor) remove(sl *slot, done chan error) {
+	sl.removing = true
+	sl.replaced = append(sl.replaced, done)
+	sl.w.SetState(pool.Stopped)
+	if sl.timer != nil {
+		sl.timer.Stop()
+		sl.timer = nil
+	}
+	if sl.next != nil {
+		s.terminate(sl.next)
+	}
+	if sl.cur != nil {
+		s.drain(sl.cur)
+	}
+	if sl.cur == nil && sl.next == nil && !s.hasProcs(sl) {
+		s.removeSlot(sl)
+	}
+}
+
+// ids returns the ids of the slots not being removed, in order.
+func (s *Supervisor) ids() []int {
+	var ids []int
+	for id, sl := range s.slots {
+		if !sl.removing {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}

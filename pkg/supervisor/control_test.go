@@ -1,0 +1,261 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clusterlb/clusterlb/pkg/health"
+	"github.com/clusterlb/clusterlb/pkg/pool"
+)
+
+// switchCheck fails for the addresses in bad.
+type switchCheck struct {
+	mu   sync.Mutex
+	bad  map[string]bool
+	only map[string]bool // when not nil, only these ports pass
+}
+
+func (c *switchCheck) Check(_ context.Context, addr string) error {
+	_, port, _ := cut(addr)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bad[port] || (c.only != nil && !c.only[port]) {
+		return errors.New("no answer")
+	}
+	return nil
+}
+
+// fail makes the checks of addr (or of a bare port) fail from now on.
+func (c *switchCheck) fail(addr string) {
+	if _, port, ok := cut(addr); ok {
+		addr = port
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.bad[addr] = true
+}
+
+// running starts a supervisor of n workers over fakes and returns it with
+// its pool, starter and a stop function.
+func running(t *testing.T, n int, mod func(*Spec)) (*Supervisor, *pool.Pool, *fakeStarter, *switchCheck, func()) {
+	t.Helper()
+	st := &fakeStarter{started: make(chan *fakeProc, 64), termExit: true}
+	check := &switchCheck{bad: map[string]bool{}}
+	spec := Spec{
+		Argv:    []string{"worker"},
+		Env:     []string{"HOME=/"},
+		Grace:   time.Second,
+		Backoff: Backoff{Initial: 5 * time.Millisecond, Factor: 1, Max: 50 * time.Millisecond, Reset: time.Hour},
+		Check:   check,
+		Health:  health.Options{Interval: 5 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2, StartInterval: time.Millisecond},
+	}
+	if mod != nil {
+		mod(&spec)
+	}
+	p := pool.New(new(pool.RoundRobin))
+	s := newSupervisor(spec, p, st)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx, n) }()
+	waitFor(t, func() bool { return upCount(p) == n })
+	return s, p, st, check, func() { cancel(); <-done }
+}
+
+func upCount(p *pool.Pool) int {
+	n := 0
+	for _, w := range p.Workers() {
+		if w.State() == pool.Up {
+			n++
+		}
+	}
+	return n
+}
+
+func pids(p *pool.Pool) map[int]int {
+	out := map[int]int{}
+	for _, w := range p.Workers() {
+		out[w.ID()] = w.Pid()
+	}
+	return out
+}
+
+func TestReloadReplacesEveryWorkerOneAtATime(t *testing.T) {
+	s, p, st, _, stop := running(t, 3, nil)
+	defer stop()
+	before := pids(p)
+	if err := s.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	after := pids(p)
+	for id, pid := range before {
+		if after[id] == pid || after[id] == 0 {
+			t.Errorf("worker %d: pid %d before, %d after; want a new one", id, pid, after[id])
+		}
+		if w := p.Get(id); w.State() != pool.Up || w.Restarts() != 1 {
+			t.Errorf("worker %d: got %v with %d restarts; want up with 1", id, w.State(), w.Restarts())
+		}
+	}
+	// Every old process was told to stop, and was never without a
+	// successor: at any time at least n-0 workers were up, checked by
+	// the state staying up above and the pool never losing a member.
+	st.mu.Lock()
+	old := st.procs[:3]
+	st.mu.Unlock()
+	for _, pr := range old {
+		waitFor(t, func() bool { return len(pr.sent()) > 0 })
+	}
+}
+
+func TestReloadDrainsInFlightFirst(t *testing.T) {
+	s, p, st, _, stop := running(t, 1, nil)
+	defer stop()
+	w := p.Get(1)
+	old := st.procs[0]
+	held := w.Begin() // a request in flight on the old process
+	done := make(chan error)
+	go func() { done <- s.Reload(context.Background()) }()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if sent := old.sent(); len(sent) != 0 {
+		t.Fatalf("old process got %v while a request was in flight; want nothing yet", sent)
+	}
+	if w.Pid() == old.pid {
+		t.Fatal("traffic did not move to the replacement")
+	}
+	w.End(held, true, false)
+	waitFor(t, func() bool { return len(old.sent()) > 0 })
+}
+
+func TestReplacementThatNeverComesUpKeepsTheOld(t *testing.T) {
+	s, p, _, check, stop := running(t, 1, func(sp *Spec) { sp.StartTimeout = 50 * time.Millisecond })
+	defer stop()
+	old := p.Get(1).Pid()
+	// Every process started from now on fails its checks.
+	_, port, _ := cut(p.Get(1).Addr())
+	check.mu.Lock()
+	check.only = map[string]bool{port: true}
+	check.mu.Unlock()
+	err := s.RestartWorker(context.Background(), 1)
+	if err == nil {
+		t.Fatal("got nil; want an error for a replacement that never came up")
+	}
+	if got := p.Get(1).Pid(); got != old || p.Get(1).State() != pool.Up {
+		t.Errorf("got pid %d state %v; want the old %d still up", got, p.Get(1).State(), old)
+	}
+}
+
+func cut(addr string) (string, string, bool) {
+	for i := len(addr) - 1; i >= 0; i-- {
+		if addr[i] == ':' {
+			return addr[:i], addr[i+1:], true
+		}
+	}
+	return addr, "", false
+}
+
+func TestScale(t *testing.T) {
+	s, p, _, _, stop := running(t, 2, nil)
+	defer stop()
+	ctx := context.Background()
+	if err := s.Scale(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(p); !equalInts(got, []int{1, 2, 3, 4}) || upCount(p) != 4 {
+		t.Errorf("after scale to 4: got ids %v, %d up; want [1 2 3 4] all up", got, upCount(p))
+	}
+	if err := s.ScaleBy(ctx, -3); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(p); !equalInts(got, []int{1}) {
+		t.Errorf("after removing 3: got ids %v; want [1]", got)
+	}
+	if err := s.ScaleBy(ctx, -5); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(p); !equalInts(got, []int{1}) {
+		t.Errorf("never fewer than one: got ids %v; want [1]", got)
+	}
+	if err := s.Scale(ctx, 0); !errors.Is(err, ErrBadCount) {
+		t.Errorf("Scale(0): got %v; want ErrBadCount", err)
+	}
+	if err := s.RestartWorker(ctx, 9); !errors.Is(err, ErrNoSuchWorker) {
+		t.Errorf("RestartWorker(9): got %v; want ErrNoSuchWorker", err)
+	}
+}
+
+func TestHungWorkerIsReplaced(t *testing.T) {
+	_, p, st, check, stop := running(t, 2, nil)
+	defer stop()
+	w := p.Get(1)
+	hung := st.procs[0]
+	if w.Pid() != hung.pid {
+		hung = st.procs[1]
+	}
+	check.fail(w.Addr())
+	waitFor(t, func() bool { return w.State() == pool.Up && w.Pid() != hung.pid })
+	if sent := hung.sent(); len(sent) < 2 || sent[0].String() != "continued" {
+		t.Errorf("hung process got %v; want SIGCONT then SIGTERM", sent)
+	}
+}
+
+func TestCrashLoopGoesToBackoff(t *testing.T) {
+	_, p, st, _, stop := running(t, 1, func(sp *Spec) {
+		sp.MinUptime = time.Hour // every exit is unstable
+		sp.MaxRestarts = 3
+		sp.Backoff = Backoff{Initial: time.Millisecond, Factor: 1, Max: time.Hour, Reset: time.Hour}
+	})
+	defer stop()
+	w := p.Get(1)
+	for range 4 {
+		pr := lastProc(st)
+		pr.die(exitStatus{Code: 3})
+		waitFor(t, func() bool { return lastProc(st) != pr || w.State() == pool.Backoff })
+	}
+	waitFor(t, func() bool { return w.State() == pool.Backoff })
+	if got := w.Restarts(); got != 3 {
+		t.Errorf("got %d restarts; want 3 before backoff holds the worker", got)
+	}
+}
+
+func TestMaxRequestsRecycles(t *testing.T) {
+	_, p, st, _, stop := running(t, 1, func(sp *Spec) { sp.MaxRequests = 5 })
+	defer stop()
+	w := p.Get(1)
+	first := w.Pid()
+	for range 5 {
+		w.End(w.Begin(), true, false)
+	}
+	waitFor(t, func() bool { return w.Pid() != first && w.State() == pool.Up })
+	waitFor(t, func() bool { return len(st.procs[0].sent()) > 0 })
+}
+
+func lastProc(st *fakeStarter) *fakeProc {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.procs[len(st.procs)-1]
+}
+
+func ids(p *pool.Pool) []int {
+	var out []int
+	for _, w := range p.Workers() {
+		out = append(out, w.ID())
+	}
+	return out
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
