@@ -100,9 +100,11 @@ func skipShort(t *testing.T) {
 	}
 }
 
-func TestChaosKillWorkers(t *testing.T) {
+func TestChaosKillWorkers(t *testing.T) { forEngines(t, testChaosKillWorkers) }
+
+func testChaosKillWorkers(t *testing.T, engine string) {
 	skipShort(t)
-	c := start(t, 3, "-workers", "3", "-admin-listen", "")
+	c := start(t, 3, "-engine", engine, "-workers", "3", "-admin-listen", "")
 	l := startLoad(t, c.url+"/operacion-simple", 16, 0)
 	kills := 0
 	for range 8 {
@@ -130,9 +132,11 @@ func TestChaosKillWorkers(t *testing.T) {
 	}
 }
 
-func TestChaosStoppedWorker(t *testing.T) {
+func TestChaosStoppedWorker(t *testing.T) { forEngines(t, testChaosStoppedWorker) }
+
+func testChaosStoppedWorker(t *testing.T, engine string) {
 	skipShort(t)
-	c := start(t, 2, "-workers", "2", "-admin-listen", "")
+	c := start(t, 2, "-engine", engine, "-workers", "2", "-admin-listen", "")
 	s, _ := c.stats()
 	victim := s.Workers[0]
 	syscall.Kill(victim.Pid, syscall.SIGSTOP)
@@ -148,9 +152,11 @@ func TestChaosStoppedWorker(t *testing.T) {
 	})
 }
 
-func TestChaosReload(t *testing.T) {
+func TestChaosReload(t *testing.T) { forEngines(t, testChaosReload) }
+
+func testChaosReload(t *testing.T, engine string) {
 	skipShort(t)
-	c := start(t, 2, "-workers", "2", "-admin-listen", "")
+	c := start(t, 2, "-engine", engine, "-workers", "2", "-admin-listen", "")
 	before, _ := c.stats()
 	l := startLoad(t, c.url+"/operacion-simple", 16, 0)
 	time.Sleep(200 * time.Millisecond)

@@ -47,6 +47,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// engines are the proxy engines every request-path test runs against.
+var engines = []string{"httputil", "fasthttp"}
+
+// forEngines runs test once per engine, as a subtest named after it: one
+// set of assertions for both.
+func forEngines(t *testing.T, test func(t *testing.T, engine string)) {
+	for _, e := range engines {
+		t.Run(e, func(t *testing.T) { test(t, e) })
+	}
+}
+
 // cluster is one running balancer.
 type cluster struct {
 	t      *testing.T
@@ -289,8 +300,10 @@ type answer struct {
 	Worker    int    `json:"worker"`
 }
 
-func TestStatsShapeAndSpread(t *testing.T) {
-	c := start(t, 2, "-workers", "2")
+func TestStatsShapeAndSpread(t *testing.T) { forEngines(t, testStatsShapeAndSpread) }
+
+func testStatsShapeAndSpread(t *testing.T, engine string) {
+	c := start(t, 2, "-engine", engine, "-workers", "2")
 	s, err := c.stats()
 	if err != nil {
 		t.Fatal(err)
@@ -346,8 +359,10 @@ func TestStatsShapeAndSpread(t *testing.T) {
 	}
 }
 
-func TestKilledWorkerComesBack(t *testing.T) {
-	c := start(t, 2, "-workers", "2")
+func TestKilledWorkerComesBack(t *testing.T) { forEngines(t, testKilledWorkerComesBack) }
+
+func testKilledWorkerComesBack(t *testing.T, engine string) {
+	c := start(t, 2, "-engine", engine, "-workers", "2")
 	s, _ := c.stats()
 	victim, other := s.Workers[0], s.Workers[1]
 	if err := syscall.Kill(victim.Pid, syscall.SIGKILL); err != nil {
@@ -377,8 +392,10 @@ func TestKilledWorkerComesBack(t *testing.T) {
 	}
 }
 
-func TestDeadEndpointRestartsWorker(t *testing.T) {
-	c := start(t, 2, "-workers", "2")
+func TestDeadEndpointRestartsWorker(t *testing.T) { forEngines(t, testDeadEndpointRestartsWorker) }
+
+func testDeadEndpointRestartsWorker(t *testing.T, engine string) {
+	c := start(t, 2, "-engine", engine, "-workers", "2")
 	s, _ := c.stats()
 	status, body, err := c.get("/dead")
 	if err != nil || status != 200 {
@@ -403,8 +420,10 @@ func TestDeadEndpointRestartsWorker(t *testing.T) {
 	_ = s
 }
 
-func TestSIGTERMLeavesNoProcess(t *testing.T) {
-	c := start(t, 2, "-workers", "2")
+func TestSIGTERMLeavesNoProcess(t *testing.T) { forEngines(t, testSIGTERMLeavesNoProcess) }
+
+func testSIGTERMLeavesNoProcess(t *testing.T, engine string) {
+	c := start(t, 2, "-engine", engine, "-workers", "2")
 	s, _ := c.stats()
 	pids := workerPids(s)
 	if code := c.stop(syscall.SIGTERM); code != 0 {
@@ -431,10 +450,12 @@ func TestSIGKILLLeavesNoOrphan(t *testing.T) {
 	}
 }
 
-func TestCmdWorker(t *testing.T) {
+func TestCmdWorker(t *testing.T) { forEngines(t, testCmdWorker) }
+
+func testCmdWorker(t *testing.T, engine string) {
 	// Any program as worker: here the standalone backend binary, found by
 	// the shell on $PATH, health-checked by TCP connect.
-	c := start(t, 2, "-workers", "2", "-cmd", "PATH="+binDir+":$PATH backend")
+	c := start(t, 2, "-engine", engine, "-workers", "2", "-cmd", "PATH="+binDir+":$PATH backend")
 	seen := map[int]bool{}
 	for range 20 {
 		status, body, err := c.get("/operacion-simple")
@@ -450,8 +471,10 @@ func TestCmdWorker(t *testing.T) {
 	}
 }
 
-func TestHostileInput(t *testing.T) {
-	c := start(t, 2, "-workers", "2", "-read-header-timeout", "300ms", "-max-header-bytes", "4096")
+func TestHostileInput(t *testing.T) { forEngines(t, testHostileInput) }
+
+func testHostileInput(t *testing.T, engine string) {
+	c := start(t, 2, "-engine", engine, "-workers", "2", "-read-header-timeout", "300ms", "-max-header-bytes", "4096")
 
 	tests := []struct {
 		name   string

@@ -77,27 +77,14 @@ func run(args []string) int {
 	started := time.Now()
 	p := pool.New(pool.NewSelector(cfg.Policy))
 	sup := supervisor.New(spec, p)
-	px := proxy.New(p, proxy.Options{
+	popts := proxy.Options{
 		UpstreamTimeout:  cfg.UpstreamTimeout,
 		MaxRetries:       proxyRetries(cfg.MaxRetries),
 		RetryBufferBytes: cfg.RetryBufferBytes,
 		Log:              logger,
-	})
-	statsHandler := stats.Handler(p, started)
-	srv := &http.Server{
-		Handler: guard.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == cfg.StatsPath {
-				statsHandler.ServeHTTP(w, r)
-				return
-			}
-			px.ServeHTTP(w, r)
-		})),
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ConnContext:       guard.ConnContext,
-		ErrorLog:          log.New(debugWriter{logger}, "", 0),
 	}
+	statsHandler := stats.Handler(p, started)
+	front := newFrontend(cfg, p, popts, statsHandler, logger)
 
 	workers := cfg.WorkerCount()
 	supCtx, stopWorkers := context.WithCancel(context.Background())
@@ -115,8 +102,8 @@ func run(args []string) int {
 	}
 
 	serveDone := make(chan error, 1)
-	go func() { serveDone <- srv.Serve(guard.NewListener(ln, cfg.MaxHeaderBytes)) }()
-	logger.Info("balancer listening", "listen", ln.Addr().String(), "workers", workers, "policy", cfg.Policy,
+	go func() { serveDone <- front.serve(guard.NewListener(ln, cfg.MaxHeaderBytes)) }()
+	logger.Info("balancer listening", "listen", ln.Addr().String(), "workers", workers, "policy", cfg.Policy, "engine", cfg.Engine,
 		"stats", cfg.StatsPath, "admin", cfg.AdminListen)
 
 	sigs := make(chan os.Signal, 8)
@@ -162,17 +149,65 @@ wait:
 		}
 	}()
 	stopAdmin()
-	if err := srv.Shutdown(ctx); err != nil {
+	if err := front.shutdown(ctx); err != nil {
 		logger.Warn("in-flight requests cut off", "err", err)
-		srv.Close()
+		front.close()
 	}
 	cancel()
-	px.CloseIdleConnections()
+	front.closeIdle()
 	stopWorkers()
 	<-supDone
 	<-adminDone
 	logger.Info("stopped")
 	return code
+}
+
+// frontend is the public listener's server and proxy engine.
+type frontend struct {
+	serve     func(net.Listener) error
+	shutdown  func(context.Context) error
+	close     func()
+	closeIdle func()
+}
+
+// newFrontend builds the engine named by cfg.Engine, serving the stats
+// at cfg.StatsPath and proxying everything else.
+func newFrontend(cfg config.Config, p *pool.Pool, o proxy.Options, statsHandler http.Handler, logger *slog.Logger) frontend {
+	if cfg.Engine == "fasthttp" {
+		fx := proxy.NewFast(p, o)
+		srv := fx.Server(proxy.ServerOptions{
+			ReadTimeout:    cfg.ReadHeaderTimeout,
+			IdleTimeout:    cfg.IdleTimeout,
+			MaxHeaderBytes: cfg.MaxHeaderBytes,
+		}, []string{cfg.StatsPath}, statsHandler)
+		return frontend{
+			serve:     srv.Serve,
+			shutdown:  srv.ShutdownWithContext,
+			close:     func() { srv.Shutdown() },
+			closeIdle: fx.CloseIdleConnections,
+		}
+	}
+	px := proxy.New(p, o)
+	srv := &http.Server{
+		Handler: guard.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == cfg.StatsPath {
+				statsHandler.ServeHTTP(w, r)
+				return
+			}
+			px.ServeHTTP(w, r)
+		})),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ConnContext:       guard.ConnContext,
+		ErrorLog:          log.New(debugWriter{logger}, "", 0),
+	}
+	return frontend{
+		serve:     srv.Serve,
+		shutdown:  srv.Shutdown,
+		close:     func() { srv.Close() },
+		closeIdle: px.CloseIdleConnections,
+	}
 }
 
 // workerSpec builds the supervisor's spec from the configuration.

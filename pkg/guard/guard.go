@@ -186,3 +186,19 @@ func reject(w http.ResponseWriter, err error) {
 	w.WriteHeader(http.StatusBadRequest)
 	_, _ = w.Write(body)
 }
+
+// CheckConn is Check for servers that are not net/http (the fasthttp
+// engine): c is the conn the request came on, method and requestURI are
+// its request line as sent. It pops the conn's oldest verdict like Check:
+// call it exactly once per request. A conn NewListener did not wrap is
+// not guarded: nil.
+func CheckConn(c net.Conn, method, requestURI []byte) error {
+	gc, ok := c.(*conn)
+	if !ok {
+		return nil
+	}
+	fp := fingerprint(fnvOffset, method)
+	fp = fingerprint(fp, " ")
+	fp = fingerprint(fp, requestURI)
+	return gc.verdict(fp)
+}

@@ -20,10 +20,16 @@ const StatusClientClosed = 499
 // statuses: 503 when no worker is up, 504 when the worker timed out, 499
 // when the client went away, 502 otherwise.
 func Status(r *http.Request, err error) (int, string) {
+	return statusOf(err, r.Context().Err() != nil && !errors.Is(r.Context().Err(), context.DeadlineExceeded))
+}
+
+// statusOf is Status for any engine: clientGone tells whether the client
+// went away.
+func statusOf(err error, clientGone bool) (int, string) {
 	switch {
 	case errors.Is(err, ErrNoWorker):
 		return http.StatusServiceUnavailable, "no worker available"
-	case r.Context().Err() != nil && !errors.Is(r.Context().Err(), context.DeadlineExceeded):
+	case clientGone || errors.Is(err, context.Canceled):
 		return StatusClientClosed, "client closed request"
 	case isTimeout(err):
 		return http.StatusGatewayTimeout, "worker timed out"

@@ -133,67 +133,40 @@ type roundTripper struct{ px *Proxy }
 
 func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	px := rt.px
-	body, err := readBody(req, px.opts.RetryBufferBytes)
+	b, err := readBody(req, px.opts.RetryBufferBytes)
 	if err != nil {
 		return nil, err
 	}
-	maxRetries := px.opts.MaxRetries
-	if maxRetries == 0 {
-		maxRetries = len(px.pool.Workers()) - 1
+	var resp *http.Response
+	w, proc, err := forward(px.pool, px.opts.MaxRetries, px.log, req.Method, &b,
+		func(err error) error { return withClientGone(req.Context(), err) },
+		func(proc *pool.Process, retry bool) error {
+			// req is the ReverseProxy's own clone of the inbound
+			// request, with a URL of its own, so the first attempt may
+			// set its host and body.
+			out := req
+			if retry {
+				// Callers "should not mutate or reuse the request" they
+				// gave a RoundTripper (net/http), and the transport's
+				// goroutines may still hold the failed attempt's, so
+				// each retry gets a copy of its own; the hot path never
+				// gets here.
+				out = new(http.Request)
+				*out = *req
+				u := *req.URL
+				out.URL = &u
+			}
+			out.URL.Host = proc.Addr()
+			b.attach(out)
+			var err error
+			resp, err = px.transport.RoundTrip(out)
+			return err
+		})
+	if err != nil {
+		return nil, err
 	}
-	var triedBuf [8]*pool.Worker
-	tried := triedBuf[:0]
-	// req is the ReverseProxy's own clone of the inbound request, with a
-	// URL of its own, so the first attempt may set its host and body.
-	out := req
-	w := px.pool.Pick()
-	for {
-		if w == nil {
-			return nil, ErrNoWorker
-		}
-		proc := w.Begin()
-		if proc == nil {
-			// The process went away between the pick and now.
-			tried = append(tried, w)
-			w = px.pool.PickExcept(tried)
-			continue
-		}
-		addr := proc.Addr()
-		if out == nil {
-			// A retry. Callers "should not mutate or reuse the request"
-			// they gave a RoundTripper (net/http), and the transport's
-			// goroutines may still hold the failed attempt's, so each
-			// retry gets a copy of its own; the hot path never gets here.
-			out = new(http.Request)
-			*out = *req
-			u := *req.URL
-			out.URL = &u
-		}
-		out.URL.Host = addr
-		body.attach(out)
-		resp, err := px.transport.RoundTrip(out)
-		if err == nil {
-			px.pool.CountRequest(true)
-			resp.Body = &countedBody{rc: resp.Body, w: w, proc: proc}
-			return resp, nil
-		}
-		out = nil
-		if isRefused(err) && w.Process() == proc && w.CompareAndSwapState(pool.Up, pool.Down) {
-			px.log.Warn("worker down", "worker", w.ID(), "pid", proc.Pid(), "addr", addr, "reason", "connection refused")
-		}
-		tried = append(tried, w)
-		bodyRead := body.failed()
-		retry := len(tried) <= maxRetries &&
-			retryable(req.Method, withClientGone(req.Context(), err), body.replayable(), bodyRead)
-		if !retry {
-			w.End(proc, false, false)
-			return nil, err
-		}
-		w.End(proc, false, true)
-		px.pool.CountRetry()
-		px.log.Debug("retrying on another worker", "worker", w.ID(), "err", err)
-		w = px.pool.PickExcept(tried)
-	}
+	resp.Body = &countedBody{rc: resp.Body, w: w, proc: proc}
+	return resp, nil
 }
 
 // withClientGone adds the cancel of the client's request to err, for the

@@ -1,0 +1,224 @@
+package proxy
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/clusterlb/clusterlb/pkg/guard"
+	"github.com/clusterlb/clusterlb/pkg/pool"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+)
+
+// Fast is the fasthttp engine: a fasthttp server in front, fasthttp
+// clients to the workers, and the same pick, retry rule, counting and
+// status mapping as the httputil engine (forward, statusOf). It trades
+// net/http's breadth (HTTP/2, streaming bodies, upgrades) for speed:
+// bodies are read whole, up to MaxBodyBytes.
+type Fast struct {
+	pool *pool.Pool
+	opts Options
+	log  *slog.Logger
+
+	mu      sync.RWMutex
+	clients map[*pool.Process]*fasthttp.HostClient
+}
+
+// NewFast returns the fasthttp engine over p.
+func NewFast(p *pool.Pool, o Options) *Fast {
+	if o.UpstreamTimeout <= 0 {
+		o.UpstreamTimeout = 60 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Fast{pool: p, opts: o, log: o.Log, clients: make(map[*pool.Process]*fasthttp.HostClient)}
+}
+
+// client returns the connection pool to process proc, one per process so
+// a restarted worker never gets its predecessor's connections.
+func (f *Fast) client(proc *pool.Process) *fasthttp.HostClient {
+	f.mu.RLock()
+	c := f.clients[proc]
+	f.mu.RUnlock()
+	if c != nil {
+		return c
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c = f.clients[proc]; c != nil {
+		return c
+	}
+	f.prune()
+	c = &fasthttp.HostClient{
+		Addr:                      proc.Addr(),
+		MaxConns:                  4096,
+		MaxIdleConnDuration:       90 * time.Second,
+		ReadTimeout:               f.opts.UpstreamTimeout,
+		WriteTimeout:              f.opts.UpstreamTimeout,
+		MaxIdemponentCallAttempts: 1, // forward retries, on another worker
+		NoDefaultUserAgentHeader:  true,
+		DisablePathNormalizing:    true,
+		ReadBufferSize:            16 << 10,
+		WriteBufferSize:           16 << 10,
+	}
+	f.clients[proc] = c
+	return c
+}
+
+// prune drops the clients of processes that no longer serve a worker.
+// Called with f.mu held.
+func (f *Fast) prune() {
+	if len(f.clients) < 2*len(f.pool.Workers())+4 {
+		return
+	}
+	live := map[*pool.Process]bool{}
+	for _, w := range f.pool.Workers() {
+		live[w.Process()] = true
+	}
+	for p, c := range f.clients {
+		if !live[p] {
+			c.CloseIdleConnections()
+			delete(f.clients, p)
+		}
+	}
+}
+
+// CloseIdleConnections closes the idle connections to the workers.
+func (f *Fast) CloseIdleConnections() {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, c := range f.clients {
+		c.CloseIdleConnections()
+	}
+}
+
+// hopHeaders are removed from both directions (RFC 9110 7.6.1).
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// Handle forwards one request. It is a fasthttp.RequestHandler.
+func (f *Fast) Handle(ctx *fasthttp.RequestCtx) {
+	req := &ctx.Request
+	if err := guard.CheckConn(ctx.Conn(), req.Header.Method(), req.Header.RequestURI()); err != nil {
+		ctx.SetConnectionClose()
+		writeFastError(ctx, 400, err.Error())
+		return
+	}
+	closeAfter := req.Header.ConnectionClose()
+	for _, h := range hopHeaders {
+		req.Header.Del(h)
+	}
+	if closeAfter {
+		// Deleting Connection forgot the client's "close"; the server
+		// still owes it.
+		defer ctx.SetConnectionClose()
+	}
+	// The client's X-Forwarded-* are replaced, never trusted.
+	req.Header.Set("X-Forwarded-For", clientIP(ctx))
+	req.Header.SetBytesV("X-Forwarded-Host", ctx.Host())
+	req.Header.Set("X-Forwarded-Proto", "http")
+	req.Header.Del("Forwarded")
+
+	resp := &ctx.Response
+	w, proc, err := forward(f.pool, f.opts.MaxRetries, f.log, string(req.Header.Method()), wholeBody{},
+		func(err error) error { return err },
+		func(proc *pool.Process, retry bool) error {
+			if retry {
+				resp.Reset()
+			}
+			return f.client(proc).Do(req, resp)
+		})
+	if err != nil {
+		f.pool.CountRequest(false)
+		status, msg := statusOf(err, false)
+		if status != 503 {
+			f.log.Warn("proxy error", "method", string(req.Header.Method()), "path", string(req.URI().Path()), "status", status, "err", err)
+		}
+		writeFastError(ctx, status, msg)
+		return
+	}
+	// The body is in memory already: the request is done for the worker.
+	w.End(proc, true, false)
+	for _, h := range hopHeaders {
+		resp.Header.Del(h)
+	}
+}
+
+func clientIP(ctx *fasthttp.RequestCtx) string {
+	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return ctx.RemoteIP().String()
+}
+
+func writeFastError(ctx *fasthttp.RequestCtx, status int, msg string) {
+	ctx.Response.Reset()
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	if status == 503 {
+		ctx.Response.Header.Set("Retry-After", "1")
+	}
+	ctx.SetBodyString(`{"error":` + strconv.Quote(msg) + "}\n")
+}
+
+// ServerOptions hardens the fasthttp server in front.
+type ServerOptions struct {
+	// ReadTimeout bounds reading a whole request, header and body, so a
+	// slow client (slowloris) is cut off.
+	ReadTimeout time.Duration
+	// IdleTimeout closes idle keep-alive client connections.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request header block: larger gets 431.
+	MaxHeaderBytes int
+	// MaxBodyBytes bounds a request body, which fasthttp reads whole:
+	// larger gets 413. Zero means 4 MiB.
+	MaxBodyBytes int
+}
+
+// Server returns a fasthttp server that serves f, and other (a net/http
+// handler, for /stats) for the paths in otherPaths.
+func (f *Fast) Server(o ServerOptions, otherPaths []string, other http.Handler) *fasthttp.Server {
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 4 << 20
+	}
+	var side fasthttp.RequestHandler
+	if other != nil {
+		side = fasthttpadaptor.NewFastHTTPHandler(other)
+	}
+	return &fasthttp.Server{
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			if side != nil && slices.Contains(otherPaths, string(ctx.Path())) {
+				if err := guard.CheckConn(ctx.Conn(), ctx.Method(), ctx.RequestURI()); err != nil {
+					ctx.SetConnectionClose()
+					writeFastError(ctx, 400, err.Error())
+					return
+				}
+				side(ctx)
+				return
+			}
+			f.Handle(ctx)
+		},
+		ReadTimeout:                  o.ReadTimeout,
+		IdleTimeout:                  o.IdleTimeout,
+		ReadBufferSize:               o.MaxHeaderBytes,
+		MaxRequestBodySize:           o.MaxBodyBytes,
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		Logger:                       fastLogger{f.log},
+	}
+}
+
+// fastLogger sends fasthttp's own log lines to the debug level.
+type fastLogger struct{ log *slog.Logger }
+
+func (l fastLogger) Printf(format string, args ...any) { l.log.Debug(fmt.Sprintf(format, args...)) }

@@ -1,0 +1,70 @@
+package proxy
+
+import (
+	"log/slog"
+
+	"github.com/clusterlb/clusterlb/pkg/pool"
+)
+
+// replayer tells the retry loop what it needs of a request body.
+type replayer interface {
+	// replayable: there is no body, or it is held whole.
+	replayable() bool
+	// failed is called after a failed attempt; it reports whether the
+	// attempt read from a body that cannot be replayed.
+	failed() bool
+}
+
+// wholeBody is a body the engine holds whole (fasthttp reads every body
+// into memory): always replayable.
+type wholeBody struct{}
+
+func (wholeBody) replayable() bool { return true }
+func (wholeBody) failed() bool     { return false }
+
+// forward is the request path both engines share: pick a worker, count
+// the attempt, run try on the worker's current process, and when it fails, apply
+// the retry rule and go on with the next worker. On success it returns
+// the worker and process that answered, whose End the caller owes once
+// the response is done; pool.CountRequest(true) is already counted. On
+// failure it returns the error to map with Status; the worker's End is
+// done. clientGone wraps err with the client's cancel, if any.
+func forward(p *pool.Pool, maxRetries int, log *slog.Logger, method string, body replayer,
+	clientGone func(error) error, try func(proc *pool.Process, retry bool) error) (*pool.Worker, *pool.Process, error) {
+	if maxRetries == 0 {
+		maxRetries = len(p.Workers()) - 1
+	}
+	var triedBuf [8]*pool.Worker
+	tried := triedBuf[:0]
+	w := p.Pick()
+	for {
+		if w == nil {
+			return nil, nil, ErrNoWorker
+		}
+		proc := w.Begin()
+		if proc == nil {
+			// The process went away between the pick and now.
+			tried = append(tried, w)
+			w = p.PickExcept(tried)
+			continue
+		}
+		err := try(proc, len(tried) > 0)
+		if err == nil {
+			p.CountRequest(true)
+			return w, proc, nil
+		}
+		if isRefused(err) && w.Process() == proc && w.CompareAndSwapState(pool.Up, pool.Down) {
+			log.Warn("worker down", "worker", w.ID(), "pid", proc.Pid(), "addr", proc.Addr(), "reason", "connection refused")
+		}
+		tried = append(tried, w)
+		bodyRead := body.failed()
+		if len(tried) > maxRetries || !retryable(method, clientGone(err), body.replayable(), bodyRead) {
+			w.End(proc, false, false)
+			return nil, nil, err
+		}
+		w.End(proc, false, true)
+		p.CountRetry()
+		log.Debug("retrying on another worker", "worker", w.ID(), "err", err)
+		w = p.PickExcept(tried)
+	}
+}
