@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"runtime"
 	"strconv"
@@ -88,6 +89,13 @@ func Handler(c Controller, o Options) http.Handler {
 	mux.HandleFunc("POST /workers/{id}/restart", a.restart)
 	mux.Handle("GET /stats", stats)
 	mux.HandleFunc("GET /debug/runtime", runtimeInfo)
+	// Profiles of the balancer itself, for `go tool pprof
+	// http://127.0.0.1:9090/debug/pprof/profile?seconds=10`.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return authorize(o.Token, jsonFallback(mux))
 }
 

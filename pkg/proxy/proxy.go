@@ -84,7 +84,12 @@ func New(p *pool.Pool, o Options) *Proxy {
 			pr.SetXForwarded()
 		},
 		Transport:     &roundTripper{px: px},
-		FlushInterval: -1, // server-sent events and streams pass at once
+		// No timed flushing: net/http already flushes at once every
+		// response it sees as streaming (Content-Length -1, or
+		// text/event-stream), so server-sent events pass through
+		// immediately; flushing after every write (-1) would cost a
+		// write syscall per chunk of every ordinary response too.
+		FlushInterval: 0,
 		ErrorHandler:  px.handleError,
 		ErrorLog:      log.New(&slogWriter{o.Log}, "", 0),
 		BufferPool:    newBufferPool(),

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -506,3 +507,40 @@ type timeoutErr struct{}
 func (timeoutErr) Error() string   { return "timeout" }
 func (timeoutErr) Timeout() bool   { return true }
 func (timeoutErr) Temporary() bool { return true }
+
+// TestServerSentEventsPassAtOnce: each event must reach the client while
+// the worker still holds the stream open, before it sends the next one.
+func TestServerSentEventsPassAtOnce(t *testing.T) {
+	next := make(chan struct{})
+	sse := newBackend(t, "sse", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range 3 {
+			fmt.Fprintf(w, "data: %d\n\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-next: // the client saw event i
+			case <-time.After(10 * time.Second):
+				t.Errorf("event %d did not reach the client while the stream was open", i)
+				return
+			}
+		}
+	})
+	front := serve(t, New(newPool(sse.srv.Listener.Addr().String()), Options{}))
+	resp, err := front.Client().Get(front.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rd := bufio.NewReader(resp.Body)
+	for i := range 3 {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		if want := fmt.Sprintf("data: %d\n", i); line != want {
+			t.Fatalf("got %q; want %q", line, want)
+		}
+		rd.ReadString('\n') // the blank line closing the event
+		next <- struct{}{}
+	}
+}
