@@ -72,8 +72,6 @@ func New(p *pool.Pool, o Options) *Proxy {
 		ResponseHeaderTimeout: o.UpstreamTimeout,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true, // pass bodies through as the worker sent them
-		ReadBufferSize:        32 << 10,
-		WriteBufferSize:       32 << 10,
 	}
 	px.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -83,7 +81,7 @@ func New(p *pool.Pool, o Options) *Proxy {
 			pr.Out.URL.Host = "worker"
 			pr.SetXForwarded()
 		},
-		Transport:     &roundTripper{px: px},
+		Transport: &roundTripper{px: px},
 		// No timed flushing: net/http already flushes at once every
 		// response it sees as streaming (Content-Length -1, or
 		// text/event-stream), so server-sent events pass through
