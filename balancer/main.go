@@ -103,7 +103,7 @@ func run(args []string) int {
 
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- front.serve(guard.NewListener(ln, cfg.MaxHeaderBytes)) }()
-	logger.Info("balancer listening", "listen", ln.Addr().String(), "workers", workers, "policy", cfg.Policy, "engine", cfg.Engine,
+	logger.Info("balancer listening", "pid", os.Getpid(), "listen", ln.Addr().String(), "workers", workers, "policy", cfg.Policy, "engine", cfg.Engine,
 		"stats", cfg.StatsPath, "admin", cfg.AdminListen)
 
 	sigs := make(chan os.Signal, 8)
