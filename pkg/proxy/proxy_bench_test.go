@@ -2,28 +2,60 @@ package proxy
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/valyala/fasthttp"
 )
 
 // BenchmarkProxyGET measures one proxied GET without a body, the hot path,
-// through a real in-process worker.
+// through a real in-process worker, for each engine: the client, the
+// balancer's server and the worker all run over loopback sockets.
 func BenchmarkProxyGET(b *testing.B) {
 	worker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok")
 	}))
 	defer worker.Close()
-	px := New(newPool(worker.Listener.Addr().String()), Options{})
-	defer px.CloseIdleConnections()
-	req := httptest.NewRequest(http.MethodGet, "http://balancer/x", nil)
+	addr := worker.Listener.Addr().String()
 
+	b.Run("httputil", func(b *testing.B) {
+		px := New(newPool(addr), Options{})
+		defer px.CloseIdleConnections()
+		front := httptest.NewServer(px)
+		defer front.Close()
+		benchGET(b, front.URL)
+	})
+	b.Run("fasthttp", func(b *testing.B) {
+		fx := NewFast(newPool(addr), Options{})
+		defer fx.CloseIdleConnections()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv := fx.Server(ServerOptions{MaxHeaderBytes: 8 << 10}, nil, nil)
+		go srv.Serve(ln)
+		defer srv.Shutdown()
+		benchGET(b, "http://"+ln.Addr().String())
+	})
+}
+
+// benchGET sends GET url/x with a fasthttp client, the same for both
+// engines, so the difference is the balancer's.
+func benchGET(b *testing.B, url string) {
+	c := &fasthttp.Client{}
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(url + "/x")
 	b.ReportAllocs()
 	for b.Loop() {
-		rec := httptest.NewRecorder()
-		px.ServeHTTP(rec, req)
-		if rec.Code != http.StatusOK {
-			b.Fatalf("got status %d; want %d", rec.Code, http.StatusOK)
+		if err := c.Do(req, resp); err != nil {
+			b.Fatal(err)
+		}
+		if resp.StatusCode() != http.StatusOK {
+			b.Fatalf("got status %d; want %d", resp.StatusCode(), http.StatusOK)
 		}
 	}
 }
