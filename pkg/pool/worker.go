@@ -98,6 +98,8 @@ type Worker struct {
 	errors   atomic.Int64
 	retries  atomic.Int64
 	restarts atomic.Int64
+
+	latency Latency
 }
 
 // NewWorker returns a worker with the given id, in state Starting, with no
@@ -177,6 +179,9 @@ func (w *Worker) SetState(s State) State { return State(w.state.Swap(int32(s))) 
 func (w *Worker) CompareAndSwapState(old, new State) bool {
 	return w.state.CompareAndSwap(int32(old), int32(new))
 }
+
+// Latency is the worker's response-time record, over all its processes.
+func (w *Worker) Latency() *Latency { return &w.latency }
 
 // AddRestart counts one restart.
 func (w *Worker) AddRestart() { w.restarts.Add(1) }

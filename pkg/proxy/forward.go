@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/clusterlb/clusterlb/pkg/pool"
 )
@@ -23,7 +24,7 @@ func (wholeBody) replayable() bool { return true }
 func (wholeBody) failed() bool     { return false }
 
 // forward is the request path both engines share: pick a worker, count
-// the attempt, run try on the worker's current process, and when it fails, apply
+// the attempt and its response time (to the response headers), run try on the worker's current process, and when it fails, apply
 // the retry rule and go on with the next worker. On success it returns
 // the worker and process that answered, whose End the caller owes once
 // the response is done; pool.CountRequest(true) is already counted. On
@@ -48,8 +49,11 @@ func forward(p *pool.Pool, maxRetries int, log *slog.Logger, method string, body
 			w = p.PickExcept(tried)
 			continue
 		}
+		start := time.Now()
 		err := try(proc, len(tried) > 0)
 		if err == nil {
+			now := time.Now()
+			w.Latency().Observe(now.Sub(start), now)
 			p.CountRequest(true)
 			return w, proc, nil
 		}

@@ -146,6 +146,11 @@ func TestSpreadAndHeaders(t *testing.T) {
 			t.Errorf("worker %d: got requests=%d in_flight=%d; want 2 and 0", w.ID(), w.Requests(), w.InFlight())
 		}
 	}
+	for _, w := range p.Workers() {
+		if n, _ := w.Latency().Cumulative(nil); n != 2 {
+			t.Errorf("worker %d: got %d response times; want 2", w.ID(), n)
+		}
+	}
 	if p.Requests() != 4 || p.Errors() != 0 {
 		t.Errorf("got pool requests=%d errors=%d; want 4 and 0", p.Requests(), p.Errors())
 	}

@@ -32,6 +32,11 @@ type Worker struct {
 	UptimeS    float64    `json:"uptime_s"`
 	CPUPercent float64    `json:"cpu_percent"`
 	RSSBytes   uint64     `json:"rss_bytes"`
+	// P50Ms and P99Ms are response-time quantiles (to the response
+	// headers) of the last pool.LatencyWindow seconds, in milliseconds;
+	// 0 when there were no responses.
+	P50Ms float64 `json:"latency_p50_ms"`
+	P99Ms float64 `json:"latency_p99_ms"`
 }
 
 // Take reads the pool now.
@@ -61,10 +66,14 @@ func Take(p *pool.Pool, started, now time.Time) Snapshot {
 		if proc := w.Process(); proc != nil {
 			row.CPUPercent, row.RSSBytes = proc.Usage()
 		}
+		p50, p99, _ := w.Latency().Quantiles(now)
+		row.P50Ms, row.P99Ms = ms(p50), ms(p99)
 		snap.Workers = append(snap.Workers, row)
 	}
 	return snap
 }
+
+func ms(d time.Duration) float64 { return round(d.Seconds() * 1000) }
 
 func round(f float64) float64 { return float64(int64(f*1000)) / 1000 }
 

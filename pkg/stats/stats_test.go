@@ -17,6 +17,7 @@ func TestHandlerJSON(t *testing.T) {
 	proc.SetUsage(12.5, 9<<20)
 	w.SetProcess(proc, pool.Up)
 	w.End(w.Begin(), true, false)
+	w.Latency().Observe(5*time.Millisecond, time.Now())
 	p.Add(w)
 	p.Add(pool.NewWorker(2)) // never started: no process
 	p.CountRequest(true)
@@ -58,6 +59,9 @@ func TestHandlerJSON(t *testing.T) {
 		if w1[key] != v {
 			t.Errorf("worker 1 %s: got %v; want %v", key, w1[key], v)
 		}
+	}
+	if p50 := w1["latency_p50_ms"].(float64); p50 < 5 || p50 > 6.5 {
+		t.Errorf("got latency_p50_ms %v; want about 5", p50)
 	}
 	if up := w1["uptime_s"].(float64); up < 2 {
 		t.Errorf("got uptime_s %v; want at least 2", up)
