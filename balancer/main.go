@@ -53,7 +53,7 @@ func run(args []string) int {
 	if err != nil {
 		return 2 // Parse printed why
 	}
-	logger := newLogger(cfg.LogLevel)
+	logger := newLogger(cfg.LogLevel, cfg.LogFormat)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -82,6 +82,9 @@ func run(args []string) int {
 		MaxRetries:       proxyRetries(cfg.MaxRetries),
 		RetryBufferBytes: cfg.RetryBufferBytes,
 		Log:              logger,
+	}
+	if cfg.AccessLog {
+		popts.AccessLog = logger
 	}
 	statsHandler := stats.Handler(p, started)
 	front := newFrontend(cfg, p, popts, statsHandler, logger)
@@ -249,8 +252,18 @@ func workerSpec(cfg config.Config, logger *slog.Logger) (supervisor.Spec, error)
 			Rise:     cfg.HealthRise,
 			Fall:     cfg.HealthFall,
 		},
-		Log: logger,
+		Output: workerOutput(cfg.LogFormat, logger),
+		Log:    logger,
 	}, nil
+}
+
+// workerOutput forwards the workers' output: prefixed lines for text,
+// log records for json.
+func workerOutput(format string, logger *slog.Logger) supervisor.Output {
+	if format == "json" {
+		return supervisor.LogOutput(logger)
+	}
+	return supervisor.TextOutput(os.Stdout, os.Stderr)
 }
 
 // proxyRetries maps the max_retries setting (-1 auto, 0 none) to
@@ -349,10 +362,14 @@ func (c *controller) scaleBy(ctx context.Context, delta int) {
 	}
 }
 
-func newLogger(level string) *slog.Logger {
+func newLogger(level, format string) *slog.Logger {
 	var l slog.Level
 	l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
 // debugWriter sends net/http's own log lines (bad TLS, accept retries) to

@@ -119,6 +119,11 @@ type Config struct {
 
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
+	// LogFormat is text (default) or json, for the balancer's log and
+	// the workers' forwarded output.
+	LogFormat string `yaml:"log_format"`
+	// AccessLog logs one line per proxied request.
+	AccessLog bool `yaml:"access_log"`
 }
 
 // Default returns the built-in defaults.
@@ -151,6 +156,7 @@ func Default() Config {
 		DrainTimeout:         30 * time.Second,
 		AdminListen:          "127.0.0.1:9090",
 		LogLevel:             "info",
+		LogFormat:            "text",
 	}
 }
 
@@ -287,6 +293,9 @@ func (c Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return bad("log_level", "want debug, info, warn or error; got %q", c.LogLevel)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return bad("log_format", "want text or json; got %q", c.LogFormat)
 	}
 	return nil
 }
@@ -432,5 +441,7 @@ func newFlagSet(name string, c *Config, output io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin API `ADDR` (loopback); empty = off")
 	fs.StringVar(&c.AdminToken, "admin-token", c.AdminToken, "bearer `TOKEN` the admin API asks for; empty = none")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug|info|warn|error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text|json, for the log and the workers' output")
+	fs.BoolVar(&c.AccessLog, "access-log", c.AccessLog, "log one line per proxied request")
 	return fs
 }

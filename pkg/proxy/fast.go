@@ -105,6 +105,13 @@ var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy
 
 // Handle forwards one request. It is a fasthttp.RequestHandler.
 func (f *Fast) Handle(ctx *fasthttp.RequestCtx) {
+	if f.opts.AccessLog != nil {
+		start := time.Now()
+		defer func() {
+			logAccess(f.opts.AccessLog, ctx.RemoteAddr().String(), string(ctx.Method()), string(ctx.RequestURI()),
+				ctx.Response.StatusCode(), int64(len(ctx.Response.Body())), time.Since(start))
+		}()
+	}
 	req := &ctx.Request
 	if err := guard.CheckConn(ctx.Conn(), req.Header.Method(), req.Header.RequestURI()); err != nil {
 		ctx.SetConnectionClose()

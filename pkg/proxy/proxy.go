@@ -34,6 +34,8 @@ type Options struct {
 	RetryBufferBytes int64
 	// Log receives failures; nil discards them.
 	Log *slog.Logger
+	// AccessLog, if not nil, gets one record per request.
+	AccessLog *slog.Logger
 }
 
 // Proxy forwards requests to the pool's workers. It is an http.Handler.
@@ -97,7 +99,14 @@ func New(p *pool.Pool, o Options) *Proxy {
 
 // ServeHTTP forwards r to a worker.
 func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	px.rp.ServeHTTP(w, r)
+	if px.opts.AccessLog == nil {
+		px.rp.ServeHTTP(w, r)
+		return
+	}
+	start := time.Now()
+	rec := &accessRecorder{ResponseWriter: w}
+	px.rp.ServeHTTP(rec, r)
+	logAccess(px.opts.AccessLog, r.RemoteAddr, r.Method, r.RequestURI, rec.status, rec.bytes, time.Since(start))
 }
 
 // CloseIdleConnections closes the idle connections to the workers.

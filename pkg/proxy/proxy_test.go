@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -548,4 +550,44 @@ func TestServerSentEventsPassAtOnce(t *testing.T) {
 		rd.ReadString('\n') // the blank line closing the event
 		next <- struct{}{}
 	}
+}
+
+func TestAccessLog(t *testing.T) {
+	a := newBackend(t, "hello", nil)
+	var buf safeBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	front := serve(t, New(newPool(a.srv.Listener.Addr().String()), Options{AccessLog: log}))
+	get(t, front.Client(), front.URL+"/path?q=1", nil)
+	// The record is written after the answer went out.
+	for deadline := time.Now().Add(5 * time.Second); buf.String() == "" && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	var rec struct {
+		Msg, Method, URI string
+		Status           int
+		Bytes            int64
+	}
+	if err := json.Unmarshal([]byte(buf.String()), &rec); err != nil {
+		t.Fatalf("access log %q: %v", buf.String(), err)
+	}
+	if rec.Msg != "access" || rec.Method != "GET" || rec.URI != "/path?q=1" || rec.Status != 200 || rec.Bytes != 5 {
+		t.Errorf("got %+v; want access GET /path?q=1 200 5 bytes", rec)
+	}
+}
+
+type safeBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

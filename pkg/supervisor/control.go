@@ -26,7 +26,7 @@ func (s *Supervisor) Workers(ctx context.Context) (int, error) {
 // it; output streams stay as they are.
 func (s *Supervisor) Configure(ctx context.Context, spec Spec) error {
 	return s.call(ctx, func() {
-		spec.Stdout, spec.Stderr, spec.Log = s.spec.Stdout, s.spec.Stderr, s.spec.Log
+		spec.Output, spec.Log = s.spec.Output, s.spec.Log
 		if spec.Env == nil {
 			spec.Env = s.spec.Env
 		}

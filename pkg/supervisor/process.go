@@ -1,13 +1,18 @@
 package supervisor
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // process is the seam between the supervisor and the operating system, so
@@ -22,7 +27,7 @@ type process interface {
 
 // starter starts processes.
 type starter interface {
-	start(argv, env []string) (process, error)
+	start(id int, argv, env []string) (process, error)
 }
 
 // exitStatus says how a process ended.
@@ -48,12 +53,14 @@ func (e exitStatus) String() string {
 // process (golang/go#27505); a thread that lives as long as the
 // supervisor makes it mean "when the balancer dies".
 type osStarter struct {
-	stdout, stderr io.Writer
-	reqs           chan startReq
-	done           chan struct{}
+	out  Output
+	reqs chan startReq
+	done chan struct{}
+	fwd  sync.WaitGroup // output forwarders
 }
 
 type startReq struct {
+	id        int
 	argv, env []string
 	reply     chan startReply
 }
@@ -63,8 +70,8 @@ type startReply struct {
 	err error
 }
 
-func newOSStarter(stdout, stderr io.Writer) *osStarter {
-	s := &osStarter{stdout: stdout, stderr: stderr, reqs: make(chan startReq), done: make(chan struct{})}
+func newOSStarter(out Output) *osStarter {
+	s := &osStarter{out: out, reqs: make(chan startReq), done: make(chan struct{})}
 	ready := make(chan struct{})
 	go func() {
 		// Never unlocked: when this goroutine ends, its thread ends with
@@ -74,7 +81,7 @@ func newOSStarter(stdout, stderr io.Writer) *osStarter {
 		for {
 			select {
 			case r := <-s.reqs:
-				p, err := s.fork(r.argv, r.env)
+				p, err := s.fork(r.id, r.argv, r.env)
 				r.reply <- startReply{p, err}
 			case <-s.done:
 				return
@@ -85,10 +92,10 @@ func newOSStarter(stdout, stderr io.Writer) *osStarter {
 	return s
 }
 
-func (s *osStarter) start(argv, env []string) (process, error) {
+func (s *osStarter) start(id int, argv, env []string) (process, error) {
 	reply := make(chan startReply, 1)
 	select {
-	case s.reqs <- startReq{argv, env, reply}:
+	case s.reqs <- startReq{id, argv, env, reply}:
 	case <-s.done:
 		return nil, errors.New("supervisor stopped")
 	}
@@ -96,22 +103,107 @@ func (s *osStarter) start(argv, env []string) (process, error) {
 	return r.p, r.err
 }
 
-// close ends the forking thread. Call it only when no child runs.
-func (s *osStarter) close() { close(s.done) }
+// close ends the forking thread. Call it only when no child runs. It
+// waits a little for the output of the last workers to be forwarded; a
+// grandchild that escaped the process group may hold a pipe open longer.
+func (s *osStarter) close() {
+	close(s.done)
+	done := make(chan struct{})
+	go func() { s.fwd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
+}
 
-func (s *osStarter) fork(argv, env []string) (process, error) {
+func (s *osStarter) fork(id int, argv, env []string) (process, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = env
-	cmd.Stdout = s.stdout
-	cmd.Stderr = s.stderr
+	// Pipes of our own rather than io.Writers: exec.Cmd.Wait would wait
+	// for its copying goroutines, and so for any grandchild that keeps
+	// the pipe open after the worker died.
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid:   true,
 		Pdeathsig: syscall.SIGKILL,
 	}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
 		return nil, err
 	}
+	pid := cmd.Process.Pid
+	s.fwd.Go(func() { forwardLines(outR, id, pid, false, s.out) })
+	s.fwd.Go(func() { forwardLines(errR, id, pid, true, s.out) })
 	return &osProcess{cmd: cmd}, nil
+}
+
+// maxLine is the longest line forwarded whole; longer ones are cut into
+// pieces of this size.
+const maxLine = 64 << 10
+
+// forwardLines reads r line by line until EOF and hands each line to out.
+func forwardLines(r *os.File, id, pid int, stderr bool, out Output) {
+	defer r.Close()
+	br := bufio.NewReaderSize(r, maxLine)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			out(id, pid, stderr, bytes.TrimRight(line, "\r\n"))
+		}
+		if err != nil && err != bufio.ErrBufferFull {
+			return
+		}
+	}
+}
+
+// Output receives each line a worker writes, without its line end:
+// stderr tells which stream. It is called from one goroutine per stream
+// and must not keep line.
+type Output func(worker, pid int, stderr bool, line []byte)
+
+// TextOutput writes each line to stdout or stderr with a "worker=ID
+// pid=PID | " prefix, as one write, so lines of different workers do not
+// mix.
+func TextOutput(stdout, stderr io.Writer) Output {
+	var mu sync.Mutex
+	return func(worker, pid int, isErr bool, line []byte) {
+		buf := make([]byte, 0, len(line)+32)
+		buf = fmt.Appendf(buf, "worker=%d pid=%d | ", worker, pid)
+		buf = append(append(buf, line...), '\n')
+		w := stdout
+		if isErr {
+			w = stderr
+		}
+		mu.Lock()
+		w.Write(buf)
+		mu.Unlock()
+	}
+}
+
+// LogOutput sends each line to log as a record with worker, pid and
+// stream attributes: for -log-format json.
+func LogOutput(log *slog.Logger) Output {
+	return func(worker, pid int, isErr bool, line []byte) {
+		stream := "stdout"
+		if isErr {
+			stream = "stderr"
+		}
+		log.Info(string(line), "worker", worker, "pid", pid, "stream", stream)
+	}
 }
 
 type osProcess struct{ cmd *exec.Cmd }

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"io"
 	"os"
 	"strconv"
@@ -22,11 +23,11 @@ func TestCommandRealProcess(t *testing.T) {
 		{"quoted arguments", "sleep '30'", "sleep"},
 		{"control operators keep the shell", "true && sleep 30", "sh"},
 	}
-	st := newOSStarter(io.Discard, io.Discard)
+	st := newOSStarter(TextOutput(io.Discard, io.Discard))
 	defer st.close()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := st.start(Command(tt.cmdline), os.Environ())
+			p, err := st.start(1, Command(tt.cmdline), os.Environ())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -64,11 +65,11 @@ func waitComm(t *testing.T, pid int, want string) string {
 }
 
 func TestSignalReachesTheGroup(t *testing.T) {
-	st := newOSStarter(io.Discard, io.Discard)
+	st := newOSStarter(TextOutput(io.Discard, io.Discard))
 	defer st.close()
 	// The shell stays (control operator) and its child sleeps: SIGTERM to
 	// the group must end both, so Wait returns.
-	p, err := st.start(Command("sleep 30; true"), os.Environ())
+	p, err := st.start(1, Command("sleep 30; true"), os.Environ())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,5 +100,25 @@ func TestLeadingAssignment(t *testing.T) {
 		if got := leadingAssignment(in); got != want {
 			t.Errorf("leadingAssignment(%q) = %v; want %v", in, got, want)
 		}
+	}
+}
+
+func TestOutputForwardedLineByLine(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	text := TextOutput(&stdout, &stderr)
+	st := newOSStarter(text)
+	p, err := st.start(7, Command("printf 'one\\ntwo\\npartial'; echo oops >&2"), os.Environ())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Wait()
+	st.close() // waits for the forwarders: the buffers are ours again
+	pid := strconv.Itoa(p.Pid())
+	wantOut := "worker=7 pid=" + pid + " | one\nworker=7 pid=" + pid + " | two\nworker=7 pid=" + pid + " | partial\n"
+	if got := stdout.String(); got != wantOut {
+		t.Errorf("stdout: got %q; want %q", got, wantOut)
+	}
+	if got, want := stderr.String(), "worker=7 pid="+pid+" | oops\n"; got != want {
+		t.Errorf("stderr: got %q; want %q", got, want)
 	}
 }

@@ -62,9 +62,9 @@ type Spec struct {
 	Health health.Options
 	// Log receives one line per lifecycle event. Nil discards them.
 	Log *slog.Logger
-	// Stdout and Stderr receive the workers' output. Nil means the
-	// balancer's own.
-	Stdout, Stderr *os.File
+	// Output receives the workers' output, line by line. Nil means
+	// TextOutput to the balancer's own stdout and stderr.
+	Output Output
 }
 
 func (sp *Spec) fill() {
@@ -74,11 +74,8 @@ func (sp *Spec) fill() {
 	if sp.Env == nil {
 		sp.Env = os.Environ()
 	}
-	if sp.Stdout == nil {
-		sp.Stdout = os.Stdout
-	}
-	if sp.Stderr == nil {
-		sp.Stderr = os.Stderr
+	if sp.Output == nil {
+		sp.Output = TextOutput(os.Stdout, os.Stderr)
 	}
 	if sp.StartTimeout <= 0 {
 		sp.StartTimeout = 30 * time.Second
@@ -197,7 +194,7 @@ func (s *Supervisor) Run(ctx context.Context, n int) error {
 		return errors.New("supervisor: no worker command")
 	}
 	if s.start == nil {
-		st := newOSStarter(s.spec.Stdout, s.spec.Stderr)
+		st := newOSStarter(s.spec.Output)
 		defer st.close()
 		s.start = st
 	}
@@ -268,7 +265,7 @@ func (s *Supervisor) spawn(sl *slot, replacement bool) {
 		return
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	p, err := s.start.start(s.spec.Argv, s.env(id, port))
+	p, err := s.start.start(id, s.spec.Argv, s.env(id, port))
 	if err != nil {
 		s.startFailed(sl, replacement, fmt.Errorf("start worker %d: %w", id, err))
 		return

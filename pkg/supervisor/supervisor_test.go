@@ -80,7 +80,7 @@ type fakeStarter struct {
 	termExit bool
 }
 
-func (f *fakeStarter) start(argv, env []string) (process, error) {
+func (f *fakeStarter) start(id int, argv, env []string) (process, error) {
 	f.mu.Lock()
 	p := &fakeProc{pid: 1000 + len(f.procs), env: env, exit: make(chan exitStatus, 1), termExit: f.termExit}
 	f.procs = append(f.procs, p)
