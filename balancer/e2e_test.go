@@ -587,3 +587,79 @@ func TestListenAddressTaken(t *testing.T) {
 		t.Fatal("balancer hung on a taken address")
 	}
 }
+
+func TestMetricsAddUpToTraffic(t *testing.T) { forEngines(t, testMetricsAddUpToTraffic) }
+
+func testMetricsAddUpToTraffic(t *testing.T, engine string) {
+	c := start(t, 2, "-engine", engine, "-workers", "2", "-admin-listen", "")
+	const n = 300
+	for range n {
+		if status, _, err := c.get("/operacion-simple"); err != nil || status != 200 {
+			t.Fatalf("got %d %v; want 200", status, err)
+		}
+	}
+	_, body, err := c.get("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	perWorker := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, "balancer_worker_requests_total{") {
+			continue
+		}
+		var id string
+		var v float64
+		if _, err := fmt.Sscanf(line[strings.Index(line, "worker=")+len("worker="):], "%q} %g", &id, &v); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		perWorker[id] = v
+		sum += v
+	}
+	if sum != n || len(perWorker) != 2 {
+		t.Errorf("got per-worker requests_total %v (sum %v); want 2 workers adding up to %d", perWorker, sum, n)
+	}
+	for _, name := range []string{"balancer_worker_up", "balancer_worker_request_duration_seconds_bucket", "go_goroutines", "process_resident_memory_bytes"} {
+		if !strings.Contains(string(body), name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+}
+
+func TestStatusCommandListsWorkers(t *testing.T) {
+	c := start(t, 2, "-workers", "2", "-admin-listen", "")
+	s, _ := c.stats()
+	out, err := exec.Command(filepath.Join(binDir, "balancer"), "status", "-addr", c.addr).CombinedOutput()
+	if err != nil {
+		t.Fatalf("balancer status: %v\n%s", err, out)
+	}
+	for _, w := range s.Workers {
+		if !strings.Contains(string(out), fmt.Sprint(w.Pid)) {
+			t.Errorf("status output lacks worker %d's pid %d:\n%s", w.ID, w.Pid, out)
+		}
+	}
+	// Nothing listening: a clear error, exit 1.
+	out, err = exec.Command(filepath.Join(binDir, "balancer"), "status", "-addr", freeAddr(t)).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no balancer answers") {
+		t.Errorf("got %v %q; want an error saying no balancer answers", err, out)
+	}
+}
+
+func TestWorkerOutputIsPrefixed(t *testing.T) {
+	c := start(t, 2, "-workers", "2", "-admin-listen", "",
+		"-cmd", "echo hello from $WORKER_ID; echo oops >&2; PATH="+binDir+":$PATH exec backend")
+	s, _ := c.stats()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, w := range s.Workers {
+		want := fmt.Sprintf("worker=%d pid=%d | hello from %d", w.ID, w.Pid, w.ID)
+		for !strings.Contains(c.logs.String(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("log lacks %q:\n%s", want, c.logs.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if !strings.Contains(c.logs.String(), "| oops") {
+		t.Errorf("stderr line not forwarded:\n%s", c.logs.String())
+	}
+}

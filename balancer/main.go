@@ -3,6 +3,7 @@
 // module.
 //
 //	balancer [flags]          run the cluster (see -h)
+//	balancer status [-addr A] list the workers of a running balancer, like pm2 list
 //	balancer backend          run the built-in demo backend (what each worker runs)
 //
 // Signals: SIGINT/SIGTERM stop gracefully, SIGHUP reloads the workers one
@@ -22,6 +23,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,7 +45,39 @@ func main() {
 		// backend", the way cluster.fork() re-runs the same script.
 		os.Exit(demo.Main())
 	}
+	if len(os.Args) > 1 && os.Args[1] == "status" {
+		os.Exit(runStatus(os.Args[2:]))
+	}
 	os.Exit(run(os.Args[1:]))
+}
+
+// runStatus prints the workers of a running balancer as a table.
+func runStatus(args []string) int {
+	fs := flag.NewFlagSet("balancer status", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:8080", "the balancer's listen `ADDR`, or a full stats URL")
+	path := fs.String("stats-path", "/stats", "stats `PATH` on that address")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	url := *addr
+	if !strings.Contains(url, "://") {
+		if strings.HasPrefix(url, ":") {
+			url = "127.0.0.1" + url
+		}
+		url = "http://" + url + *path
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	snap, err := stats.Fetch(ctx, url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "balancer status:", err)
+		return 1
+	}
+	stats.WriteTable(os.Stdout, snap, time.Now())
+	return 0
 }
 
 func run(args []string) int {
@@ -87,7 +122,8 @@ func run(args []string) int {
 		popts.AccessLog = logger
 	}
 	statsHandler := stats.Handler(p, started)
-	front := newFrontend(cfg, p, popts, statsHandler, logger)
+	metricsHandler := stats.Metrics(p, started)
+	front := newFrontend(cfg, p, popts, statsHandler, metricsHandler, logger)
 
 	workers := cfg.WorkerCount()
 	supCtx, stopWorkers := context.WithCancel(context.Background())
@@ -98,7 +134,7 @@ func run(args []string) int {
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
 	adminDone := make(chan error, 1)
 	if adminLn != nil {
-		h := admin.Handler(ctl, admin.Options{Token: cfg.AdminToken, Stats: statsHandler, Log: logger})
+		h := admin.Handler(ctl, admin.Options{Token: cfg.AdminToken, Stats: statsHandler, Metrics: metricsHandler, Log: logger})
 		go func() { adminDone <- admin.Serve(adminCtx, adminLn, h) }()
 	} else {
 		adminDone <- nil
@@ -175,14 +211,22 @@ type frontend struct {
 
 // newFrontend builds the engine named by cfg.Engine, serving the stats
 // at cfg.StatsPath and proxying everything else.
-func newFrontend(cfg config.Config, p *pool.Pool, o proxy.Options, statsHandler http.Handler, logger *slog.Logger) frontend {
+func newFrontend(cfg config.Config, p *pool.Pool, o proxy.Options, statsHandler, metricsHandler http.Handler, logger *slog.Logger) frontend {
+	// The balancer's own paths, never proxied.
+	own := http.NewServeMux()
+	own.Handle(cfg.StatsPath, statsHandler)
+	paths := []string{cfg.StatsPath}
+	if cfg.MetricsPath != "" {
+		own.Handle(cfg.MetricsPath, metricsHandler)
+		paths = append(paths, cfg.MetricsPath)
+	}
 	if cfg.Engine == "fasthttp" {
 		fx := proxy.NewFast(p, o)
 		srv := fx.Server(proxy.ServerOptions{
 			ReadTimeout:    cfg.ReadHeaderTimeout,
 			IdleTimeout:    cfg.IdleTimeout,
 			MaxHeaderBytes: cfg.MaxHeaderBytes,
-		}, []string{cfg.StatsPath}, statsHandler)
+		}, paths, own)
 		return frontend{
 			serve:     srv.Serve,
 			shutdown:  srv.ShutdownWithContext,
@@ -193,8 +237,8 @@ func newFrontend(cfg config.Config, p *pool.Pool, o proxy.Options, statsHandler 
 	px := proxy.New(p, o)
 	srv := &http.Server{
 		Handler: guard.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == cfg.StatsPath {
-				statsHandler.ServeHTTP(w, r)
+			if slices.Contains(paths, r.URL.Path) {
+				own.ServeHTTP(w, r)
 				return
 			}
 			px.ServeHTTP(w, r)

@@ -45,6 +45,8 @@ type Options struct {
 	Token string
 	// Stats is served at GET /stats; nil answers 404.
 	Stats http.Handler
+	// Metrics is served at GET /metrics; nil answers 404.
+	Metrics http.Handler
 	// Log gets one line per control action; nil discards.
 	Log *slog.Logger
 	// Timeout bounds one control call; zero or negative means 5 minutes.
@@ -77,17 +79,14 @@ func Handler(c Controller, o Options) http.Handler {
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
-	stats := o.Stats
-	if stats == nil {
-		stats = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			writeError(w, http.StatusNotFound, "stats not configured")
-		})
-	}
+	stats := orNotFound(o.Stats, "stats not configured")
+	metrics := orNotFound(o.Metrics, "metrics not configured")
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /reload", a.reload)
 	mux.HandleFunc("POST /scale", a.scale)
 	mux.HandleFunc("POST /workers/{id}/restart", a.restart)
 	mux.Handle("GET /stats", stats)
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /debug/runtime", runtimeInfo)
 	// Profiles of the balancer itself, for `go tool pprof
 	// http://127.0.0.1:9090/debug/pprof/profile?seconds=10`.
@@ -364,4 +363,14 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 		err = fmt.Errorf("admin: serve %s: %w", ln.Addr(), serr)
 	}
 	return err
+}
+
+// orNotFound returns h, or a handler answering 404 with msg when h is nil.
+func orNotFound(h http.Handler, msg string) http.Handler {
+	if h != nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, msg)
+	})
 }

@@ -44,8 +44,12 @@ type Config struct {
 	// net/http's ReverseProxy: HTTP/2 clients, streaming, upgrades) or
 	// "fasthttp" (faster; bodies read whole, up to 4 MiB).
 	Engine string `yaml:"engine"`
-	// StatsPath is where the JSON stats are served on the listen address.
+	// StatsPath is where the stats are served on the listen address:
+	// JSON, or an HTML dashboard to a browser.
 	StatsPath string `yaml:"stats_path"`
+	// MetricsPath is where Prometheus metrics are served on the listen
+	// address; "" turns them off there (the admin API has them too).
+	MetricsPath string `yaml:"metrics_path"`
 
 	// HealthPath is the active health check: an HTTP path, "tcp" for a
 	// TCP connect, or "" for the default: /health for the built-in
@@ -134,6 +138,7 @@ func Default() Config {
 		Policy:               "round-robin",
 		Engine:               "httputil",
 		StatsPath:            "/stats",
+		MetricsPath:          "/metrics",
 		HealthInterval:       time.Second,
 		HealthTimeout:        time.Second,
 		HealthRise:           1,
@@ -209,6 +214,9 @@ func (c Config) Validate() error {
 	}
 	if !strings.HasPrefix(c.StatsPath, "/") {
 		return bad("stats_path", "want a path starting with /; got %q", c.StatsPath)
+	}
+	if c.MetricsPath != "" && (!strings.HasPrefix(c.MetricsPath, "/") || c.MetricsPath == c.StatsPath) {
+		return bad("metrics_path", "want a path starting with /, other than stats_path, or \"\" for none; got %q", c.MetricsPath)
 	}
 	if c.HealthPath != "" && c.HealthPath != HealthTCP && !strings.HasPrefix(c.HealthPath, "/") {
 		return bad("health_path", "want a path starting with /, or %q; got %q", HealthTCP, c.HealthPath)
@@ -414,6 +422,7 @@ func newFlagSet(name string, c *Config, output io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.Policy, "policy", c.Policy, "worker selection: "+strings.Join(Policies, "|"))
 	fs.StringVar(&c.Engine, "engine", c.Engine, "proxy engine: "+strings.Join(Engines, "|"))
 	fs.StringVar(&c.StatsPath, "stats-path", c.StatsPath, "`PATH` of the JSON stats on the listen address")
+	fs.StringVar(&c.MetricsPath, "metrics-path", c.MetricsPath, "`PATH` of the Prometheus metrics on the listen address; empty = none")
 	fs.StringVar(&c.HealthPath, "health-path", c.HealthPath, "health check `PATH`, or \"tcp\"; empty = /health for the built-in backend, tcp for -cmd")
 	fs.DurationVar(&c.HealthInterval, "health-interval", c.HealthInterval, "time between health checks")
 	fs.DurationVar(&c.HealthTimeout, "health-timeout", c.HealthTimeout, "timeout of one health check")

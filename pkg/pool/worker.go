@@ -215,3 +215,14 @@ func (w *Worker) End(p *Process, ok, retried bool) {
 		w.retries.Add(1)
 	}
 }
+
+// UnmarshalText reads a state's name, as /stats shows it.
+func (s *State) UnmarshalText(b []byte) error {
+	for i, n := range stateNames {
+		if n == string(b) {
+			*s = State(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown worker state %q", b)
+}

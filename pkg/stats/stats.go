@@ -77,7 +77,9 @@ func ms(d time.Duration) float64 { return round(d.Seconds() * 1000) }
 
 func round(f float64) float64 { return float64(int64(f*1000)) / 1000 }
 
-// Handler serves Take as JSON to GET and HEAD.
+// Handler serves GET and HEAD: Take as JSON, or, to a browser, the live
+// dashboard that polls the same path for that JSON. See wantsHTML for
+// which one a request gets.
 func Handler(p *pool.Pool, started time.Time) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -85,8 +87,15 @@ func Handler(p *pool.Pool, started time.Time) http.Handler {
 			http.Error(w, `{"error":"method not allowed"}`, http.StatusMethodNotAllowed)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
+		// The body depends on Accept: a cache must not hand a browser's
+		// page to curl.
+		w.Header().Add("Vary", "Accept")
+		if wantsHTML(r) {
+			serveDashboard(w)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(Take(p, started, time.Now()))
