@@ -1,0 +1,155 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// goal is one line of the goals table: what was wanted, what was
+// measured, and whether that meets it. A goal that could not be measured
+// (its target failed) is not met, and Got says why.
+type goal struct {
+	Name, Want, Got string
+	Met             bool
+}
+
+// rssLimit is the balancer's memory goal at 64 connections.
+const rssLimit = 30 << 20
+
+// evalGoals checks the project's performance goals against the medians.
+func evalGoals(res *results) []goal {
+	var gs []goal
+	a := func(target, ep string) summary { return res.get(key{Scenario: "a", Target: target, Endpoint: ep}) }
+	b := func(target, ep string) summary { return res.get(key{Scenario: "b", Target: target, Endpoint: ep}) }
+
+	// 1, 2: the balancer against nginx on the endpoint that is all proxy.
+	nginx := a("nginx", "simple")
+	gs = append(gs, throughputGoal("fasthttp vs nginx (a, simple)", "≥ 1.00× nginx req/s, p99 ≤ nginx's",
+		a("balancer-fasthttp", "simple"), nginx, "nginx", 1.0, true, false))
+	gs = append(gs, throughputGoal("httputil vs nginx (a, simple)", "≥ 0.60× nginx req/s",
+		a("balancer-httputil", "simple"), nginx, "nginx", 0.6, false, false))
+	// 3: on real work the proxy should cost next to nothing.
+	direct := a("direct", "compleja")
+	for _, e := range engines {
+		gs = append(gs, throughputGoal(e+" vs direct (a, compleja)", "≥ 0.95× direct req/s",
+			a("balancer-"+e, "compleja"), direct, "direct", 0.95, false, false))
+	}
+	// 4: the Node app under the balancer against Node's cluster mode.
+	for _, e := range engines {
+		gs = append(gs, throughputGoal("-cmd node, "+e+" vs Node cluster (b, compleja)", "≥ 1.00× Node cluster req/s, 0 errors",
+			b("balancer-"+e, "compleja"), b("node-cluster", "compleja"), "Node cluster", 1.0, false, true))
+	}
+	gs = append(gs, throughputGoal("-cmd node, fasthttp vs Node cluster (b, simple)", "≥ 0.80× Node cluster req/s",
+		b("balancer-fasthttp", "simple"), b("node-cluster", "simple"), "Node cluster", 0.8, false, false))
+	// 5: memory.
+	for _, e := range engines {
+		g := goal{Name: "balancer RSS, " + e + " (c=64, simple)", Want: fmt.Sprintf("≤ %s", fmtMiB(rssLimit))}
+		rss, src := balancerRSS(res, e)
+		if rss <= 0 {
+			g.Got = "no figure: " + src
+		} else {
+			g.Got = fmtMiB(rss) + " (" + src + ")"
+			g.Met = rss <= rssLimit
+		}
+		gs = append(gs, g)
+	}
+	return gs
+}
+
+// throughputGoal compares got with ref: met when the median req/s is at
+// least min × ref's, and, where asked, p99 is no higher and no request
+// failed.
+func throughputGoal(name, want string, got, ref summary, refName string, minRatio float64, p99 bool, noErrors bool) goal {
+	g := goal{Name: name, Want: want}
+	switch {
+	case !got.OK:
+		g.Got = "no figure: " + oneLine(got.Err)
+		return g
+	case !ref.OK:
+		g.Got = fmt.Sprintf("%s req/s, but no %s figure to compare: %s", fmtRPS(got.RPS), refName, oneLine(ref.Err))
+		return g
+	}
+	r, ok := ratio(got.RPS, ref.RPS)
+	if !ok {
+		g.Got = fmt.Sprintf("%s req/s against %s req/s for %s", fmtRPS(got.RPS), fmtRPS(ref.RPS), refName)
+		return g
+	}
+	g.Met = r >= minRatio
+	g.Got = fmt.Sprintf("%s (%s vs %s req/s)", fmtRatio(r), fmtRPS(got.RPS), fmtRPS(ref.RPS))
+	if p99 {
+		g.Got += fmt.Sprintf("; p99 %s vs %s", fmtDur(got.P99), fmtDur(ref.P99))
+		g.Met = g.Met && got.P99 <= ref.P99
+	}
+	if noErrors {
+		g.Got += fmt.Sprintf("; %d errors", got.Errors)
+		g.Met = g.Met && got.Errors == 0 && got.Failed == 0
+	}
+	return g
+}
+
+// balancerRSS is the median peak RSS of the engine's balancer during
+// scenario a's runs on simple at 64 connections, or, when a was not run,
+// scenario e's at the same load. src says which, or why there is none.
+func balancerRSS(res *results, engine string) (int64, string) {
+	for _, c := range []struct {
+		k   key
+		src string
+	}{
+		{key{Scenario: "a", Target: "balancer-" + engine, Endpoint: "simple"}, "scenario a, 2 workers"},
+		{key{Scenario: "e-conc", Target: engine, Endpoint: "simple", Param: 64}, "scenario e, default workers"},
+	} {
+		if s := res.get(c.k); s.OK && s.RSS > 0 {
+			return s.RSS, c.src
+		}
+	}
+	s := res.get(key{Scenario: "a", Target: "balancer-" + engine, Endpoint: "simple"})
+	if s.Err != "" {
+		return 0, oneLine(s.Err)
+	}
+	return 0, "not sampled"
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 140 {
+		s = s[:140] + "..."
+	}
+	return s
+}
+
+// fmtRPS writes a throughput with thin grouping: 12345.6 -> "12 346".
+func fmtRPS(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	if v < 100 {
+		return fmt.Sprintf("%.1f", v)
+	}
+	s := fmt.Sprintf("%.0f", v)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// fmtDur writes a latency in ms (or s past 10 s).
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= 10*time.Second:
+		return fmt.Sprintf("%.1f s", d.Seconds())
+	case d >= 100*time.Millisecond:
+		return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+	default:
+		return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+	}
+}
+
+func fmtMiB(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func fmtRatio(r float64) string { return fmt.Sprintf("%.2f×", r) }

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestThroughputGoal(t *testing.T) {
+	ms := time.Millisecond
+	ok := func(rps float64, p99 time.Duration, errs int64) summary {
+		return summary{OK: true, Runs: 1, RPS: rps, P99: p99, Errors: errs}
+	}
+	tests := []struct {
+		name          string
+		got, ref      summary
+		min           float64
+		p99, noErrors bool
+		wantMet       bool
+		wantGot       string
+	}{
+		{"above the ratio", ok(700, ms, 0), ok(1000, ms, 0), 0.6, false, false, true, "0.70×"},
+		{"below the ratio", ok(500, ms, 0), ok(1000, ms, 0), 0.6, false, false, false, "0.50×"},
+		{"exactly the ratio", ok(1000, ms, 0), ok(1000, ms, 0), 1.0, false, false, true, "1.00×"},
+		{"fast enough but slower p99", ok(1200, 3*ms, 0), ok(1000, 2*ms, 0), 1.0, true, false, false, "p99 3.00 ms vs 2.00 ms"},
+		{"errors fail a zero-error goal", ok(1200, ms, 4), ok(1000, ms, 0), 1.0, false, true, false, "4 errors"},
+		{"target failed", summary{Err: "engine: want one of httputil"}, ok(1000, ms, 0), 1.0, false, false, false, "no figure: engine"},
+		{"reference failed", ok(1000, ms, 0), summary{Err: "nginx is not installed"}, 1.0, false, false, false, "no nginx figure"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := throughputGoal("g", "w", tt.got, tt.ref, "nginx", tt.min, tt.p99, tt.noErrors)
+			if g.Met != tt.wantMet || !strings.Contains(g.Got, tt.wantGot) {
+				t.Errorf("got met=%v %q; want met=%v and %q in it", g.Met, g.Got, tt.wantMet, tt.wantGot)
+			}
+		})
+	}
+}
+
+func TestEvalGoalsRSS(t *testing.T) {
+	r := &results{}
+	r.add(key{Scenario: "a", Target: "balancer-httputil", Endpoint: "simple"}, sample{RPS: 1, RSS: 20 << 20})
+	r.add(key{Scenario: "e-conc", Target: "fasthttp", Endpoint: "simple", Param: 64}, sample{RPS: 1, RSS: 40 << 20})
+	var seen int
+	for _, g := range evalGoals(r) {
+		switch g.Name {
+		case "balancer RSS, httputil (c=64, simple)":
+			seen++
+			if !g.Met || !strings.Contains(g.Got, "20.0 MiB") {
+				t.Errorf("httputil: got met=%v %q; want met with 20.0 MiB", g.Met, g.Got)
+			}
+		case "balancer RSS, fasthttp (c=64, simple)":
+			seen++
+			if g.Met || !strings.Contains(g.Got, "scenario e") {
+				t.Errorf("fasthttp: got met=%v %q; want not met, from scenario e", g.Met, g.Got)
+			}
+		}
+	}
+	if seen != 2 {
+		t.Errorf("got %d RSS goals; want 2", seen)
+	}
+}
+
+func TestFormat(t *testing.T) {
+	tests := []struct{ got, want string }{
+		{fmtRPS(12345.6), "12 346"},
+		{fmtRPS(999), "999"},
+		{fmtRPS(1234567), "1 234 567"},
+		{fmtRPS(12.34), "12.3"},
+		{fmtDur(1234 * time.Microsecond), "1.23 ms"},
+		{fmtDur(1234 * time.Millisecond), "1234 ms"},
+		{fmtDur(12 * time.Second), "12.0 s"},
+		{fmtMiB(30 << 20), "30.0 MiB"},
+		{fmtRatio(0.954), "0.95×"},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("got %q; want %q", tt.got, tt.want)
+		}
+	}
+}

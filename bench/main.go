@@ -1,0 +1,192 @@
+// Command bench measures the balancer against nginx, haproxy, direct
+// access to the workers and Node's cluster mode, on this machine, and
+// writes docs/bench/README.md with tables, plots and the goals.
+//
+//	go run ./bench                 # the full run: 3 repetitions of 10s each
+//	go run ./bench -quick          # 1 short repetition, to try it
+//	go run ./bench -only a,e       # some scenarios only
+//
+// It installs what is missing (wrk, nginx-light and haproxy with apt-get
+// as root; Artillery with npm into bench/.cache; the Node app's modules
+// with npm ci), builds the balancer and the backend into a temporary
+// directory, and stops every process it started, by pid, on every way
+// out, Ctrl-C included. All traffic goes to 127.0.0.1.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// scenarioNames are the values -only accepts, in the order they run.
+var scenarioNames = []string{"a", "b", "c", "d", "e"}
+
+// options are the command-line settings.
+type options struct {
+	quick    bool
+	reps     int
+	duration time.Duration
+	out      string
+	only     map[string]bool
+	// artillery's --count and --num: the course's 40 × 50, fewer in quick mode.
+	artCount, artNum int
+	warmup           time.Duration
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	var only string
+	fs.BoolVar(&o.quick, "quick", false, "short runs and 1 repetition, to try the bench (figures are only indicative)")
+	fs.IntVar(&o.reps, "reps", 3, "repetitions of each measurement; the report shows medians")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "wrk duration per run (whole seconds)")
+	fs.StringVar(&o.out, "out", "docs/bench", "report `DIR`, relative to the repository root")
+	fs.StringVar(&only, "only", strings.Join(scenarioNames, ","), "scenarios to run, comma-separated: a (proxies), b (Node), c (artillery), d (mixed load), e (scaling)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.artCount, o.artNum, o.warmup = 40, 50, 2*time.Second
+	if o.quick {
+		if !set["reps"] {
+			o.reps = 1
+		}
+		if !set["duration"] {
+			o.duration = 2 * time.Second
+		}
+		o.artCount, o.artNum, o.warmup = 10, 20, time.Second
+	}
+	if o.reps < 1 {
+		return o, fmt.Errorf("-reps: want at least 1; got %d", o.reps)
+	}
+	if o.duration < time.Second {
+		return o, fmt.Errorf("-duration: want at least 1s (wrk counts whole seconds); got %s", o.duration)
+	}
+	o.only = map[string]bool{}
+	for _, s := range strings.Split(only, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !slices.Contains(scenarioNames, s) {
+			return o, fmt.Errorf("-only: unknown scenario %q; want some of %s", s, strings.Join(scenarioNames, ","))
+		}
+		o.only[s] = true
+	}
+	if len(o.only) == 0 {
+		return o, errors.New("-only: no scenario selected")
+	}
+	return o, nil
+}
+
+// bench is one run: where things are, what it started, what it measured.
+type bench struct {
+	opts  options
+	root  string // repository root
+	tmp   string // binaries, generated configs, process logs
+	tools tools
+	procs *procs
+	res   *results
+	cores int
+	out   io.Writer // progress lines
+}
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	opts, err := parseFlags(args, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	root, err := repoRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", a...) }
+
+	// Ctrl-C and SIGTERM cancel the context; the deferred stopAll then
+	// stops every child before the bench exits.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	tmp, err := os.MkdirTemp("", "clusterlb-bench-")
+	if err != nil {
+		logf("%v", err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	b := &bench{
+		opts:  opts,
+		root:  root,
+		tmp:   tmp,
+		procs: &procs{dir: tmp},
+		cores: runtime.NumCPU(),
+		out:   os.Stdout,
+		res:   &results{Started: time.Now(), Quick: opts.quick, Reps: opts.reps, Duration: opts.duration},
+	}
+	defer b.procs.stopAll()
+
+	b.tools = ensureTools(ctx, root, needsFor(opts.only), logf)
+	logf("building ./balancer and ./backend")
+	b.tools.balancer, b.tools.backend, err = build(ctx, root, tmp)
+	if err != nil {
+		logf("%v", err)
+		return 1
+	}
+	mach := describeMachine(ctx, b.tools)
+	logf("%s, %d cores; %d repetition(s) of %s per run", mach.CPU, mach.Cores, opts.reps, opts.duration)
+
+	for _, s := range []struct {
+		name string
+		run  func(context.Context)
+	}{
+		{"a", b.scenarioA}, {"b", b.scenarioB}, {"c", b.scenarioC}, {"d", b.scenarioD}, {"e", b.scenarioE},
+	} {
+		if !opts.only[s.name] {
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		s.run(ctx)
+	}
+	if ctx.Err() != nil {
+		logf("interrupted: processes stopped, no report written")
+		return 130
+	}
+
+	outDir := opts.out
+	if !filepath.IsAbs(outDir) {
+		outDir = filepath.Join(root, outDir)
+	}
+	rep := &report{res: b.res, mach: mach, opts: opts, cores: b.cores}
+	if err := rep.write(outDir); err != nil {
+		logf("write report: %v", err)
+		return 1
+	}
+	fmt.Fprintln(b.out)
+	rep.printRatios(b.out)
+	logf("report written to %s", filepath.Join(outDir, "README.md"))
+	return 0
+}

@@ -1,0 +1,435 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// report turns the results into docs/bench: README.md, the PNG plots and
+// results.json (every repetition, for a later look).
+type report struct {
+	res   *results
+	mach  machine
+	opts  options
+	cores int
+}
+
+func (r *report) write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	plots := r.plots(dir)
+	var md strings.Builder
+	r.markdown(&md, plots)
+	if err := os.WriteFile(filepath.Join(dir, "README.md"), []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	return r.res.save(filepath.Join(dir, "results.json"))
+}
+
+// plots draws what there are figures for and returns the files written
+// by name; a plot that fails is noted and left out.
+func (r *report) plots(dir string) map[string]string {
+	files := map[string]string{}
+	try := func(name string, draw func(string) (bool, error)) {
+		path := filepath.Join(dir, name)
+		ok, err := draw(path)
+		if err != nil {
+			r.res.note(fmt.Sprintf("plot %s: %v", name, err))
+			return
+		}
+		if ok {
+			files[name] = name
+		} else {
+			os.Remove(path) // a stale one from an earlier run would mislead
+		}
+	}
+	if r.opts.only["a"] {
+		try("a_simple.png", func(p string) (bool, error) { return plotScenarioA(r.res, p) })
+	}
+	if r.opts.only["e"] {
+		try("e_workers.png", func(p string) (bool, error) {
+			return plotSweep(r.res, "e-workers", "workers", false, p)
+		})
+		try("e_connections.png", func(p string) (bool, error) {
+			return plotSweep(r.res, "e-conc", "connections", true, p)
+		})
+	}
+	return files
+}
+
+func (r *report) markdown(w io.Writer, plots map[string]string) {
+	res := r.res
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("# Benchmarks\n\n")
+	p("Measured on %s by `go run ./bench%s`: ", res.Started.UTC().Format("2006-01-02 15:04 MST"), r.flagsUsed())
+	p("%d repetition(s) of %s per wrk run; every figure is the median over the repetitions, errors the total. ", res.Reps, res.Duration)
+	p("Generated file: rerun the bench rather than edit it. Every repetition's figures are in [results.json](results.json).\n\n")
+	if res.Quick {
+		p("> **Quick mode**: one short repetition per figure, to check the bench end to end. ")
+		p("The figures are indicative only; the goals below are judged on them all the same. ")
+		p("A full run (`go run ./bench`, about half an hour) replaces this file.\n\n")
+	}
+
+	p("## Machine\n\n| | |\n|---|---|\n")
+	p("| CPU | %s |\n| cores | %d |\n", r.mach.CPU, r.mach.Cores)
+	if r.mach.Kernel != "" {
+		p("| kernel | Linux %s |\n", r.mach.Kernel)
+	}
+	for _, name := range []string{"go", "nginx", "haproxy", "node", "wrk", "artillery"} {
+		if v, ok := r.mach.Versions[name]; ok {
+			p("| %s | %s |\n", name, v)
+		}
+	}
+	p("\nThe load generator (wrk or Artillery), the proxy and the workers all share these %d cores, ", r.mach.Cores)
+	p("so a figure is the whole machine's, not the proxy's alone: a proxy that spends less CPU leaves more to the workers and to wrk.\n\n")
+
+	p("## How to rerun\n\n```sh\n")
+	p("go run ./bench                 # the full run: 3 × 10 s per figure, about half an hour\n")
+	p("go run ./bench -quick          # one short pass, to try it\n")
+	p("go run ./bench -only a,b -reps 5 -duration 20s\n")
+	p("```\n\n")
+	p("It installs what is missing (`apt-get install -y wrk nginx-light haproxy` as root, Artillery %s with npm into `bench/.cache/`, ", artilleryVersion)
+	p("`npm ci` in `bench/node`), builds `./balancer` and `./backend` into a temporary directory, runs everything on 127.0.0.1 ")
+	p("and stops every process it started. In each repetition the targets take turns in a rotated order (A B C, then B C A, ...), ")
+	p("and each target gets a short unrecorded warm-up before its first run. ")
+	p("wrk runs as `wrk -t2 -c64 -d%ds --timeout 10s --latency URL`", int(res.Duration.Seconds()))
+	if res.Duration < minComplejaRun {
+		p(" (at least -d%ds on /operacion-compleja, where 64 requests share the workers' cores and finish in bursts about a second apart)", int(minComplejaRun.Seconds()))
+	}
+	p("; ")
+	p("the timeout is raised from wrk's 2 s because /operacion-compleja at 64 connections on %d cores queues for longer than that, ", r.mach.Cores)
+	p("and wrk would count the queueing as socket errors and leave those requests out of its latency figures.\n\n")
+
+	p("## Goals\n\n| goal | wanted | measured | |\n|---|---|---|---|\n")
+	for _, g := range evalGoals(res) {
+		p("| %s | %s | %s | %s |\n", g.Name, g.Want, g.Got, metWord(g.Met))
+	}
+	p("\n")
+
+	if r.opts.only["a"] {
+		r.sectionA(w, plots)
+	}
+	if r.opts.only["b"] {
+		r.sectionB(w)
+	}
+	if r.opts.only["c"] {
+		r.sectionC(w)
+	}
+	if r.opts.only["d"] {
+		r.sectionD(w)
+	}
+	if r.opts.only["e"] {
+		r.sectionE(w, plots)
+	}
+	r.sectionRSS(w)
+
+	if len(res.Notes) > 0 || r.failures() != nil {
+		p("## What did not run\n\n")
+		for _, n := range res.Notes {
+			p("- %s\n", oneLine(n))
+		}
+		for _, f := range r.failures() {
+			p("- %s\n", f)
+		}
+		p("\n")
+	}
+}
+
+func (r *report) flagsUsed() string {
+	var f []string
+	if r.opts.quick {
+		f = append(f, "-quick")
+	}
+	if len(r.opts.only) < len(scenarioNames) {
+		var s []string
+		for _, n := range scenarioNames {
+			if r.opts.only[n] {
+				s = append(s, n)
+			}
+		}
+		f = append(f, "-only "+strings.Join(s, ","))
+	}
+	if len(f) == 0 {
+		return ""
+	}
+	return " " + strings.Join(f, " ")
+}
+
+// failures lists the series that have failed repetitions, once each.
+func (r *report) failures() []string {
+	var out []string
+	for _, s := range r.res.Series {
+		sm := s.summary()
+		if sm.Failed == 0 {
+			continue
+		}
+		line := fmt.Sprintf("%s %s %s", s.Scenario, s.Target, s.Endpoint)
+		if s.Param != 0 {
+			line += fmt.Sprintf(" (%d)", s.Param)
+		}
+		out = append(out, fmt.Sprintf("%s: %d of %d repetitions failed: %s", line, sm.Failed, len(s.Samples), oneLine(sm.Err)))
+	}
+	return out
+}
+
+func metWord(ok bool) string {
+	if ok {
+		return "**met**"
+	}
+	return "**not met**"
+}
+
+// cell helpers: "–" stands for no figure.
+func rpsCell(s summary) string {
+	if !s.OK {
+		return "failed"
+	}
+	return fmtRPS(s.RPS)
+}
+
+func p99Cell(s summary) string {
+	if !s.OK {
+		return "–"
+	}
+	return fmtDur(s.P99)
+}
+
+func errCell(s summary) string {
+	if !s.OK {
+		return "–"
+	}
+	return fmt.Sprint(s.Errors)
+}
+
+func ratioCell(a, b summary) string {
+	if !a.OK || !b.OK {
+		return "–"
+	}
+	if v, ok := ratio(a.RPS, b.RPS); ok {
+		return fmtRatio(v)
+	}
+	return "–"
+}
+
+func p99RatioCell(a, b summary) string {
+	if !a.OK || !b.OK || b.P99 <= 0 {
+		return "–"
+	}
+	return fmtRatio(float64(a.P99) / float64(b.P99))
+}
+
+var aTargets = []string{"balancer-httputil", "balancer-fasthttp", "nginx", "haproxy", "direct"}
+
+func (r *report) sectionA(w io.Writer, plots map[string]string) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("## a. The balancer against nginx, haproxy and direct access\n\n")
+	p("One balancer (`-engine httputil -workers 2`) hosts two workers of the built-in backend. The fasthttp balancer ")
+	p("(`-engine fasthttp -local-workers=false -upstream A -upstream B`, no workers of its own), nginx (1 worker process, upstream keepalive 64, ")
+	p("HTTP/1.1 to the upstreams, no access log) and haproxy (nbthread 1, `http-reuse always`, `option http-keep-alive`) proxy to those same ")
+	p("two processes, their addresses read from the host's /stats. **direct** is two wrk at once, 32 connections each, one per worker: throughput summed, the higher p99. ")
+	p("So all five targets share the same two worker processes. 64 connections in all. ")
+	p("Both balancers keep the default health checks (`/health` every 1 s, 1 s timeout, down after 2 failures): the `-health-timeout 5s` the bench used to give them is no longer needed. ")
+	p("A quick run without it replaced no worker: a worker that shares its one core among ~32 requests on /operacion-compleja still answers /health in time, ")
+	p("and a balancer no longer marks down a worker that keeps answering requests (busy is not hung). ")
+	p("Should the host replace a worker all the same, its new port would be unknown to the others: the bench then restarts the fasthttp balancer, nginx and haproxy ")
+	p("on the new addresses, points direct at them, and says so below.\n\n")
+	for _, ep := range endpoints {
+		nginx := r.res.get(key{Scenario: "a", Target: "nginx", Endpoint: ep.name})
+		direct := r.res.get(key{Scenario: "a", Target: "direct", Endpoint: ep.name})
+		p("### %s\n\n| target | req/s | × nginx | × direct | p99 | p99 × nginx | errors |\n|---|--:|--:|--:|--:|--:|--:|\n", ep.path)
+		for _, t := range aTargets {
+			s := r.res.get(key{Scenario: "a", Target: t, Endpoint: ep.name})
+			p("| %s | %s | %s | %s | %s | %s | %s |\n", t, rpsCell(s), ratioCell(s, nginx), ratioCell(s, direct), p99Cell(s), p99RatioCell(s, nginx), errCell(s))
+		}
+		p("\n")
+	}
+	if f, ok := plots["a_simple.png"]; ok {
+		p("![requests per second on /operacion-simple](%s)\n\n", f)
+	}
+}
+
+func (r *report) sectionB(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("## b. The Express app: the balancer with `-cmd node` against Node's cluster mode\n\n")
+	p("`bench/node/app.js` (Express 4) with %d workers: under the balancer as `-cmd \"node bench/node/app.js\"`, per engine, with the default TCP health check ", r.cores)
+	p("(an HTTP check on /health times out while the event loop works through queued compleja requests, and the workers are taken out of rotation), ")
+	p("and under Node's own cluster mode (`node bench/node/cluster.js`, CLUSTER_WORKERS=%d). wrk at 64 connections.\n\n", r.cores)
+	p("| target | endpoint | req/s | × Node cluster | p99 | p99 × Node cluster | errors |\n|---|---|--:|--:|--:|--:|--:|\n")
+	for _, ep := range endpoints {
+		ref := r.res.get(key{Scenario: "b", Target: "node-cluster", Endpoint: ep.name})
+		for _, t := range []string{"balancer-httputil", "balancer-fasthttp", "node-cluster"} {
+			s := r.res.get(key{Scenario: "b", Target: t, Endpoint: ep.name})
+			p("| %s | %s | %s | %s | %s | %s | %s |\n", t, ep.name, rpsCell(s), ratioCell(s, ref), p99Cell(s), p99RatioCell(s, ref), errCell(s))
+		}
+	}
+	p("\n")
+}
+
+func (r *report) sectionC(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	n := r.opts.artCount * r.opts.artNum
+	p("## c. The course's Artillery runs: one process against the cluster\n\n")
+	p("`artillery quick --count %d --num %d URL` (%d requests per run): **one-process** is `backend` alone (one Go process, all cores), ", r.opts.artCount, r.opts.artNum, n)
+	p("**cluster** the balancer (default engine) with %d workers. Figures from Artillery's JSON report: `http.codes.200` and `vusers.failed` summed over the repetitions, ", r.cores)
+	p("`http.response_time` p99 and `http.request_rate` as medians.\n\n")
+	p("| target | endpoint | 200s | of | vusers.failed | errors | p99 | p99 × one process | req/s |\n|---|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, ep := range endpoints {
+		ref := r.res.get(key{Scenario: "c", Target: "one-process", Endpoint: ep.name})
+		for _, t := range []string{"one-process", "cluster"} {
+			s := r.res.get(key{Scenario: "c", Target: t, Endpoint: ep.name})
+			if !s.OK {
+				p("| %s | %s | failed | | | | | | |\n", t, ep.name)
+				continue
+			}
+			p("| %s | %s | %d | %d | %d | %d | %s | %s | %s |\n", t, ep.name, s.OKCount, n*s.Runs, s.VUsersFailed, s.Errors,
+				fmtDur(s.P99), p99RatioCell(s, ref), fmtRPS(s.RPS))
+		}
+	}
+	p("\n")
+}
+
+func (r *report) sectionD(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("## d. Mixed load, per policy\n\n")
+	p("%d workers; for the length of a run, one client loops on /operacion-compleja (`wrk -t1 -c1`) while eight loop on /operacion-simple (`wrk -t1 -c8`). ", r.cores)
+	p("The figure that matters is simple's p99: how long a cheap request waits behind an expensive one on the same worker.\n\n")
+	p("| policy | simple p99 | × round-robin | simple req/s | compleja req/s | compleja p99 | errors |\n|---|--:|--:|--:|--:|--:|--:|\n")
+	rr := r.res.get(key{Scenario: "d", Target: "round-robin", Endpoint: "simple"})
+	for _, pol := range policies {
+		s := r.res.get(key{Scenario: "d", Target: pol, Endpoint: "simple"})
+		c := r.res.get(key{Scenario: "d", Target: pol, Endpoint: "compleja"})
+		errs := "–"
+		if s.OK && c.OK {
+			errs = fmt.Sprint(s.Errors + c.Errors)
+		}
+		p("| %s | %s | %s | %s | %s | %s | %s |\n", pol, p99Cell(s), p99RatioCell(s, rr), rpsCell(s), rpsCell(c), p99Cell(c), errs)
+	}
+	p("\n")
+}
+
+func (r *report) sectionE(w io.Writer, plots map[string]string) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("## e. How the cost grows\n\n")
+	p("/operacion-simple through the balancer, per engine: against the number of workers at 64 connections, ")
+	p("and against the number of connections with %d workers (one per core).\n\n", r.cores)
+	sweep := func(scen, col string, params []int, plot string) {
+		p("| %s | httputil req/s | httputil p99 | fasthttp req/s | fasthttp p99 | errors |\n|--:|--:|--:|--:|--:|--:|\n", col)
+		for _, n := range params {
+			h := r.res.get(key{Scenario: scen, Target: "httputil", Endpoint: "simple", Param: n})
+			f := r.res.get(key{Scenario: scen, Target: "fasthttp", Endpoint: "simple", Param: n})
+			var errs []string
+			for _, s := range []summary{h, f} {
+				if s.OK {
+					errs = append(errs, fmt.Sprint(s.Errors))
+				} else {
+					errs = append(errs, "–")
+				}
+			}
+			p("| %d | %s | %s | %s | %s | %s |\n", n, rpsCell(h), p99Cell(h), rpsCell(f), p99Cell(f), strings.Join(errs, " / "))
+		}
+		p("\n")
+		if f, ok := plots[plot]; ok {
+			p("![%s](%s)\n\n", plot, f)
+		}
+	}
+	var ws []int
+	for i := 1; i <= 2*r.cores; i++ {
+		ws = append(ws, i)
+	}
+	sweep("e-workers", "workers", ws, "e_workers.png")
+	sweep("e-conc", "connections", eConns, "e_connections.png")
+}
+
+func (r *report) sectionRSS(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("## The balancer's memory\n\n")
+	p("Peak VmRSS of the balancer process itself (not its workers), read from /proc/PID/status every 200 ms during the runs on simple at 64 connections; the median of the peaks.\n\n")
+	p("| engine | RSS | from |\n|---|--:|---|\n")
+	for _, e := range engines {
+		rss, src := balancerRSS(r.res, e)
+		v := "–"
+		if rss > 0 {
+			v = fmtMiB(rss)
+		}
+		p("| %s | %s | %s |\n", e, v, src)
+	}
+	p("\n")
+}
+
+// printRatios writes the goals and the headline ratios to the terminal.
+func (r *report) printRatios(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	res := r.res
+	line := func(label string, a, b summary) {
+		if v, ok := ratio(a.RPS, b.RPS); ok && a.OK && b.OK {
+			p("  %-44s %s  (%s vs %s req/s; p99 %s vs %s)\n", label, fmtRatio(v), fmtRPS(a.RPS), fmtRPS(b.RPS), fmtDur(a.P99), fmtDur(b.P99))
+		} else {
+			p("  %-44s –  (%s)\n", label, firstNonEmpty(a.Err, b.Err))
+		}
+	}
+	get := func(scen, t, ep string) summary { return res.get(key{Scenario: scen, Target: t, Endpoint: ep}) }
+	p("Ratios (medians):\n")
+	if r.opts.only["a"] {
+		for _, ep := range endpoints {
+			for _, t := range []string{"balancer-httputil", "balancer-fasthttp", "haproxy", "direct"} {
+				line(fmt.Sprintf("a %s %s / nginx", ep.name, t), get("a", t, ep.name), get("a", "nginx", ep.name))
+			}
+		}
+		for _, t := range []string{"balancer-httputil", "balancer-fasthttp", "nginx", "haproxy"} {
+			line(fmt.Sprintf("a compleja %s / direct", t), get("a", t, "compleja"), get("a", "direct", "compleja"))
+		}
+	}
+	if r.opts.only["b"] {
+		for _, ep := range endpoints {
+			for _, t := range []string{"balancer-httputil", "balancer-fasthttp"} {
+				line(fmt.Sprintf("b %s %s / node-cluster", ep.name, t), get("b", t, ep.name), get("b", "node-cluster", ep.name))
+			}
+		}
+	}
+	if r.opts.only["c"] {
+		for _, ep := range endpoints {
+			c, one := get("c", "cluster", ep.name), get("c", "one-process", ep.name)
+			if c.OK && one.OK && one.P99 > 0 {
+				p("  %-44s %s  (p99 %s vs %s; %d vs %d 200s)\n", "c "+ep.name+" cluster / one-process p99",
+					fmtRatio(float64(c.P99)/float64(one.P99)), fmtDur(c.P99), fmtDur(one.P99), c.OKCount, one.OKCount)
+			}
+		}
+	}
+	if r.opts.only["d"] {
+		rr := get("d", "round-robin", "simple")
+		for _, pol := range policies[1:] {
+			s := get("d", pol, "simple")
+			if s.OK && rr.OK && rr.P99 > 0 {
+				p("  %-44s %s  (p99 %s vs %s)\n", "d simple p99 "+pol+" / round-robin",
+					fmtRatio(float64(s.P99)/float64(rr.P99)), fmtDur(s.P99), fmtDur(rr.P99))
+			}
+		}
+	}
+	if r.opts.only["e"] {
+		line("e simple c=64 fasthttp / httputil",
+			res.get(key{Scenario: "e-conc", Target: "fasthttp", Endpoint: "simple", Param: 64}),
+			res.get(key{Scenario: "e-conc", Target: "httputil", Endpoint: "simple", Param: 64}))
+	}
+	p("\nGoals:\n")
+	gs := evalGoals(res)
+	met := 0
+	for _, g := range gs {
+		if g.Met {
+			met++
+		}
+		p("  %-9s %-48s %s\n", strings.Trim(metWord(g.Met), "*"), g.Name, g.Got)
+	}
+	p("%d of %d goals met.\n", met, len(gs))
+}
+
+func firstNonEmpty(ss ...string) string {
+	if i := slices.IndexFunc(ss, func(s string) bool { return s != "" }); i >= 0 {
+		return oneLine(ss[i])
+	}
+	return "no figure"
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestReportWrite renders a report from made-up figures: the tables, the
+// goals and the plots, with one target failed as fasthttp can be.
+func TestReportWrite(t *testing.T) {
+	ms := time.Millisecond
+	res := &results{Started: time.Date(2026, 11, 26, 15, 0, 0, 0, time.UTC), Quick: true, Reps: 1, Duration: 2 * time.Second}
+	for _, ep := range []string{"simple", "compleja"} {
+		res.add(key{Scenario: "a", Target: "balancer-httputil", Endpoint: ep}, sample{RPS: 7000, P99: 20 * ms, RSS: 18 << 20})
+		res.add(key{Scenario: "a", Target: "balancer-fasthttp", Endpoint: ep}, sample{Err: `engine: want one of httputil; got "fasthttp"`})
+		res.add(key{Scenario: "a", Target: "nginx", Endpoint: ep}, sample{RPS: 10000, P99: 15 * ms})
+		res.add(key{Scenario: "a", Target: "haproxy", Endpoint: ep}, sample{RPS: 9000, P99: 16 * ms})
+		res.add(key{Scenario: "a", Target: "direct", Endpoint: ep}, sample{RPS: 12000, P99: 10 * ms})
+	}
+	for _, n := range []int{1, 2, 3, 4} {
+		res.add(key{Scenario: "e-workers", Target: "httputil", Endpoint: "simple", Param: n}, sample{RPS: float64(3000 * n), P99: ms * time.Duration(n)})
+	}
+	for _, c := range eConns {
+		res.add(key{Scenario: "e-conc", Target: "httputil", Endpoint: "simple", Param: c}, sample{RPS: float64(100 * c), P99: ms * time.Duration(c)})
+	}
+	opts, err := parseFlags([]string{"-quick", "-only", "a,e"}, &strings.Builder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if d := os.Getenv("BENCH_REPORT_DIR"); d != "" {
+		dir = d // to look at the rendering
+	}
+	rep := &report{res: res, opts: opts, cores: 2, mach: machine{CPU: "Test CPU", Cores: 2, Versions: map[string]string{"go": "go1.26"}}}
+	if err := rep.write(dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(b)
+	for _, want := range []string{
+		"2026-11-26 15:00 UTC", "Test CPU", "Quick mode", "go run ./bench",
+		"| balancer-httputil | 7 000 | 0.70× | 0.58× |",
+		"| balancer-fasthttp | failed |",
+		"| httputil vs nginx (a, simple) | ≥ 0.60× nginx req/s | 0.70× (7 000 vs 10 000 req/s) | **met** |",
+		"| fasthttp vs nginx (a, simple) | ≥ 1.00× nginx req/s, p99 ≤ nginx's | no figure: engine",
+		"| 18.0 MiB | scenario a, 2 workers |",
+		"![requests per second on /operacion-simple](a_simple.png)",
+		"e_workers.png", "e_connections.png",
+		"## What did not run",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("README.md lacks %q", want)
+		}
+	}
+	for _, f := range []string{"a_simple.png", "e_workers.png", "e_connections.png", "results.json"} {
+		if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Size() == 0 {
+			t.Errorf("%s: %v; want a non-empty file", f, err)
+		}
+	}
+	var out strings.Builder
+	rep.printRatios(&out)
+	if !strings.Contains(out.String(), "a simple balancer-httputil / nginx") || !strings.Contains(out.String(), "goals met") {
+		t.Errorf("printRatios:\n%s", out.String())
+	}
+}

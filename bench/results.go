@@ -1,0 +1,181 @@
+package main
+
+import (
+	"cmp"
+	"encoding/json"
+	"math"
+	"os"
+	"slices"
+	"time"
+)
+
+// key names one measured series: a target on an endpoint in a scenario,
+// with Param the swept value where there is one (workers or connections
+// in scenario e), else 0.
+type key struct {
+	Scenario string `json:"scenario"`
+	Target   string `json:"target"`
+	Endpoint string `json:"endpoint"`
+	Param    int    `json:"param,omitempty"`
+}
+
+// sample is one repetition's figures. A wrk run fills RPS, P99, Requests
+// and Errors; an artillery run fills P99, Requests, Errors, OK and
+// VUsersFailed. RSS is the balancer's peak resident set during the run,
+// 0 where it was not sampled.
+type sample struct {
+	RPS          float64       `json:"rps"`
+	P99          time.Duration `json:"p99_ns"`
+	Requests     int64         `json:"requests"`
+	Errors       int64         `json:"errors"`
+	OK           int64         `json:"ok,omitempty"`
+	VUsersFailed int64         `json:"vusers_failed,omitempty"`
+	RSS          int64         `json:"rss_bytes,omitempty"`
+	Err          string        `json:"error,omitempty"`
+}
+
+// series is every repetition of one key.
+type series struct {
+	key
+	Samples []sample `json:"samples"`
+}
+
+// summary is a series reduced to what the report shows.
+type summary struct {
+	OK           bool          // at least one repetition measured
+	Err          string        // why not, or the first failed repetition
+	Runs, Failed int           // repetitions measured / failed
+	RPS          float64       // median
+	P99          time.Duration // median
+	Errors       int64         // total over the repetitions
+	OKCount      int64         // total 200s (artillery)
+	VUsersFailed int64         // total (artillery)
+	RSS          int64         // median of the per-run peaks, 0 if none
+}
+
+func (s *series) summary() summary {
+	var out summary
+	var rps, rss []float64
+	var p99 []time.Duration
+	for _, smp := range s.Samples {
+		if smp.Err != "" {
+			out.Failed++
+			if out.Err == "" {
+				out.Err = smp.Err
+			}
+			continue
+		}
+		out.Runs++
+		rps = append(rps, smp.RPS)
+		p99 = append(p99, smp.P99)
+		out.Errors += smp.Errors
+		out.OKCount += smp.OK
+		out.VUsersFailed += smp.VUsersFailed
+		if smp.RSS > 0 {
+			rss = append(rss, float64(smp.RSS))
+		}
+	}
+	out.OK = out.Runs > 0
+	out.RPS = median(rps)
+	out.P99 = medianDuration(p99)
+	out.RSS = int64(median(rss))
+	return out
+}
+
+// results collects every series of a bench run, in the order measured.
+type results struct {
+	Started  time.Time     `json:"started"`
+	Quick    bool          `json:"quick"`
+	Reps     int           `json:"reps"`
+	Duration time.Duration `json:"duration_ns"`
+	Series   []*series     `json:"series"`
+	// Notes are things the report must say: what failed to start, what
+	// was measured differently from the plan.
+	Notes []string `json:"notes,omitempty"`
+}
+
+func (r *results) series(k key) *series {
+	for _, s := range r.Series {
+		if s.key == k {
+			return s
+		}
+	}
+	s := &series{key: k}
+	r.Series = append(r.Series, s)
+	return s
+}
+
+func (r *results) add(k key, s sample) { sr := r.series(k); sr.Samples = append(sr.Samples, s) }
+
+// get returns the summary of k; a key never measured is not OK.
+func (r *results) get(k key) summary {
+	for _, s := range r.Series {
+		if s.key == k {
+			return s.summary()
+		}
+	}
+	return summary{Err: "not measured"}
+}
+
+func (r *results) note(s string) {
+	if !slices.Contains(r.Notes, s) {
+		r.Notes = append(r.Notes, s)
+	}
+}
+
+func (r *results) save(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// median of xs; NaN for none. Even counts take the mean of the middle two.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// medianDuration is median for durations; 0 for none.
+func medianDuration(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.SortFunc(s, cmp.Compare)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// ratio is a/b, with ok false when either side is missing (NaN) or b is
+// not positive: a ratio against nothing is not shown as 0 or +Inf.
+func ratio(a, b float64) (float64, bool) {
+	if math.IsNaN(a) || math.IsNaN(b) || b <= 0 || a < 0 {
+		return 0, false
+	}
+	return a / b, true
+}
+
+// rotate returns xs started at index i mod len(xs): repetition i runs the
+// targets in the order A B C, B C A, C A B, ... so that no target always
+// runs first (on a cold cache) or last (after the others warmed the
+// machine).
+func rotate[T any](xs []T, i int) []T {
+	if len(xs) == 0 {
+		return nil
+	}
+	i %= len(xs)
+	return append(slices.Clone(xs[i:]), xs[:i]...)
+}

@@ -1,0 +1,456 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+)
+
+const (
+	pathSimple   = "/operacion-simple"
+	pathCompleja = "/operacion-compleja"
+)
+
+// endpoints are the course's two routes, by the short name the report uses.
+var endpoints = []struct{ name, path string }{
+	{"simple", pathSimple},
+	{"compleja", pathCompleja},
+}
+
+// engines are the balancer's proxy engines, default first.
+var engines = []string{"httputil", "fasthttp"}
+
+// policies are the balancer's selection policies, default first.
+var policies = []string{"round-robin", "least-conn", "p2c"}
+
+// job is one measurement of a target, recorded under k.
+type job struct {
+	t     *target
+	k     key
+	path  string
+	conns int
+}
+
+// progress numbers the runs of a scenario on the progress lines.
+type progress struct {
+	scen     string
+	n, total int
+}
+
+func (p *progress) next() string {
+	p.n++
+	return fmt.Sprintf("[%s %*d/%d]", p.scen, len(strconv.Itoa(p.total)), p.n, p.total)
+}
+
+// runMatrix measures each group of jobs (one group per target) reps
+// times, rotating the order of the groups in every repetition. A target
+// gets a short unrecorded warm-up before its first run. before, if not
+// nil, runs ahead of each job.
+func (b *bench) runMatrix(ctx context.Context, scen string, groups [][]job, before func(context.Context, job)) {
+	total := 0
+	for _, g := range groups {
+		total += len(g)
+	}
+	pr := &progress{scen: scen, total: total * b.opts.reps}
+	warm := map[*target]bool{}
+	for rep := range b.opts.reps {
+		for _, g := range rotate(groups, rep) {
+			for _, j := range g {
+				if ctx.Err() != nil {
+					return
+				}
+				if before != nil {
+					before(ctx, j)
+				}
+				if !warm[j.t] && j.t.alive() == nil {
+					warm[j.t] = true
+					b.warmUp(ctx, j.t)
+				}
+				b.measureWrk(ctx, pr.next(), rep, j)
+			}
+		}
+	}
+}
+
+// warmUp loads t briefly on simple, unrecorded: JIT (Node), connection
+// pools and the Go runtime's heap settle before the first figure.
+func (b *bench) warmUp(ctx context.Context, t *target) {
+	for _, w := range b.wrkRuns(t, pathSimple, 64, b.opts.warmup) {
+		_, _ = runWrk(ctx, b.tools.wrk, w)
+	}
+}
+
+// wrkRuns is what loads t: one wrk at its base URL, or for direct one
+// wrk per worker, the connections split evenly.
+func (b *bench) wrkRuns(t *target, path string, conns int, d time.Duration) []wrkRun {
+	if !t.direct {
+		return []wrkRun{{URL: t.base + path, Threads: 2, Conns: conns, Duration: d}}
+	}
+	var runs []wrkRun
+	for _, addr := range t.workers {
+		runs = append(runs, wrkRun{URL: "http://" + addr + path, Threads: 1, Conns: max(1, conns/len(t.workers)), Duration: d})
+	}
+	return runs
+}
+
+// measureWrk runs one job and records it. A target that is down records a
+// failed sample, so the report says so instead of leaving a gap. The
+// balancer's RSS is sampled during the runs on simple at 64 connections.
+func (b *bench) measureWrk(ctx context.Context, label string, rep int, j job) {
+	if err := j.t.alive(); err != nil {
+		b.res.add(j.k, sample{Err: err.Error()})
+		fmt.Fprintf(b.out, "%s rep %d  %-24s %-9s FAILED: %v\n", label, rep+1, j.k.Target+paramLabel(j.k), j.k.Endpoint, short(err))
+		return
+	}
+	if b.tools.wrk == "" {
+		b.res.add(j.k, sample{Err: "wrk is not installed"})
+		return
+	}
+	var stopRSS chan struct{}
+	var peak <-chan int64
+	if j.t.rssPID > 0 && j.path == pathSimple && j.conns == 64 {
+		stopRSS = make(chan struct{})
+		peak = sampleRSS(j.t.rssPID, stopRSS)
+	}
+	r, err := runWrkParallel(ctx, b.tools.wrk, b.wrkRuns(j.t, j.path, j.conns, runDuration(j.path, b.opts.duration)))
+	var rss int64
+	if stopRSS != nil {
+		close(stopRSS)
+		rss = <-peak
+	}
+	if ctx.Err() != nil {
+		return // interrupted: not a failure of the target
+	}
+	if err == nil {
+		err = j.t.alive() // it ran, but did the target survive it?
+	}
+	if err != nil {
+		b.res.add(j.k, sample{Err: err.Error()})
+		fmt.Fprintf(b.out, "%s rep %d  %-24s %-9s FAILED: %v\n", label, rep+1, j.k.Target+paramLabel(j.k), j.k.Endpoint, short(err))
+		return
+	}
+	s := sample{RPS: r.RPS, P99: r.P99, Requests: r.Requests, Errors: r.Errors(), RSS: rss}
+	b.res.add(j.k, s)
+	extra := ""
+	if rss > 0 {
+		extra = fmt.Sprintf("  rss %s", fmtMiB(rss))
+	}
+	extra += b.checkRestarts(ctx, j.t, j.k)
+	fmt.Fprintf(b.out, "%s rep %d  %-24s %-9s c=%-3d %9.0f req/s  p99 %-9s errors %d%s\n",
+		label, rep+1, j.k.Target+paramLabel(j.k), j.k.Endpoint, j.conns, r.RPS, fmtDur(r.P99), r.Errors(), extra)
+}
+
+// minComplejaRun is the shortest run on /operacion-compleja. At 64
+// connections a worker shares its core among ~32 such requests at once,
+// so they finish in bursts about a second apart, and wrk counts only the
+// requests that finished: a 2 s run would measure where the bursts fell,
+// not the throughput.
+const minComplejaRun = 5 * time.Second
+
+// runDuration is how long a wrk run on path lasts.
+func runDuration(path string, d time.Duration) time.Duration {
+	if path == pathCompleja {
+		return max(d, minComplejaRun)
+	}
+	return d
+}
+
+// checkRestarts notes worker restarts that a balancer made during the
+// run just measured, and returns them for the progress line. Under heavy
+// load a worker can miss its health checks and be replaced: a cost the
+// figures include, and one the reader should know about. For a target
+// that loads another balancer's workers (t.host), that balancer's
+// restarts are the ones that count.
+func (b *bench) checkRestarts(ctx context.Context, t *target, k key) string {
+	owner := t
+	if t.host != nil {
+		owner = t.host
+	}
+	if owner.stats == "" || owner.alive() != nil {
+		return ""
+	}
+	_, n, err := workerState(ctx, owner)
+	if err != nil || n <= owner.restarts {
+		return ""
+	}
+	d := n - owner.restarts
+	owner.restarts = n
+	during := fmt.Sprintf("a run on %s%s", k.Endpoint, paramLabel(k))
+	if owner != t {
+		during = fmt.Sprintf("a run of %s on %s%s", t.name, k.Endpoint, paramLabel(k))
+	}
+	b.res.note(fmt.Sprintf("%s: %s restarted %d worker(s) during %s (see its health checks: a worker busy with queued requests can miss them)",
+		k.Scenario, owner.name, d, during))
+	return fmt.Sprintf("  worker restarts +%d", d)
+}
+
+func paramLabel(k key) string {
+	switch k.Scenario {
+	case "e-workers":
+		return fmt.Sprintf(" workers=%d", k.Param)
+	case "e-conc":
+		return fmt.Sprintf(" c=%d", k.Param)
+	}
+	return ""
+}
+
+// short keeps an error on one progress line.
+func short(err error) string {
+	s := err.Error()
+	if len(s) > 160 {
+		s = s[:160] + "..."
+	}
+	return s
+}
+
+// noteFailures records in the report why a target did not start.
+func (b *bench) noteFailures(scen string, ts ...*target) {
+	for _, t := range ts {
+		if t.err != nil {
+			b.res.note(fmt.Sprintf("%s: %s did not start: %v", scen, t.name, t.err))
+		}
+	}
+}
+
+// pairs builds one group per target, one job per endpoint, at conns.
+func pairs(scen string, conns int, ts ...*target) [][]job {
+	var groups [][]job
+	for _, t := range ts {
+		var g []job
+		for _, ep := range endpoints {
+			g = append(g, job{t: t, k: key{Scenario: scen, Target: t.name, Endpoint: ep.name}, path: ep.path, conns: conns})
+		}
+		groups = append(groups, g)
+	}
+	return groups
+}
+
+// scenarioA: the balancer's two engines, nginx, haproxy and direct
+// access, all in front of the same two worker processes: the httputil
+// balancer (the host) starts them, and the fasthttp balancer
+// (-local-workers=false), nginx and haproxy proxy to their addresses,
+// read from the host's /stats.
+//
+// Both balancers keep the default health checks. The bench used to give
+// them -health-timeout 5s, so that a worker busy with ~32 compleja
+// requests would not miss its checks and be replaced under the others'
+// feet; a quick run without it replaced none (a Go worker answers
+// /health within the 1s timeout even then, and a balancer no longer
+// marks down a worker that keeps answering its requests). Should the host
+// replace one all the same, the others follow it to the new address (see
+// follow) and the report says so.
+func (b *bench) scenarioA(ctx context.Context) {
+	fmt.Fprintln(b.out, "== a: proxies over the same 2 workers, wrk -c64")
+	host := b.startBalancer(ctx, "balancer-httputil", balancerOpts{engine: "httputil", workers: 2})
+	// over starts the targets that proxy to the host's workers at addrs.
+	over := func(addrs []string) (fast, ngx, hap *target) {
+		if len(addrs) == 0 {
+			fast = &target{name: "balancer-fasthttp", err: errors.New("balancer-fasthttp: no workers to proxy to")}
+		} else {
+			fast = b.startBalancer(ctx, "balancer-fasthttp", balancerOpts{engine: "fasthttp", upstreams: addrs})
+		}
+		ngx = b.startProxy(ctx, "nginx", addrs)
+		hap = b.startProxy(ctx, "haproxy", addrs)
+		fast.host, ngx.host, hap.host = host, host, host
+		return fast, ngx, hap
+	}
+	fast, ngx, hap := over(host.workers)
+	direct := &target{name: "direct", workers: host.workers, direct: true, host: host, err: host.err}
+	defer func() { b.stopTargets(hap, ngx, fast, host) }()
+	b.noteFailures("a", host, fast, ngx, hap)
+
+	// Should the host replace a worker all the same, point the others at
+	// the new addresses before their next run, and say so.
+	proxied := host.workers
+	follow := func(ctx context.Context, j job) {
+		if j.t == host || host.alive() != nil {
+			return
+		}
+		if up, _, err := workerState(ctx, host); err != nil || !slices.Equal(up, proxied) {
+			up, err = waitStats(ctx, host.proc, host.stats, 2, 30*time.Second)
+			if err == nil && !slices.Equal(up, proxied) {
+				b.res.note(fmt.Sprintf("a: the host's workers moved from %v to %v before a run of %s; the fasthttp balancer, nginx and haproxy were restarted on the new addresses",
+					proxied, up, j.t.name))
+				b.stopTargets(fast, ngx, hap)
+				f, n, h := over(up)
+				*fast, *ngx, *hap = *f, *n, *h
+				direct.workers, proxied = up, up
+			}
+		}
+		if j.t == fast && fast.alive() == nil {
+			// Its checks of the workers may have failed while another
+			// target loaded them (its own requests did not show them
+			// busy): it takes them back at the next check that passes.
+			// Start its run with both up, as the others do.
+			_, _ = waitStats(ctx, fast.proc, fast.stats, 2, 10*time.Second)
+		}
+	}
+	b.runMatrix(ctx, "a", pairs("a", 64, host, fast, ngx, hap, direct), follow)
+}
+
+// scenarioB: the course's Express app under the balancer (-cmd node
+// app.js) against Node's own cluster mode, one worker per core each.
+func (b *bench) scenarioB(ctx context.Context) {
+	fmt.Fprintf(b.out, "== b: Express app, %d workers: balancer -cmd node vs Node cluster, wrk -c64\n", b.cores)
+	node := b.tools.node
+	if node == "" {
+		node = "node"
+	}
+	cmd := node + " " + filepath.Join(b.root, "bench", "node", "app.js")
+	var ts []*target
+	for _, e := range engines {
+		// The default health check for -cmd, a TCP connect: an HTTP one
+		// (-health-path /health) times out while app.js's event loop is
+		// busy with queued compleja requests, and the balancer then takes
+		// both workers out and answers 503.
+		ts = append(ts, b.startBalancer(ctx, "balancer-"+e, balancerOpts{engine: e, workers: b.cores, cmd: cmd}))
+	}
+	ts = append(ts, b.startNodeCluster(ctx, b.cores))
+	defer b.stopTargets(ts...)
+	b.noteFailures("b", ts...)
+	b.runMatrix(ctx, "b", pairs("b", 64, ts...), nil)
+}
+
+// scenarioC: the course's artillery runs, one process against the
+// cluster (default engine, one worker per core).
+func (b *bench) scenarioC(ctx context.Context) {
+	fmt.Fprintf(b.out, "== c: artillery quick --count %d --num %d: one process vs the cluster\n", b.opts.artCount, b.opts.artNum)
+	single := b.startBackend(ctx)
+	cluster := b.startBalancer(ctx, "cluster", balancerOpts{workers: b.cores})
+	ts := []*target{single, cluster}
+	defer b.stopTargets(ts...)
+	b.noteFailures("c", ts...)
+	pr := &progress{scen: "c", total: b.opts.reps * len(ts) * len(endpoints)}
+	for rep := range b.opts.reps {
+		for _, t := range rotate(ts, rep) {
+			for _, ep := range endpoints {
+				if ctx.Err() != nil {
+					return
+				}
+				k := key{Scenario: "c", Target: t.name, Endpoint: ep.name}
+				label := pr.next()
+				err := t.alive()
+				if err == nil && b.tools.artillery == "" {
+					err = fmt.Errorf("artillery is not installed")
+				}
+				var r artilleryResult
+				if err == nil {
+					r, err = runArtillery(ctx, b.tools.artillery, b.tmp, artilleryRun{URL: t.base + ep.path, Count: b.opts.artCount, Num: b.opts.artNum})
+				}
+				if err != nil {
+					b.res.add(k, sample{Err: err.Error()})
+					fmt.Fprintf(b.out, "%s rep %d  %-24s %-9s FAILED: %v\n", label, rep+1, t.name, ep.name, short(err))
+					continue
+				}
+				p99 := time.Duration(r.P99 * float64(time.Millisecond))
+				b.res.add(k, sample{RPS: r.Rate, P99: p99, Requests: r.Requests, Errors: r.Failed(), OK: r.Codes200, VUsersFailed: r.VUsersFailed})
+				fmt.Fprintf(b.out, "%s rep %d  %-24s %-9s 200s %d/%d  vusers.failed %d  p99 %s  errors %d%s\n",
+					label, rep+1, t.name, ep.name, r.Codes200, b.opts.artCount*b.opts.artNum, r.VUsersFailed, fmtDur(p99), r.Failed(),
+					b.checkRestarts(ctx, t, k))
+			}
+		}
+	}
+}
+
+// scenarioD: a mixed load per policy: one client looping on compleja
+// (wrk -c1) while eight loop on simple (wrk -c8). What matters is how
+// long simple waits behind compleja: its p99.
+func (b *bench) scenarioD(ctx context.Context) {
+	fmt.Fprintf(b.out, "== d: mixed load, %d workers: compleja -c1 + simple -c8, per policy\n", b.cores)
+	var ts []*target
+	for _, p := range policies {
+		ts = append(ts, b.startBalancer(ctx, p, balancerOpts{policy: p, workers: b.cores}))
+	}
+	defer b.stopTargets(ts...)
+	b.noteFailures("d", ts...)
+	pr := &progress{scen: "d", total: b.opts.reps * len(ts)}
+	for rep := range b.opts.reps {
+		for _, t := range rotate(ts, rep) {
+			if ctx.Err() != nil {
+				return
+			}
+			label := pr.next()
+			ks := key{Scenario: "d", Target: t.name, Endpoint: "simple"}
+			kc := key{Scenario: "d", Target: t.name, Endpoint: "compleja"}
+			err := t.alive()
+			var rs, rc wrkResult
+			if err == nil {
+				var errS, errC error
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					rc, errC = runWrk(ctx, b.tools.wrk, wrkRun{URL: t.base + pathCompleja, Threads: 1, Conns: 1, Duration: b.opts.duration})
+				}()
+				rs, errS = runWrk(ctx, b.tools.wrk, wrkRun{URL: t.base + pathSimple, Threads: 1, Conns: 8, Duration: b.opts.duration})
+				<-done
+				err = firstErr(errS, errC, t.alive())
+			}
+			if err != nil {
+				b.res.add(ks, sample{Err: err.Error()})
+				b.res.add(kc, sample{Err: err.Error()})
+				fmt.Fprintf(b.out, "%s rep %d  %-24s FAILED: %v\n", label, rep+1, t.name, short(err))
+				continue
+			}
+			b.res.add(ks, sample{RPS: rs.RPS, P99: rs.P99, Requests: rs.Requests, Errors: rs.Errors()})
+			b.res.add(kc, sample{RPS: rc.RPS, P99: rc.P99, Requests: rc.Requests, Errors: rc.Errors()})
+			fmt.Fprintf(b.out, "%s rep %d  %-24s simple %7.0f req/s p99 %-9s | compleja %5.1f req/s p99 %-9s errors %d%s\n",
+				label, rep+1, t.name, rs.RPS, fmtDur(rs.P99), rc.RPS, fmtDur(rc.P99), rs.Errors()+rc.Errors(), b.checkRestarts(ctx, t, ks))
+		}
+	}
+}
+
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eWorkers and eConns are scenario e's sweeps: 1..2×cores workers at 64
+// connections, and connections at the default worker count.
+func (b *bench) eWorkers() []int {
+	ns := make([]int, 2*b.cores)
+	for i := range ns {
+		ns[i] = i + 1
+	}
+	return ns
+}
+
+var eConns = []int{1, 8, 64, 256, 512}
+
+// scenarioE: how throughput and p99 on simple grow with the number of
+// workers and with concurrency, per engine.
+func (b *bench) scenarioE(ctx context.Context) {
+	fmt.Fprintf(b.out, "== e: scaling on simple: workers %v at c=64; connections %v at %d workers\n", b.eWorkers(), eConns, b.cores)
+	var ts []*target
+	var wgroups, cgroups [][]job
+	for _, e := range engines {
+		for _, n := range b.eWorkers() {
+			t := b.startBalancer(ctx, fmt.Sprintf("%s-w%d", e, n), balancerOpts{engine: e, workers: n})
+			ts = append(ts, t)
+			wgroups = append(wgroups, []job{{t: t, k: key{Scenario: "e-workers", Target: e, Endpoint: "simple", Param: n}, path: pathSimple, conns: 64}})
+		}
+	}
+	b.noteFailures("e", ts...)
+	b.runMatrix(ctx, "e-workers", wgroups, nil)
+	b.stopTargets(ts...)
+	ts = ts[:0]
+	for _, e := range engines {
+		t := b.startBalancer(ctx, e+"-default", balancerOpts{engine: e, workers: b.cores})
+		ts = append(ts, t)
+		var g []job
+		for _, c := range eConns {
+			g = append(g, job{t: t, k: key{Scenario: "e-conc", Target: e, Endpoint: "simple", Param: c}, path: pathSimple, conns: c})
+		}
+		cgroups = append(cgroups, g)
+	}
+	defer b.stopTargets(ts...)
+	b.noteFailures("e", ts...)
+	b.runMatrix(ctx, "e-conc", cgroups, nil)
+}
