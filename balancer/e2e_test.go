@@ -112,7 +112,9 @@ func start(t *testing.T, want int, args ...string) *cluster {
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
 		seen:   map[int]bool{},
 	}
-	c.cmd = exec.Command(filepath.Join(binDir, "balancer"), append([]string{"-listen", addr}, args...)...)
+	// The admin API is off unless a test asks for it (later flags win):
+	// the default 127.0.0.1:9090 may be taken on a shared machine.
+	c.cmd = exec.Command(filepath.Join(binDir, "balancer"), append([]string{"-listen", addr, "-admin-listen", ""}, args...)...)
 	c.cmd.Stdout = c.logs
 	c.cmd.Stderr = c.logs
 	if err := c.cmd.Start(); err != nil {

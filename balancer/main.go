@@ -25,11 +25,13 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/clusterlb/clusterlb/pkg/admin"
 	"github.com/clusterlb/clusterlb/pkg/config"
+	"github.com/clusterlb/clusterlb/pkg/cpus"
 	"github.com/clusterlb/clusterlb/pkg/demo"
 	"github.com/clusterlb/clusterlb/pkg/guard"
 	"github.com/clusterlb/clusterlb/pkg/health"
@@ -123,9 +125,19 @@ func run(args []string) int {
 	}
 	statsHandler := stats.Handler(p, started)
 	metricsHandler := stats.Metrics(p, started)
-	front := newFrontend(cfg, p, popts, statsHandler, metricsHandler, logger)
+	var stopping atomic.Bool
+	own := ownPathsFor(cfg, p, statsHandler, metricsHandler, &stopping)
+	front := newFrontend(cfg, p, popts, own, logger)
 
 	workers := cfg.WorkerCount()
+	if cfg.Workers == 0 {
+		if lim, src, ok := cpus.Limit(os.DirFS("/")); ok {
+			logger.Info("worker count follows the CPU limit", "cpus", lim, "source", src, "workers", workers)
+		}
+	}
+	if !cfg.LocalWorkers {
+		workers = 0
+	}
 	supCtx, stopWorkers := context.WithCancel(context.Background())
 	supDone := make(chan error, 1)
 	go func() { supDone <- sup.Run(supCtx, workers) }()
@@ -172,6 +184,7 @@ wait:
 
 	// Stop accepting, let in-flight requests finish, then stop the
 	// workers. A second stop signal cuts the wait short.
+	stopping.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	go func() {
 		for {
@@ -209,24 +222,42 @@ type frontend struct {
 	closeIdle func()
 }
 
-// newFrontend builds the engine named by cfg.Engine, serving the stats
-// at cfg.StatsPath and proxying everything else.
-func newFrontend(cfg config.Config, p *pool.Pool, o proxy.Options, statsHandler, metricsHandler http.Handler, logger *slog.Logger) frontend {
-	// The balancer's own paths, never proxied.
-	own := http.NewServeMux()
-	own.Handle(cfg.StatsPath, statsHandler)
-	paths := []string{cfg.StatsPath}
-	if cfg.MetricsPath != "" {
-		own.Handle(cfg.MetricsPath, metricsHandler)
-		paths = append(paths, cfg.MetricsPath)
+// ownPaths are the balancer's own paths on the public listener,
+// never proxied.
+type ownPaths struct {
+	mux   *http.ServeMux
+	paths []string
+}
+
+func ownPathsFor(cfg config.Config, p *pool.Pool, statsHandler, metricsHandler http.Handler, stopping *atomic.Bool) ownPaths {
+	o := ownPaths{mux: http.NewServeMux()}
+	for _, h := range []struct {
+		path string
+		h    http.Handler
+	}{
+		{cfg.StatsPath, statsHandler},
+		{cfg.MetricsPath, metricsHandler},
+		{cfg.LivezPath, stats.Livez()},
+		{cfg.ReadyzPath, stats.Readyz(p, cfg.ReadyMinWorkers, stopping)},
+	} {
+		if h.path != "" {
+			o.mux.Handle(h.path, h.h)
+			o.paths = append(o.paths, h.path)
+		}
 	}
+	return o
+}
+
+// newFrontend builds the engine named by cfg.Engine, serving the
+// balancer's own paths and proxying everything else.
+func newFrontend(cfg config.Config, p *pool.Pool, o proxy.Options, own ownPaths, logger *slog.Logger) frontend {
 	if cfg.Engine == "fasthttp" {
 		fx := proxy.NewFast(p, o)
 		srv := fx.Server(proxy.ServerOptions{
 			ReadTimeout:    cfg.ReadHeaderTimeout,
 			IdleTimeout:    cfg.IdleTimeout,
 			MaxHeaderBytes: cfg.MaxHeaderBytes,
-		}, paths, own)
+		}, own.paths, own.mux)
 		return frontend{
 			serve:     srv.Serve,
 			shutdown:  srv.ShutdownWithContext,
@@ -237,8 +268,8 @@ func newFrontend(cfg config.Config, p *pool.Pool, o proxy.Options, statsHandler,
 	px := proxy.New(p, o)
 	srv := &http.Server{
 		Handler: guard.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if slices.Contains(paths, r.URL.Path) {
-				own.ServeHTTP(w, r)
+			if slices.Contains(own.paths, r.URL.Path) {
+				own.mux.ServeHTTP(w, r)
 				return
 			}
 			px.ServeHTTP(w, r)
@@ -289,6 +320,7 @@ func workerSpec(cfg config.Config, logger *slog.Logger) (supervisor.Spec, error)
 		MaxRequests:       cfg.MaxRequests,
 		MaxRequestsJitter: cfg.MaxRequestsJitter,
 		MaxMemory:         uint64(cfg.MaxMemory),
+		Remote:            cfg.Upstreams,
 		Check:             check,
 		Health: health.Options{
 			Interval: cfg.HealthInterval,

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clusterlb/clusterlb/pkg/cpus"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -30,8 +31,8 @@ const HealthTCP = "tcp"
 type Config struct {
 	// Listen is the public address, ":8080" by default.
 	Listen string `yaml:"listen"`
-	// Workers is the number of worker processes; 0 means one per CPU
-	// (runtime.GOMAXPROCS(0), which follows the cgroup CPU limit).
+	// Workers is the number of worker processes; 0 means one per CPU,
+	// capped by the cgroup CPU limit (see WorkerCount).
 	Workers int `yaml:"workers"`
 	// Cmd is the worker command line, run through "/bin/sh -c 'exec CMD'"
 	// so quoting and $PORT work as in a shell. Empty runs the built-in
@@ -50,6 +51,18 @@ type Config struct {
 	// MetricsPath is where Prometheus metrics are served on the listen
 	// address; "" turns them off there (the admin API has them too).
 	MetricsPath string `yaml:"metrics_path"`
+	// LivezPath answers 200 while the balancer is alive; ReadyzPath 200
+	// only while at least ReadyMinWorkers workers are up. Neither is
+	// proxied; "" turns one off.
+	LivezPath       string `yaml:"livez_path"`
+	ReadyzPath      string `yaml:"readyz_path"`
+	ReadyMinWorkers int    `yaml:"ready_min_workers"`
+
+	// Upstreams are backends the balancer does not start ("host:port"),
+	// health-checked and balanced next to the local workers.
+	Upstreams []string `yaml:"upstreams"`
+	// LocalWorkers false runs no worker processes: only Upstreams.
+	LocalWorkers bool `yaml:"local_workers"`
 
 	// HealthPath is the active health check: an HTTP path, "tcp" for a
 	// TCP connect, or "" for the default: /health for the built-in
@@ -139,6 +152,11 @@ func Default() Config {
 		Engine:               "httputil",
 		StatsPath:            "/stats",
 		MetricsPath:          "/metrics",
+		LivezPath:            "/livez",
+		ReadyzPath:           "/readyz",
+		ReadyMinWorkers:      1,
+		LocalWorkers:         true,
+		Upstreams:            []string{},
 		HealthInterval:       time.Second,
 		HealthTimeout:        time.Second,
 		HealthRise:           1,
@@ -165,12 +183,25 @@ func Default() Config {
 	}
 }
 
-// WorkerCount resolves Workers: 0 becomes the number of usable CPUs.
+// WorkerCount resolves Workers: a positive value is returned as is; 0
+// becomes the number of usable CPUs, cpus.Count of the real cgroup files
+// and runtime.NumCPU (which already follows the CPU affinity mask): the
+// CPUs, capped by the cgroup CPU limit rounded up, and at least 1.
+//
+// That matches what Go's runtime (1.25 and later) does for the default
+// GOMAXPROCS, so in a container limited to 2 CPUs on a 64-core host it
+// gives 2, not 64 (Node's os.cpus().length gives 64). It is computed
+// explicitly rather than read from runtime.GOMAXPROCS(0) because the
+// GOMAXPROCS environment variable, if the user set it for the balancer
+// process, says nothing about the container; because the runtime never
+// goes below 2 where one worker per whole CPU is wanted here (a 1-CPU
+// container gets one worker); and so that where the number came from can
+// be logged (cpus.Limit returns its source).
 func (c Config) WorkerCount() int {
 	if c.Workers > 0 {
 		return c.Workers
 	}
-	return runtime.GOMAXPROCS(0)
+	return cpus.Count(os.DirFS("/"), runtime.NumCPU())
 }
 
 // HealthCheck resolves HealthPath: it returns the HTTP path to GET, or ""
@@ -215,8 +246,31 @@ func (c Config) Validate() error {
 	if !strings.HasPrefix(c.StatsPath, "/") {
 		return bad("stats_path", "want a path starting with /; got %q", c.StatsPath)
 	}
-	if c.MetricsPath != "" && (!strings.HasPrefix(c.MetricsPath, "/") || c.MetricsPath == c.StatsPath) {
-		return bad("metrics_path", "want a path starting with /, other than stats_path, or \"\" for none; got %q", c.MetricsPath)
+	own := map[string]string{"stats_path": c.StatsPath}
+	for _, pth := range []struct{ name, v string }{{"metrics_path", c.MetricsPath}, {"livez_path", c.LivezPath}, {"readyz_path", c.ReadyzPath}} {
+		if pth.v == "" {
+			continue
+		}
+		if !strings.HasPrefix(pth.v, "/") {
+			return bad(pth.name, "want a path starting with /, or \"\" for none; got %q", pth.v)
+		}
+		for other, v := range own {
+			if v == pth.v {
+				return bad(pth.name, "%q is already %s", pth.v, other)
+			}
+		}
+		own[pth.name] = pth.v
+	}
+	if c.ReadyMinWorkers < 0 {
+		return bad("ready_min_workers", "want 0 or more; got %d", c.ReadyMinWorkers)
+	}
+	for _, u := range c.Upstreams {
+		if host, port, err := net.SplitHostPort(u); err != nil || host == "" || port == "" {
+			return bad("upstreams", "want HOST:PORT; got %q", u)
+		}
+	}
+	if !c.LocalWorkers && len(c.Upstreams) == 0 {
+		return bad("local_workers", "false leaves no backend: give upstreams too")
 	}
 	if c.HealthPath != "" && c.HealthPath != HealthTCP && !strings.HasPrefix(c.HealthPath, "/") {
 		return bad("health_path", "want a path starting with /, or %q; got %q", HealthTCP, c.HealthPath)
@@ -423,6 +477,20 @@ func newFlagSet(name string, c *Config, output io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.Engine, "engine", c.Engine, "proxy engine: "+strings.Join(Engines, "|"))
 	fs.StringVar(&c.StatsPath, "stats-path", c.StatsPath, "`PATH` of the JSON stats on the listen address")
 	fs.StringVar(&c.MetricsPath, "metrics-path", c.MetricsPath, "`PATH` of the Prometheus metrics on the listen address; empty = none")
+	fs.StringVar(&c.LivezPath, "livez-path", c.LivezPath, "liveness probe `PATH`; empty = none")
+	fs.StringVar(&c.ReadyzPath, "readyz-path", c.ReadyzPath, "readiness probe `PATH` (200 while ready-min-workers are up); empty = none")
+	fs.IntVar(&c.ReadyMinWorkers, "ready-min-workers", c.ReadyMinWorkers, "workers that must be up for the readiness probe to pass")
+	fromFlags := false
+	fs.Func("upstream", "a backend `HOST:PORT` the balancer does not start; repeat for more", func(v string) error {
+		if !fromFlags {
+			// Flags win over the file: the first -upstream replaces
+			// the file's list rather than adding to it.
+			c.Upstreams, fromFlags = nil, true
+		}
+		c.Upstreams = append(c.Upstreams, v)
+		return nil
+	})
+	fs.BoolVar(&c.LocalWorkers, "local-workers", c.LocalWorkers, "run worker processes; false = only -upstream backends")
 	fs.StringVar(&c.HealthPath, "health-path", c.HealthPath, "health check `PATH`, or \"tcp\"; empty = /health for the built-in backend, tcp for -cmd")
 	fs.DurationVar(&c.HealthInterval, "health-interval", c.HealthInterval, "time between health checks")
 	fs.DurationVar(&c.HealthTimeout, "health-timeout", c.HealthTimeout, "timeout of one health check")

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +73,9 @@ func TestParseErrorsNameTheSetting(t *testing.T) {
 		{"negative max memory", []string{"-max-memory", "-1"}, []string{"max_memory"}},
 		{"admin on the public listener", []string{"-listen", "127.0.0.1:8080", "-admin-listen", "127.0.0.1:8080"}, []string{"admin_listen"}},
 		{"bad admin address", []string{"-admin-listen", "9090"}, []string{"admin_listen"}},
+		{"bad upstream", []string{"-upstream", "10.0.0.1"}, []string{"upstreams", "10.0.0.1"}},
+		{"nothing to balance over", []string{"-local-workers=false"}, []string{"local_workers"}},
+		{"probe on the stats path", []string{"-readyz-path", "/stats"}, []string{"readyz_path", "stats_path"}},
 		{"bad value in file", []string{"-config", badFile}, []string{badFile, "workers"}},
 		{"unknown key in file", []string{"-config", typoFile}, []string{typoFile, "wrokers"}},
 		{"syntax error in file", []string{"-config", syntaxFile}, []string{syntaxFile}},
@@ -146,7 +150,25 @@ func TestShippedConfigIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatalf("configs/balancer.yaml: %v", err)
 	}
-	if c != Default() {
+	if !reflect.DeepEqual(c, Default()) {
 		t.Errorf("configs/balancer.yaml differs from the defaults:\ngot  %+v\nwant %+v", c, Default())
+	}
+}
+
+func TestUpstreamFlagsReplaceTheFile(t *testing.T) {
+	file := writeFile(t, "upstreams: [\"127.0.0.1:7001\", \"127.0.0.1:7002\"]\n")
+	c, _, err := Parse("balancer", []string{"-config", file}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Upstreams; !reflect.DeepEqual(got, []string{"127.0.0.1:7001", "127.0.0.1:7002"}) {
+		t.Errorf("from the file: got %q", got)
+	}
+	c, _, err = Parse("balancer", []string{"-config", file, "-upstream", "127.0.0.1:9001", "-upstream", "127.0.0.1:9002"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Upstreams, []string{"127.0.0.1:9001", "127.0.0.1:9002"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q; want the flags' %q", got, want)
 	}
 }

@@ -238,12 +238,17 @@ func sumBelow(n int64) int64 {
 }
 
 // ListenAddr returns where a backend should listen given its environment:
-// "127.0.0.1:"+PORT when PORT is set and not empty (a worker under the
-// balancer, reachable only through it), else DefaultAddr. getenv is
-// usually os.Getenv.
+// HOST:PORT when PORT is set and not empty, HOST defaulting to 127.0.0.1
+// (a worker under the balancer, reachable only through it; set HOST to
+// run it as a remote upstream on another host), else DefaultAddr. getenv
+// is usually os.Getenv.
 func ListenAddr(getenv func(string) string) string {
 	if port := getenv("PORT"); port != "" {
-		return "127.0.0.1:" + port
+		host := getenv("HOST")
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		return net.JoinHostPort(host, port)
 	}
 	return DefaultAddr
 }

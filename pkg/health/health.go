@@ -120,6 +120,11 @@ type Options struct {
 	OnDown func(w *pool.Worker)
 	// OnUp, if not nil, is called when the checks mark the worker up.
 	OnUp func(w *pool.Worker)
+	// Progress, if not nil, counts the responses the worker gave. A
+	// check that fails while the count grew since the last check is
+	// taken as passed: the worker is busy (a CPU-bound request queue can
+	// delay /health past its timeout), not hung.
+	Progress func() int64
 }
 
 // Monitor checks w's current process at addr until ctx is done, moving w
@@ -137,6 +142,7 @@ func Monitor(ctx context.Context, w *pool.Worker, addr string, check Checker, o 
 	c := &Counter{Rise: o.Rise, Fall: o.Fall}
 	last := w.State()
 	reported := false // OnDown was called since the worker was last up
+	var progress int64
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -150,6 +156,13 @@ func Monitor(ctx context.Context, w *pool.Worker, addr string, check Checker, o 
 		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		if o.Progress != nil {
+			n := o.Progress()
+			if err != nil && n > progress && w.State() != pool.Starting {
+				err = nil // answering requests, so alive: only slow to check
+			}
+			progress = n
 		}
 		state := w.State()
 		if state != last {

@@ -141,3 +141,52 @@ func TestMonitorLeavesSupervisorStateAlone(t *testing.T) {
 		t.Errorf("got state %v; want stopped: a passing check must not revive a stopped worker", got)
 	}
 }
+
+// TestBusyWorkerIsNotDown: checks that time out while the worker keeps
+// answering requests do not take it down; once it stops answering, they
+// do.
+func TestBusyWorkerIsNotDown(t *testing.T) {
+	slow := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-slow:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	addr := srv.Listener.Addr().String()
+	w := pool.NewWorker(1)
+	w.SetProcess(pool.NewProcess(1, addr, time.Now()), pool.Up)
+	var answered atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		Monitor(ctx, w, addr, NewHTTP("/health"), Options{
+			Interval: 10 * time.Millisecond, Timeout: 10 * time.Millisecond, Rise: 1, Fall: 2,
+			Progress: answered.Load,
+		})
+	})
+	defer func() { close(slow); cancel(); wg.Wait() }()
+	// Busy: every check times out, but requests keep being answered.
+	busy := make(chan struct{})
+	var answering sync.WaitGroup
+	answering.Go(func() {
+		for {
+			select {
+			case <-busy:
+				return
+			case <-time.After(time.Millisecond):
+				answered.Add(1)
+			}
+		}
+	})
+	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if w.State() != pool.Up {
+			t.Fatalf("got %v while the worker kept answering; want up", w.State())
+		}
+	}
+	// Hung: no more answers.
+	close(busy)
+	answering.Wait()
+	waitState(t, w, pool.Down)
+}

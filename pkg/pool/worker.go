@@ -1,6 +1,8 @@
 package pool
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sync/atomic"
@@ -45,6 +47,7 @@ type Process struct {
 	addr    string
 	pid     int
 	started time.Time
+	up      atomic.Pointer[upEpoch] // armed while the worker is up on this process
 
 	inFlight atomic.Int64
 	requests atomic.Int64
@@ -55,6 +58,51 @@ type Process struct {
 // NewProcess describes a process with the given pid, listening on addr.
 func NewProcess(pid int, addr string, started time.Time) *Process {
 	return &Process{addr: addr, pid: pid, started: started}
+}
+
+// upEpoch is one stretch of time a process is up, with a context that
+// ends when it goes down.
+type upEpoch struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// ErrWorkerDown is the cause of UpContext's end: the worker was marked
+// down (failed health checks, refused a connection, or its process
+// exited) while requests were still on their way to it.
+var ErrWorkerDown = errors.New("worker went down")
+
+// UpContext returns a context that ends, with cause ErrWorkerDown, when
+// the worker serving on this process is marked down: a request waiting on
+// a hung or cut-off worker can give up at once and go elsewhere, instead
+// of waiting for its timeout. It never ends for a process that was not
+// marked down, including one replaced by a reload (its requests finish).
+func (p *Process) UpContext() context.Context {
+	if e := p.up.Load(); e != nil {
+		return e.ctx
+	}
+	return context.Background()
+}
+
+// arm starts a new up stretch, unless one is running.
+func (p *Process) arm() {
+	if p == nil || p.up.Load() != nil {
+		return
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	if !p.up.CompareAndSwap(nil, &upEpoch{ctx, cancel}) {
+		cancel(nil)
+	}
+}
+
+// disarm ends the current up stretch, if any.
+func (p *Process) disarm() {
+	if p == nil {
+		return
+	}
+	if e := p.up.Swap(nil); e != nil {
+		e.cancel(ErrWorkerDown)
+	}
 }
 
 // Addr is where the process listens, "127.0.0.1:PORT".
@@ -88,7 +136,8 @@ func (p *Process) SetUsage(cpuPercent float64, rssBytes uint64) {
 // process currently filling it. Its fields are accessed atomically and it
 // must not be copied.
 type Worker struct {
-	id int
+	id     int
+	remote bool
 
 	proc  atomic.Pointer[Process] // nil when no process serves the slot
 	state atomic.Int32
@@ -105,6 +154,18 @@ type Worker struct {
 // NewWorker returns a worker with the given id, in state Starting, with no
 // process.
 func NewWorker(id int) *Worker { return &Worker{id: id} }
+
+// NewRemoteWorker returns a worker for a backend the balancer does not
+// start, at addr, in state Starting.
+func NewRemoteWorker(id int, addr string) *Worker {
+	w := &Worker{id: id, remote: true}
+	w.proc.Store(NewProcess(0, addr, time.Now()))
+	return w
+}
+
+// Remote reports whether the worker is a backend the balancer does not
+// start (no pid, no CPU or memory).
+func (w *Worker) Remote() bool { return w.remote }
 
 // ID is the worker's stable id, 1..N.
 func (w *Worker) ID() int { return w.id }
@@ -163,21 +224,45 @@ func (w *Worker) Restarts() int64 { return w.restarts.Load() }
 func (w *Worker) SetProcess(p *Process, s State) {
 	w.proc.Store(p)
 	w.state.Store(int32(s))
+	w.follow(p, s)
 }
 
-// ClearProcess records that no process serves the slot, in state s.
+// ClearProcess records that no process serves the slot, in state s. The
+// process it had is marked down (see Process.UpContext).
 func (w *Worker) ClearProcess(s State) {
-	w.proc.Store(nil)
+	old := w.proc.Swap(nil)
 	w.state.Store(int32(s))
+	old.disarm()
 }
 
 // SetState sets the state and returns the previous one.
-func (w *Worker) SetState(s State) State { return State(w.state.Swap(int32(s))) }
+func (w *Worker) SetState(s State) State {
+	old := State(w.state.Swap(int32(s)))
+	w.follow(w.proc.Load(), s)
+	return old
+}
 
 // CompareAndSwapState sets the state to new only if it is old, so a health
 // check does not undo a transition made meanwhile by the supervisor.
 func (w *Worker) CompareAndSwapState(old, new State) bool {
-	return w.state.CompareAndSwap(int32(old), int32(new))
+	if !w.state.CompareAndSwap(int32(old), int32(new)) {
+		return false
+	}
+	w.follow(w.proc.Load(), new)
+	return true
+}
+
+// follow keeps the process's up stretch in step with the state: armed
+// while up, ended when down. Other states (starting, and stopped while a
+// process drains) leave it as it is, so a drained process's requests
+// finish.
+func (w *Worker) follow(p *Process, s State) {
+	switch s {
+	case Up:
+		p.arm()
+	case Down, Backoff:
+		p.disarm()
+	}
 }
 
 // Latency is the worker's response-time record, over all its processes.

@@ -150,6 +150,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	var resp *http.Response
+	var stopAttempt func() // ends the last attempt's context
 	w, proc, err := forward(px.pool, px.opts.MaxRetries, px.log, req.Method, &b,
 		func(err error) error { return withClientGone(req.Context(), err) },
 		func(proc *pool.Process, retry bool) error {
@@ -170,14 +171,28 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			out.URL.Host = proc.Addr()
 			b.attach(out)
+			// The attempt ends early, with pool.ErrWorkerDown, when the
+			// worker is marked down meanwhile (hung, cut off): the
+			// request then goes to another worker at once instead of
+			// waiting for upstream_timeout.
+			actx, cancel := context.WithCancelCause(req.Context())
+			stopWatch := context.AfterFunc(proc.UpContext(), func() { cancel(pool.ErrWorkerDown) })
+			stopAttempt = func() { stopWatch(); cancel(nil) }
+			out = out.WithContext(actx)
 			var err error
 			resp, err = px.transport.RoundTrip(out)
+			if err != nil {
+				stopAttempt()
+				if req.Context().Err() == nil && errors.Is(context.Cause(actx), pool.ErrWorkerDown) {
+					err = fmt.Errorf("%w (%v)", pool.ErrWorkerDown, err)
+				}
+			}
 			return err
 		})
 	if err != nil {
 		return nil, err
 	}
-	resp.Body = &countedBody{rc: resp.Body, w: w, proc: proc}
+	resp.Body = &countedBody{rc: resp.Body, w: w, proc: proc, stop: stopAttempt}
 	return resp, nil
 }
 
@@ -197,6 +212,7 @@ type countedBody struct {
 	rc   io.ReadCloser
 	w    *pool.Worker
 	proc *pool.Process
+	stop func() // ends the attempt's context, once the body is done
 	done atomic.Bool
 }
 
@@ -205,6 +221,7 @@ func (b *countedBody) Read(p []byte) (int, error) { return b.rc.Read(p) }
 func (b *countedBody) Close() error {
 	if b.done.CompareAndSwap(false, true) {
 		b.w.End(b.proc, true, false)
+		defer b.stop()
 	}
 	return b.rc.Close()
 }

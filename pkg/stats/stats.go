@@ -21,6 +21,7 @@ type Snapshot struct {
 // Worker is one worker's row.
 type Worker struct {
 	ID         int        `json:"id"`
+	Remote     bool       `json:"remote,omitempty"` // a backend the balancer does not start: no pid, CPU or memory
 	Pid        int        `json:"pid"`
 	Addr       string     `json:"addr"`
 	State      pool.State `json:"state"`
@@ -53,6 +54,7 @@ func Take(p *pool.Pool, started, now time.Time) Snapshot {
 	for _, w := range ws {
 		row := Worker{
 			ID:       w.ID(),
+			Remote:   w.Remote(),
 			Pid:      w.Pid(),
 			Addr:     w.Addr(),
 			State:    w.State(),

@@ -13,7 +13,7 @@ func (s *Supervisor) Workers(ctx context.Context) (int, error) {
 	n := 0
 	err := s.call(ctx, func() {
 		for _, sl := range s.slots {
-			if !sl.removing {
+			if !sl.removing && !sl.remote {
 				n++
 			}
 		}
@@ -88,7 +88,7 @@ func (s *Supervisor) replaceAndWait(ctx context.Context, id int) error {
 	var missing bool
 	err := s.call(ctx, func() {
 		sl := s.slots[id]
-		if sl == nil || sl.removing {
+		if sl == nil || sl.removing || sl.remote {
 			missing = true
 			return
 		}
@@ -149,8 +149,8 @@ func (s *Supervisor) scale(ctx context.Context, n int) error {
 		ids := s.ids()
 		if n > len(ids) {
 			next := 1
-			if len(ids) > 0 {
-				next = ids[len(ids)-1] + 1
+			for id := range s.slots {
+				next = max(next, id+1) // after remote ones too
 			}
 			for id := next; id < next+n-len(ids); id++ {
 				sl := s.addSlot(id)
@@ -206,7 +206,7 @@ func (s *Supervisor) remove(sl *slot, done chan error) {
 func (s *Supervisor) ids() []int {
 	var ids []int
 	for id, sl := range s.slots {
-		if !sl.removing {
+		if !sl.removing && !sl.remote {
 			ids = append(ids, id)
 		}
 	}

@@ -11,6 +11,16 @@
 // thread (golang/go#27505: the signal follows the thread that forked, not
 // the process), so no worker outlives a balancer that is killed.
 //
+// Run as PID 1 (in a container), the balancer reaps every child: one
+// goroutine collects each exit with wait4(-1) at every SIGCHLD (and every
+// second, as a safety net), hands the workers' statuses to their waiters
+// and drops the others, the orphans a -cmd worker left behind; nothing
+// else in the process may then wait for a child of its own. Outside PID 1
+// it is no child subreaper and each worker's exec.Cmd.Wait reaps it. A
+// PID 1 gets no default signal action, but the balancer handles SIGTERM
+// anyway: it stops the workers' process groups and exits, and the kernel
+// kills what is left in the namespace.
+//
 // One goroutine owns all of the supervisor's state; process exits and
 // timers reach it through a channel. The package writes a worker's pid,
 // address and state into the pool and knows nothing of requests.

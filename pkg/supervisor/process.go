@@ -52,11 +52,20 @@ func (e exitStatus) String() string {
 // Pdeathsig fires when the thread that forked the child exits, not the
 // process (golang/go#27505); a thread that lives as long as the
 // supervisor makes it mean "when the balancer dies".
+//
+// When the balancer is PID 1 (in a container), a reaper collects the
+// status of every child, the workers' and the orphans' alike (see
+// reaper). The balancer does not make itself a child subreaper
+// (PR_SET_CHILD_SUBREAPER) otherwise: outside PID 1 the orphans go to an
+// init that reaps them, and exec.Cmd.Wait, which waits for one pid only,
+// cannot take the status of a child that some other part of the process
+// started and waits for.
 type osStarter struct {
-	out  Output
-	reqs chan startReq
-	done chan struct{}
-	fwd  sync.WaitGroup // output forwarders
+	out    Output
+	reqs   chan startReq
+	done   chan struct{}
+	fwd    sync.WaitGroup // output forwarders
+	reaper *reaper        // nil: each worker's exec.Cmd.Wait reaps it
 }
 
 type startReq struct {
@@ -71,7 +80,17 @@ type startReply struct {
 }
 
 func newOSStarter(out Output) *osStarter {
-	s := &osStarter{out: out, reqs: make(chan startReq), done: make(chan struct{})}
+	var r *reaper
+	if os.Getpid() == 1 {
+		r = startReaper(waitAny, reapInterval)
+	}
+	return newOSStarterReaper(out, r)
+}
+
+// newOSStarterReaper returns an osStarter whose children r reaps, or, if
+// r is nil, their exec.Cmd.Wait. close stops r.
+func newOSStarterReaper(out Output, r *reaper) *osStarter {
+	s := &osStarter{out: out, reqs: make(chan startReq), done: make(chan struct{}), reaper: r}
 	ready := make(chan struct{})
 	go func() {
 		// Never unlocked: when this goroutine ends, its thread ends with
@@ -103,9 +122,11 @@ func (s *osStarter) start(id int, argv, env []string) (process, error) {
 	return r.p, r.err
 }
 
-// close ends the forking thread. Call it only when no child runs. It
-// waits a little for the output of the last workers to be forwarded; a
-// grandchild that escaped the process group may hold a pipe open longer.
+// close ends the forking thread, and the reaper if there is one. Call it
+// only when no child runs. It waits a little for the output of the last
+// workers to be forwarded; a grandchild that escaped the process group
+// may hold a pipe open longer. The reaper stops last, so the grandchildren
+// that end meanwhile are reaped.
 func (s *osStarter) close() {
 	close(s.done)
 	done := make(chan struct{})
@@ -113,6 +134,9 @@ func (s *osStarter) close() {
 	select {
 	case <-done:
 	case <-time.After(2 * time.Second):
+	}
+	if s.reaper != nil {
+		s.reaper.stop()
 	}
 }
 
@@ -137,7 +161,17 @@ func (s *osStarter) fork(id int, argv, env []string) (process, error) {
 		Setpgid:   true,
 		Pdeathsig: syscall.SIGKILL,
 	}
-	err = cmd.Start()
+	var exit <-chan syscall.WaitStatus
+	if s.reaper != nil {
+		exit, err = s.reaper.spawn(func() (int, error) {
+			if err := cmd.Start(); err != nil {
+				return 0, err
+			}
+			return cmd.Process.Pid, nil
+		})
+	} else {
+		err = cmd.Start()
+	}
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -148,7 +182,7 @@ func (s *osStarter) fork(id int, argv, env []string) (process, error) {
 	pid := cmd.Process.Pid
 	s.fwd.Go(func() { forwardLines(outR, id, pid, false, s.out) })
 	s.fwd.Go(func() { forwardLines(errR, id, pid, true, s.out) })
-	return &osProcess{cmd: cmd}, nil
+	return &osProcess{cmd: cmd, pid: pid, exit: exit}, nil
 }
 
 // maxLine is the longest line forwarded whole; longer ones are cut into
@@ -206,13 +240,21 @@ func LogOutput(log *slog.Logger) Output {
 	}
 }
 
-type osProcess struct{ cmd *exec.Cmd }
+type osProcess struct {
+	cmd *exec.Cmd
+	// pid is kept apart: Process.Release sets cmd.Process.Pid to -1, and
+	// Signal would then send kill(-(-1)), to PID 1, the balancer itself.
+	pid int
+	// exit receives the wait status from the reaper when there is one;
+	// nil means cmd.Wait reaps the process.
+	exit <-chan syscall.WaitStatus
+}
 
-func (p *osProcess) Pid() int { return p.cmd.Process.Pid }
+func (p *osProcess) Pid() int { return p.pid }
 
 func (p *osProcess) Signal(sig syscall.Signal) error {
 	// The negative pid is the process group: a shell's children too.
-	err := syscall.Kill(-p.cmd.Process.Pid, sig)
+	err := syscall.Kill(-p.pid, sig)
 	if errors.Is(err, syscall.ESRCH) {
 		return os.ErrProcessDone
 	}
@@ -220,6 +262,16 @@ func (p *osProcess) Signal(sig syscall.Signal) error {
 }
 
 func (p *osProcess) Wait() exitStatus {
+	if p.exit != nil {
+		st, ok := <-p.exit
+		// The reaper took the status, so cmd.Wait would fail with ECHILD;
+		// Release frees what os.StartProcess kept for it (a pidfd).
+		p.cmd.Process.Release()
+		if !ok {
+			return exitStatus{Code: -1, Err: errReaperStopped}
+		}
+		return statusOf(st)
+	}
 	err := p.cmd.Wait()
 	if p.cmd.ProcessState == nil {
 		return exitStatus{Code: -1, Err: err}
@@ -228,6 +280,11 @@ func (p *osProcess) Wait() exitStatus {
 	if !ok {
 		return exitStatus{Code: -1, Err: err}
 	}
+	return statusOf(st)
+}
+
+// statusOf describes a wait status of an exited process.
+func statusOf(st syscall.WaitStatus) exitStatus {
 	if st.Signaled() {
 		return exitStatus{Code: -1, Signal: st.Signal()}
 	}

@@ -24,7 +24,7 @@ func (s *Supervisor) sample(ctx context.Context) {
 		live := map[int]bool{}
 		for _, w := range s.pool.Workers() {
 			h := w.Process()
-			if h == nil {
+			if h == nil || h.Pid() == 0 {
 				continue
 			}
 			pid := h.Pid()

@@ -56,6 +56,10 @@ type Spec struct {
 	// SampleInterval is the time between CPU and memory samples of each
 	// worker; zero means 1s.
 	SampleInterval time.Duration
+	// Remote lists backends the supervisor does not start ("host:port"):
+	// they join the pool after the local workers, are health-checked the
+	// same way, and are never restarted, reloaded or scaled.
+	Remote []string
 	// Check is the active health check; Health its timing. Health.Log,
 	// OnUp and OnDown are set by the supervisor.
 	Check  health.Checker
@@ -144,6 +148,7 @@ type Supervisor struct {
 
 // slot is one WORKER_ID. Only the loop goroutine touches it.
 type slot struct {
+	remote   bool // a backend we do not start: cur has no process
 	w        *pool.Worker
 	cur      *proc // the process serving the slot, or nil while it restarts
 	next     *proc // a replacement getting ready, or nil
@@ -201,6 +206,9 @@ func (s *Supervisor) Run(ctx context.Context, n int) error {
 	for id := 1; id <= n; id++ {
 		s.addSlot(id)
 	}
+	for i, addr := range s.spec.Remote {
+		s.addRemote(n+1+i, addr)
+	}
 	sampleCtx, stopSampling := context.WithCancel(context.Background())
 	s.wg.Go(func() { s.sample(sampleCtx) })
 	recycle := time.NewTicker(100 * time.Millisecond)
@@ -253,6 +261,17 @@ func (s *Supervisor) addSlot(id int) *slot {
 	s.pool.Add(sl.w)
 	s.spawn(sl, false)
 	return sl
+}
+
+// addRemote adds a backend that runs elsewhere: only its health is ours
+// to watch.
+func (s *Supervisor) addRemote(id int, addr string) {
+	sl := &slot{remote: true, w: pool.NewRemoteWorker(id, addr)}
+	sl.cur = &proc{h: sl.w.Process()}
+	s.slots[id] = sl
+	s.pool.Add(sl.w)
+	s.log.Info("remote upstream added", "worker", id, "addr", addr)
+	s.monitor(sl, sl.cur, sl.w)
 }
 
 // spawn starts a process for sl: as its current process, or as the
@@ -309,6 +328,7 @@ func (s *Supervisor) monitor(sl *slot, pr *proc, target *pool.Worker) {
 	opts.Log = s.log
 	opts.OnUp = func(*pool.Worker) { s.send(func() { s.up(sl, pr) }) }
 	opts.OnDown = func(*pool.Worker) { s.send(func() { s.failing(sl, pr) }) }
+	opts.Progress = pr.h.Requests
 	s.wg.Go(func() {
 		defer close(done)
 		health.Monitor(ctx, target, pr.h.Addr(), s.spec.Check, opts)
@@ -368,7 +388,7 @@ func (s *Supervisor) takeOver(sl *slot, pr *proc) {
 // A hung worker gets no new requests already; stop it so it is replaced,
 // and its stuck requests fail over.
 func (s *Supervisor) failing(sl *slot, pr *proc) {
-	if pr != sl.cur || pr.terminating || s.stopping {
+	if pr != sl.cur || pr.terminating || s.stopping || sl.remote {
 		return
 	}
 	s.log.Warn("worker not answering its health checks; replacing it", "worker", sl.w.ID(), "pid", pr.h.Pid())
@@ -561,7 +581,7 @@ func (s *Supervisor) checkRecycle() {
 	}
 	for _, sl := range s.slots {
 		pr := sl.cur
-		if pr == nil || sl.next != nil || sl.removing || pr.terminating || sl.w.State() != pool.Up {
+		if pr == nil || sl.remote || sl.next != nil || sl.removing || pr.terminating || sl.w.State() != pool.Up {
 			continue
 		}
 		if pr.limit > 0 && pr.h.Requests() >= pr.limit {
@@ -585,6 +605,9 @@ func (s *Supervisor) stopAll() {
 			sl.timer = nil
 		}
 		sl.w.SetState(pool.Stopped)
+		if sl.remote {
+			s.stopMonitor(sl.cur)
+		}
 	}
 	for pr := range s.procs {
 		s.terminate(pr)
