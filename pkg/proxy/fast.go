@@ -57,12 +57,19 @@ func (f *Fast) client(proc *pool.Process) *fasthttp.HostClient {
 	}
 	f.prune()
 	c = &fasthttp.HostClient{
-		Addr:                      proc.Addr(),
-		MaxConns:                  4096,
-		MaxIdleConnDuration:       90 * time.Second,
-		ReadTimeout:               f.opts.UpstreamTimeout,
-		WriteTimeout:              f.opts.UpstreamTimeout,
-		MaxIdemponentCallAttempts: 1, // forward retries, on another worker
+		Addr:     proc.Addr(),
+		MaxConns: 4096,
+		// Below Node's 5 s keepAliveTimeout, so the client rarely
+		// reuses a connection the worker is closing.
+		MaxIdleConnDuration: 4 * time.Second,
+		ReadTimeout:         f.opts.UpstreamTimeout,
+		WriteTimeout:        f.opts.UpstreamTimeout,
+		// One more try on the same worker, only when fasthttp finds the
+		// failure safe to repeat (a kept-alive connection the worker had
+		// closed); anything else goes back to forward, which retries on
+		// another worker.
+		MaxIdemponentCallAttempts: 2,
+		RetryIfErr:                func(*fasthttp.Request, int, error) (bool, bool) { return false, true },
 		NoDefaultUserAgentHeader:  true,
 		DisablePathNormalizing:    true,
 		ReadBufferSize:            16 << 10,

@@ -22,7 +22,19 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// fasthttp's process-wide helpers: the Date header updater and
+		// the dialer's address cache cleaner live as long as the process.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*TCPDialer).tcpAddrsClean"),
+		// These end on their own, after sleeping out their period (up to
+		// 10 s for the server's worker pool, MaxIdleConnDuration for the
+		// client's connection cleaner), which no test should wait for.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),
+	)
+}
 
 // backend is a real HTTP server that records what it received.
 type backend struct {
@@ -622,4 +634,34 @@ func TestWorkerMarkedDownReleasesStuckRequests(t *testing.T) {
 	if p.Retries() != 1 {
 		t.Errorf("got %d retries; want 1", p.Retries())
 	}
+}
+
+// TestFastStaleKeepAlive: a worker that closes idle keep-alive
+// connections (Node closes them after 5 s) must not cost a request when
+// the fasthttp engine reuses one it had just closed.
+func TestFastStaleKeepAlive(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	srv.Config.IdleTimeout = 20 * time.Millisecond
+	srv.Start()
+	defer srv.Close()
+	fx := NewFast(newPool(srv.Listener.Addr().String()), Options{})
+	defer fx.CloseIdleConnections()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := fx.Server(ServerOptions{MaxHeaderBytes: 8 << 10}, nil, nil)
+	go fs.Serve(ln)
+	defer fs.Shutdown()
+	c := &http.Client{}
+	for i := range 5 {
+		status, body := get(t, c, "http://"+ln.Addr().String()+"/", nil)
+		if status != 200 || body != "ok" {
+			t.Fatalf("request %d: got %d %q; want 200 %q", i, status, body, "ok")
+		}
+		time.Sleep(40 * time.Millisecond) // the worker closes the idle connection meanwhile
+	}
+	c.CloseIdleConnections()
 }
