@@ -233,9 +233,9 @@ func (r *report) sectionA(w io.Writer, plots map[string]string) {
 	p("HTTP/1.1 to the upstreams, no access log) and haproxy (nbthread 1, `http-reuse always`, `option http-keep-alive`) proxy to those same ")
 	p("two processes, their addresses read from the host's /stats. **direct** is two wrk at once, 32 connections each, one per worker: throughput summed, the higher p99. ")
 	p("So all five targets share the same two worker processes. 64 connections in all. ")
-	p("Both balancers keep the default health checks (`/health` every 1 s, 1 s timeout, down after 2 failures): the `-health-timeout 5s` the bench used to give them is no longer needed. ")
-	p("A quick run without it replaced no worker: a worker that shares its one core among ~32 requests on /operacion-compleja still answers /health in time, ")
-	p("and a balancer no longer marks down a worker that keeps answering requests (busy is not hung). ")
+	p("Both balancers run with `-health-timeout 5s` (default 1 s): the workers also serve nginx, haproxy and direct, whose traffic the balancers never see, ")
+	p("so a worker busy with their queued /operacion-compleja requests would miss its /health while answering none of the balancer's requests, which is what a hung worker looks like. ")
+	p("(In real use the traffic goes through the balancer, which counts it: busy is not hung.) ")
 	p("Should the host replace a worker all the same, its new port would be unknown to the others: the bench then restarts the fasthttp balancer, nginx and haproxy ")
 	p("on the new addresses, points direct at them, and says so below.\n\n")
 	for _, ep := range endpoints {
