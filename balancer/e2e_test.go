@@ -665,3 +665,23 @@ func TestWorkerOutputIsPrefixed(t *testing.T) {
 		t.Errorf("stderr line not forwarded:\n%s", c.logs.String())
 	}
 }
+
+func TestHTTP2Clients(t *testing.T) {
+	c := start(t, 2, "-workers", "2")
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	defer tr.CloseIdleConnections()
+	for range 4 {
+		resp, err := client.Get(c.url + "/operacion-simple")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a answer
+		json.NewDecoder(resp.Body).Decode(&a)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != 200 || a.Sum != 49995000 {
+			t.Fatalf("got %s %d %+v; want HTTP/2 200 with the sum", resp.Proto, resp.StatusCode, a)
+		}
+	}
+}

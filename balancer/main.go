@@ -280,6 +280,11 @@ func newFrontend(cfg config.Config, p *pool.Pool, o proxy.Options, own ownPaths,
 		ConnContext:       guard.ConnContext,
 		ErrorLog:          log.New(debugWriter{logger}, "", 0),
 	}
+	// HTTP/2 from clients without TLS (h2c with prior knowledge), next to
+	// HTTP/1.1; the workers are still spoken to in HTTP/1.1.
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
 	return frontend{
 		serve:     srv.Serve,
 		shutdown:  srv.Shutdown,

@@ -192,6 +192,15 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// An upgrade (WebSocket): the ReverseProxy needs the body as
+		// the writable connection it is, so it is not wrapped. The
+		// request counts as answered now; the attempt's context lives as
+		// long as the client's request.
+		w.End(proc, true, false)
+		context.AfterFunc(req.Context(), stopAttempt)
+		return resp, nil
+	}
 	resp.Body = &countedBody{rc: resp.Body, w: w, proc: proc, stop: stopAttempt}
 	return resp, nil
 }

@@ -665,3 +665,50 @@ func TestFastStaleKeepAlive(t *testing.T) {
 	}
 	c.CloseIdleConnections()
 }
+
+// TestUpgradePassesThrough: a protocol upgrade (as WebSocket does) is
+// proxied, and bytes then flow both ways over the upgraded connection.
+func TestUpgradePassesThrough(t *testing.T) {
+	echo := newBackend(t, "echo", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "want an upgrade", 400)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		line, _ := brw.ReadString('\n')
+		brw.WriteString("echo: " + line)
+		brw.Flush()
+	})
+	p := newPool(echo.srv.Listener.Addr().String())
+	front := serve(t, New(p, Options{}))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(front.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 {
+		t.Fatalf("got %d; want 101", resp.StatusCode)
+	}
+	io.WriteString(conn, "hello\n")
+	got, err := br.ReadString('\n')
+	if err != nil || got != "echo: hello\n" {
+		t.Errorf("got %q %v; want %q", got, err, "echo: hello\n")
+	}
+	if w := p.Get(1); w.Requests() != 1 || w.InFlight() != 0 {
+		t.Errorf("got requests=%d in_flight=%d; want 1 and 0", w.Requests(), w.InFlight())
+	}
+}
