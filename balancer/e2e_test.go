@@ -98,12 +98,10 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// start runs the balancer with args on a free port and waits until want
-// workers are up.
-func start(t *testing.T, want int, args ...string) *cluster {
-	t.Helper()
-	addr := freeAddr(t)
-	c := &cluster{
+// newCluster is the harness for a balancer that will listen on addr; the
+// caller sets c.cmd and starts it.
+func newCluster(t *testing.T, addr string) *cluster {
+	return &cluster{
 		t:      t,
 		addr:   addr,
 		url:    "http://" + addr,
@@ -112,6 +110,14 @@ func start(t *testing.T, want int, args ...string) *cluster {
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
 		seen:   map[int]bool{},
 	}
+}
+
+// start runs the balancer with args on a free port and waits until want
+// workers are up.
+func start(t *testing.T, want int, args ...string) *cluster {
+	t.Helper()
+	addr := freeAddr(t)
+	c := newCluster(t, addr)
 	// The admin API is off unless a test asks for it (later flags win):
 	// the default 127.0.0.1:9090 may be taken on a shared machine.
 	c.cmd = exec.Command(filepath.Join(binDir, "balancer"), append([]string{"-listen", addr, "-admin-listen", ""}, args...)...)

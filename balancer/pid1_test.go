@@ -6,7 +6,6 @@ package main
 
 import (
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,15 +107,8 @@ func TestPID1ReapsZombies(t *testing.T) {
 	const budget = 50 * time.Second
 
 	addr := freeAddr(t)
-	c := &cluster{
-		t:      t,
-		addr:   addr,
-		url:    "http://" + addr,
-		logs:   &syncBuffer{},
-		exited: make(chan struct{}),
-		client: &http.Client{Timeout: 30 * time.Second},
-		seen:   map[int]bool{}, // pids inside the namespace: never killed from here
-	}
+	c := newCluster(t, addr)
+	// c.seen: pids inside the namespace, never killed from here
 	// Each worker's subshell forks a sleep and exits: the sleep is
 	// re-parented to PID 1, the balancer, which must reap it.
 	worker := fmt.Sprintf("sh -c '(sleep 0.05 &); PATH=%s:$PATH exec backend'", binDir)

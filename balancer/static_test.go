@@ -8,7 +8,6 @@ package main
 import (
 	"debug/elf"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,15 +65,7 @@ func TestStaticBinary(t *testing.T) {
 	}
 
 	addr := freeAddr(t)
-	c := &cluster{
-		t:      t,
-		addr:   addr,
-		url:    "http://" + addr,
-		logs:   &syncBuffer{},
-		exited: make(chan struct{}),
-		client: &http.Client{Timeout: 30 * time.Second},
-		seen:   map[int]bool{},
-	}
+	c := newCluster(t, addr)
 	c.cmd = exec.Command(bin, "-listen", addr, "-admin-listen", "", "-workers", "1")
 	c.cmd.Dir = dir
 	c.cmd.Stdout = c.logs

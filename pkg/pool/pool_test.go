@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -52,7 +53,7 @@ func TestRoundRobin(t *testing.T) {
 					got[i] = w.ID()
 				}
 			}
-			if !equal(got, tt.want) {
+			if !slices.Equal(got, tt.want) {
 				t.Errorf("got %v; want %v", got, tt.want)
 			}
 		})
@@ -140,11 +141,11 @@ func TestPoolMembership(t *testing.T) {
 		w.SetState(Up)
 		p.Add(w)
 	}
-	if got := ids(p.Workers()); !equal(got, []int{1, 2, 3}) {
+	if got := ids(p.Workers()); !slices.Equal(got, []int{1, 2, 3}) {
 		t.Errorf("got ids %v; want [1 2 3]", got)
 	}
 	p.Remove(2)
-	if got := ids(p.Workers()); !equal(got, []int{1, 3}) {
+	if got := ids(p.Workers()); !slices.Equal(got, []int{1, 3}) {
 		t.Errorf("got ids %v; want [1 3]", got)
 	}
 	tried := []*Worker{p.Get(1)}
@@ -192,18 +193,6 @@ func TestStateNames(t *testing.T) {
 			t.Errorf("got %q; want %q", got, want)
 		}
 	}
-}
-
-func equal(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func containsInt(list []int, v int) bool {

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -165,19 +166,19 @@ func TestScale(t *testing.T) {
 	if err := s.Scale(ctx, 4); err != nil {
 		t.Fatal(err)
 	}
-	if got := ids(p); !equalInts(got, []int{1, 2, 3, 4}) || upCount(p) != 4 {
+	if got := ids(p); !slices.Equal(got, []int{1, 2, 3, 4}) || upCount(p) != 4 {
 		t.Errorf("after scale to 4: got ids %v, %d up; want [1 2 3 4] all up", got, upCount(p))
 	}
 	if err := s.ScaleBy(ctx, -3); err != nil {
 		t.Fatal(err)
 	}
-	if got := ids(p); !equalInts(got, []int{1}) {
+	if got := ids(p); !slices.Equal(got, []int{1}) {
 		t.Errorf("after removing 3: got ids %v; want [1]", got)
 	}
 	if err := s.ScaleBy(ctx, -5); err != nil {
 		t.Fatal(err)
 	}
-	if got := ids(p); !equalInts(got, []int{1}) {
+	if got := ids(p); !slices.Equal(got, []int{1}) {
 		t.Errorf("never fewer than one: got ids %v; want [1]", got)
 	}
 	if err := s.Scale(ctx, 0); !errors.Is(err, ErrBadCount) {
@@ -246,16 +247,4 @@ func ids(p *pool.Pool) []int {
 		out = append(out, w.ID())
 	}
 	return out
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
