@@ -119,12 +119,10 @@ func (f *Fast) Handle(ctx *fasthttp.RequestCtx) {
 				ctx.Response.StatusCode(), int64(len(ctx.Response.Body())), time.Since(start))
 		}()
 	}
-	req := &ctx.Request
-	if err := guard.CheckConn(ctx.Conn(), req.Header.Method(), req.Header.RequestURI()); err != nil {
-		ctx.SetConnectionClose()
-		writeFastError(ctx, 400, err.Error())
+	if rejected(ctx) {
 		return
 	}
+	req := &ctx.Request
 	closeAfter := req.Header.ConnectionClose()
 	for _, h := range hopHeaders {
 		req.Header.Del(h)
@@ -163,6 +161,19 @@ func (f *Fast) Handle(ctx *fasthttp.RequestCtx) {
 	for _, h := range hopHeaders {
 		resp.Header.Del(h)
 	}
+}
+
+// rejected answers 400 and reports true when the guard found the
+// request's framing ambiguous (Content-Length with Transfer-Encoding). It
+// pops the guard's verdict: call it once per request.
+func rejected(ctx *fasthttp.RequestCtx) bool {
+	err := guard.CheckConn(ctx.Conn(), ctx.Method(), ctx.RequestURI())
+	if err == nil {
+		return false
+	}
+	ctx.SetConnectionClose()
+	writeFastError(ctx, 400, err.Error())
+	return true
 }
 
 func clientIP(ctx *fasthttp.RequestCtx) string {
@@ -217,12 +228,9 @@ func (f *Fast) Server(o ServerOptions, otherPaths []string, other http.Handler) 
 	return &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
 			if side != nil && slices.Contains(otherPaths, string(ctx.Path())) {
-				if err := guard.CheckConn(ctx.Conn(), ctx.Method(), ctx.RequestURI()); err != nil {
-					ctx.SetConnectionClose()
-					writeFastError(ctx, 400, err.Error())
-					return
+				if !rejected(ctx) {
+					side(ctx)
 				}
-				side(ctx)
 				return
 			}
 			f.Handle(ctx)
