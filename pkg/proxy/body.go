@@ -85,6 +85,16 @@ func (b *body) attach(out *http.Request) {
 			// packet as the headers (Issue 22088).
 			out.Body = io.NopCloser(bytes.NewReader(b.buf))
 		}
+		// The transports may send it again, on a new connection, when
+		// the worker had closed the kept-alive one. (Over buf, not b, so
+		// that b stays on the stack.)
+		buf := b.buf
+		out.GetBody = func() (io.ReadCloser, error) {
+			if len(buf) == 0 {
+				return http.NoBody, nil
+			}
+			return io.NopCloser(bytes.NewReader(buf)), nil
+		}
 		// A body that came chunked goes out with its length now.
 		out.ContentLength = int64(len(b.buf))
 		out.TransferEncoding = nil

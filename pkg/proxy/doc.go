@@ -5,9 +5,14 @@
 //
 // The engine is net/http/httputil.ReverseProxy with Rewrite and
 // SetXForwarded, so X-Forwarded-* headers sent by clients are replaced,
-// not trusted. Its Transport is tuned for loopback workers: a large idle
-// pool per worker, so keep-alive connections are reused instead of piling
-// up in TIME_WAIT.
+// not trusted. Its round trip to a worker is h1 for a request without a
+// body or with a small one held in memory: HTTP/1.1 written and read on
+// the handler's goroutine over a kept-alive connection, with net/http's
+// Request.Write and ReadResponse, which spares http.Transport's two
+// goroutines and channel handoffs per connection. Upgrades (WebSocket)
+// and large or streamed bodies go through an http.Transport. Both keep up
+// to 1024 idle connections per worker, so keep-alive connections are
+// reused instead of piling up in TIME_WAIT.
 //
 // A request whose worker fails before the response headers (refused,
 // reset, EOF) is retried on another worker, at most Options.MaxRetries

@@ -43,7 +43,8 @@ type Proxy struct {
 	pool      *pool.Pool
 	opts      Options
 	log       *slog.Logger
-	transport *http.Transport
+	h1        *h1             // the common case
+	transport *http.Transport // upgrades, and large or streamed bodies
 	rp        *httputil.ReverseProxy
 }
 
@@ -58,7 +59,7 @@ func New(p *pool.Pool, o Options) *Proxy {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	px := &Proxy{pool: p, opts: o, log: o.Log}
+	px := &Proxy{pool: p, opts: o, log: o.Log, h1: newH1(o.UpstreamTimeout)}
 	px.transport = &http.Transport{
 		Proxy: nil, // workers are on loopback: never through HTTP_PROXY
 		DialContext: (&net.Dialer{
@@ -110,7 +111,10 @@ func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // CloseIdleConnections closes the idle connections to the workers.
-func (px *Proxy) CloseIdleConnections() { px.transport.CloseIdleConnections() }
+func (px *Proxy) CloseIdleConnections() {
+	px.h1.closeIdle()
+	px.transport.CloseIdleConnections()
+}
 
 // handleError answers a request that got no response from any worker.
 func (px *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
@@ -171,6 +175,12 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			out.URL.Host = proc.Addr()
 			b.attach(out)
+			var err error
+			if px.h1.takes(out) {
+				stopAttempt = func() {}
+				resp, err = px.h1.roundTrip(out, proc.UpContext())
+				return err
+			}
 			// The attempt ends early, with pool.ErrWorkerDown, when the
 			// worker is marked down meanwhile (hung, cut off): the
 			// request then goes to another worker at once instead of
@@ -179,7 +189,6 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			stopWatch := context.AfterFunc(proc.UpContext(), func() { cancel(pool.ErrWorkerDown) })
 			stopAttempt = func() { stopWatch(); cancel(nil) }
 			out = out.WithContext(actx)
-			var err error
 			resp, err = px.transport.RoundTrip(out)
 			if err != nil {
 				stopAttempt()

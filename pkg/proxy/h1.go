@@ -1,0 +1,359 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/clusterlb/clusterlb/pkg/pool"
+)
+
+// h1MaxBody is the largest request body h1 takes: it writes the whole
+// request before it reads the response, so the body must fit in the
+// loopback socket's buffers even if the worker answers without reading it.
+// Larger and streamed bodies go to http.Transport, which reads and writes
+// at once.
+const h1MaxBody = 64 << 10
+
+// h1 is the httputil engine's round trip to a worker in the common case:
+// HTTP/1.1 on a kept-alive loopback connection, the request written and
+// the response header read on the caller's goroutine, with net/http's own
+// Request.Write and ReadResponse. http.Transport gives each connection a
+// read and a write goroutine and hands every request between them and
+// the caller over channels; on loopback, where a round trip costs tens of
+// microseconds, those handoffs were a large part of the engine's CPU
+// (docs/bench/README.md has the figures). Upgrades and large or streamed
+// bodies are not taken (takes): http.Transport handles them.
+type h1 struct {
+	dialer         net.Dialer
+	headerTimeout  time.Duration // for the response header; 0: none
+	idleTimeout    time.Duration // an idle connection older than this is closed, never reused
+	maxIdlePerHost int
+
+	mu       sync.Mutex
+	idle     map[string][]*h1Conn // per worker address, oldest first
+	sweeping bool                 // a sweep is scheduled
+}
+
+func newH1(headerTimeout time.Duration) *h1 {
+	return &h1{
+		dialer:        net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second},
+		headerTimeout: headerTimeout,
+		// Below Node's 5 s keepAliveTimeout, so a connection the worker
+		// is about to close is rarely reused.
+		idleTimeout:    4 * time.Second,
+		maxIdlePerHost: 1024,
+		idle:           make(map[string][]*h1Conn),
+	}
+}
+
+// takes reports whether h1 can carry req: not an upgrade, and no body or
+// a small one held in memory (GetBody set by body.attach).
+func (t *h1) takes(req *http.Request) bool {
+	if req.Header.Get("Upgrade") != "" {
+		return false
+	}
+	return req.Body == nil || req.Body == http.NoBody ||
+		(req.GetBody != nil && req.ContentLength >= 0 && req.ContentLength <= h1MaxBody)
+}
+
+// h1Conn is one kept-alive connection to a worker.
+type h1Conn struct {
+	t      *h1
+	addr   string
+	nc     net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	idleAt time.Time
+	reused bool
+
+	// One request at a time: the watches on the client's and the
+	// worker's contexts, and why the request was aborted, if it was.
+	stopClient, stopDown func() bool
+	abortedBy            atomic.Int32 // 0, abortClient or abortDown
+	onClient, onDown     func()       // made once per connection, so arming a watch allocates less
+}
+
+const (
+	abortClient = 1
+	abortDown   = 2
+)
+
+// aLongTimeAgo is a deadline in the past: setting it makes every blocked
+// read and write on the connection return at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (c *h1Conn) abort(by int32) {
+	c.abortedBy.CompareAndSwap(0, by)
+	c.nc.SetDeadline(aLongTimeAgo)
+}
+
+// roundTrip sends req to the worker at req.URL.Host and returns its
+// response, whose body gives the connection back when read to the end.
+// The request is aborted when the client goes away (req's context) or
+// the worker is marked down (down, its process's UpContext), the latter
+// with an error that wraps pool.ErrWorkerDown.
+func (t *h1) roundTrip(req *http.Request, down context.Context) (*http.Response, error) {
+	addr := req.URL.Host
+	fresh := false
+	for {
+		c, err := t.conn(req.Context(), addr, fresh)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.roundTrip(req, down)
+		if err == nil {
+			return resp, nil
+		}
+		if errors.Is(err, errStale) && req.Context().Err() == nil {
+			// The worker had closed the kept-alive connection, most
+			// likely before it read the request, so the request goes
+			// again, on a new connection, once. net/http does the same
+			// for idempotent requests only (its retry on
+			// errServerClosedIdle); here every request h1 takes has a
+			// body held whole, and forward's retry rule sends such a
+			// request to another worker after the same error anyway.
+			// The other idle connections may be as stale: the next one
+			// is new.
+			if req.GetBody != nil {
+				if req.Body, err = req.GetBody(); err != nil {
+					return nil, err
+				}
+			}
+			fresh = true
+			continue
+		}
+		return nil, err
+	}
+}
+
+// errStale means a reused connection failed before any byte of the
+// response: the worker closed it while it sat idle.
+var errStale = errors.New("kept-alive connection closed by the worker")
+
+func (c *h1Conn) roundTrip(req *http.Request, down context.Context) (*http.Response, error) {
+	if c.t.headerTimeout > 0 {
+		c.nc.SetReadDeadline(time.Now().Add(c.t.headerTimeout))
+	}
+	c.abortedBy.Store(0)
+	c.stopClient = context.AfterFunc(req.Context(), c.onClient)
+	c.stopDown = context.AfterFunc(down, c.onDown)
+
+	err := req.Write(c.bw)
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	if err == nil {
+		_, err = c.br.Peek(1)
+		if c.reused && c.abortedBy.Load() == 0 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+			c.release(false)
+			return nil, fmt.Errorf("%w: %w", errStale, err)
+		}
+	}
+	var resp *http.Response
+	for err == nil {
+		resp, err = http.ReadResponse(c.br, req)
+		// 1xx answers (100 Continue, 103 Early Hints) come before
+		// the response; the body was sent whole already.
+		if err != nil || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+	}
+	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+		err = errors.New("worker switched protocols unasked")
+	}
+	if err != nil {
+		c.release(false)
+		return nil, c.cause(req.Context(), err)
+	}
+	inBuffer := resp.Body == http.NoBody ||
+		(resp.ContentLength >= 0 && int64(c.br.Buffered()) >= resp.ContentLength)
+	if c.t.headerTimeout > 0 && !inBuffer {
+		// The header timeout must not cut a long body short. (A body
+		// already in the buffer, the usual small answer, reads nothing
+		// more from the socket before the next request sets its own
+		// deadline: the clearing's cost is saved.)
+		c.nc.SetReadDeadline(time.Time{})
+		if c.abortedBy.Load() != 0 {
+			// The abort came between the header and the line above,
+			// which undid its deadline.
+			c.nc.SetDeadline(aLongTimeAgo)
+		}
+	}
+	keep := !resp.Close && !req.Close
+	if resp.Body == http.NoBody {
+		c.release(keep)
+		return resp, nil
+	}
+	resp.Body = &h1Body{rc: resp.Body, c: c, keep: keep, ctx: req.Context()}
+	return resp, nil
+}
+
+// cause returns the reason for a failed I/O: the client's cancel or the
+// worker's going down when one aborted it (the deadline error alone would
+// read as a timeout), else err.
+func (c *h1Conn) cause(ctx context.Context, err error) error {
+	switch c.abortedBy.Load() {
+	case abortClient:
+		return fmt.Errorf("%w (%v)", context.Cause(ctx), err)
+	case abortDown:
+		return fmt.Errorf("%w (%v)", pool.ErrWorkerDown, err)
+	}
+	return err
+}
+
+// release ends the connection's request: it goes back to the idle list
+// when keep is true and neither watch fired, else it is closed.
+func (c *h1Conn) release(keep bool) {
+	if !c.stopClient() {
+		keep = false
+	}
+	if !c.stopDown() {
+		keep = false
+	}
+	if keep {
+		c.t.put(c)
+	} else {
+		c.nc.Close()
+	}
+}
+
+// h1Body is a response body read straight from the worker's connection.
+type h1Body struct {
+	rc   io.ReadCloser
+	c    *h1Conn
+	ctx  context.Context
+	keep bool
+	done atomic.Bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.done.Load() {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		if b.done.CompareAndSwap(false, true) {
+			b.c.release(b.keep)
+		}
+	} else if err != nil {
+		if b.done.CompareAndSwap(false, true) {
+			b.c.release(false)
+		}
+		err = b.c.cause(b.ctx, err)
+	}
+	return n, err
+}
+
+// Close closes the connection unless the body was read to its end:
+// net/http's body would read the rest first, however long.
+func (b *h1Body) Close() error {
+	if b.done.CompareAndSwap(false, true) {
+		b.c.release(false)
+	}
+	return nil
+}
+
+// conn returns an idle connection to addr, or a new one (always, when
+// fresh is true).
+func (t *h1) conn(ctx context.Context, addr string, fresh bool) (*h1Conn, error) {
+	now := time.Now()
+	var stale []*h1Conn
+	var c *h1Conn
+	t.mu.Lock()
+	conns := t.idle[addr]
+	if n := len(conns); n > 0 && !fresh {
+		if now.Sub(conns[n-1].idleAt) < t.idleTimeout {
+			c = conns[n-1]
+			conns[n-1] = nil
+			t.idle[addr] = conns[:n-1]
+		} else {
+			// The newest is too old, so all are.
+			stale = conns
+			delete(t.idle, addr)
+		}
+	}
+	t.mu.Unlock()
+	for _, s := range stale {
+		s.nc.Close()
+	}
+	if c != nil {
+		c.reused = true
+		return c, nil
+	}
+	nc, err := t.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c = &h1Conn{t: t, addr: addr, nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}
+	c.onClient = func() { c.abort(abortClient) }
+	c.onDown = func() { c.abort(abortDown) }
+	return c, nil
+}
+
+// put keeps c for the next request to its worker.
+func (t *h1) put(c *h1Conn) {
+	c.idleAt = time.Now()
+	t.mu.Lock()
+	conns := t.idle[c.addr]
+	if len(conns) >= t.maxIdlePerHost {
+		t.mu.Unlock()
+		c.nc.Close()
+		return
+	}
+	t.idle[c.addr] = append(conns, c)
+	if !t.sweeping {
+		t.sweeping = true
+		time.AfterFunc(t.idleTimeout, t.sweep)
+	}
+	t.mu.Unlock()
+}
+
+// sweep closes the connections idle for idleTimeout, those of workers
+// that are gone among them, and comes back while any are left.
+func (t *h1) sweep() {
+	cutoff := time.Now().Add(-t.idleTimeout)
+	var stale []*h1Conn
+	t.mu.Lock()
+	for addr, conns := range t.idle {
+		i := 0
+		for i < len(conns) && !conns[i].idleAt.After(cutoff) {
+			i++
+		}
+		stale = append(stale, conns[:i]...)
+		if i == len(conns) {
+			delete(t.idle, addr)
+		} else {
+			t.idle[addr] = append(conns[:0], conns[i:]...)
+		}
+	}
+	t.sweeping = len(t.idle) > 0
+	if t.sweeping {
+		time.AfterFunc(t.idleTimeout, t.sweep)
+	}
+	t.mu.Unlock()
+	for _, c := range stale {
+		c.nc.Close()
+	}
+}
+
+// closeIdle closes every idle connection.
+func (t *h1) closeIdle() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = make(map[string][]*h1Conn)
+	t.mu.Unlock()
+	for _, conns := range idle {
+		for _, c := range conns {
+			c.nc.Close()
+		}
+	}
+}
