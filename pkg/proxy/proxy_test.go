@@ -111,6 +111,20 @@ func serveHandler(t *testing.T, px *Proxy, h http.Handler) *httptest.Server {
 	return front
 }
 
+// serveFast serves fx's fasthttp server on a loopback port until the
+// test ends, and returns its URL.
+func serveFast(t *testing.T, fx *Fast) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := fx.Server(ServerOptions{MaxHeaderBytes: 8 << 10}, nil, nil)
+	go fs.Serve(ln)
+	t.Cleanup(func() { fs.Shutdown(); fx.CloseIdleConnections() })
+	return "http://" + ln.Addr().String()
+}
+
 func get(t *testing.T, c *http.Client, url string, hdr map[string]string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
@@ -167,6 +181,37 @@ func TestSpreadAndHeaders(t *testing.T) {
 	}
 	if p.Requests() != 4 || p.Errors() != 0 {
 		t.Errorf("got pool requests=%d errors=%d; want 4 and 0", p.Requests(), p.Errors())
+	}
+}
+
+// TestFastHeaders: the fasthttp engine, too, replaces the client's
+// X-Forwarded-* headers and drops the hop-by-hop ones.
+func TestFastHeaders(t *testing.T) {
+	a := newBackend(t, "a", nil)
+	url := serveFast(t, NewFast(newPool(a.srv.Listener.Addr().String()), Options{}))
+	_, body := get(t, http.DefaultClient, url+"/x?q=1", map[string]string{
+		"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil", "X-Forwarded-Proto": "https",
+		"Forwarded": "for=6.6.6.6", "Keep-Alive": "timeout=5", "Te": "trailers",
+	})
+	if body != "a" {
+		t.Fatalf("got %q; want %q", body, "a")
+	}
+	r := a.last.Load()
+	host := strings.TrimPrefix(url, "http://")
+	for _, h := range []struct{ name, want string }{
+		{"X-Forwarded-For", "127.0.0.1"},
+		{"X-Forwarded-Host", host},
+		{"X-Forwarded-Proto", "http"},
+		{"Forwarded", ""},
+		{"Keep-Alive", ""},
+		{"Te", ""},
+	} {
+		if got := r.Header.Get(h.name); got != h.want {
+			t.Errorf("got %s %q; want %q", h.name, got, h.want)
+		}
+	}
+	if r.Host != host || r.URL.RequestURI() != "/x?q=1" {
+		t.Errorf("got Host %q URI %q; want %q %q", r.Host, r.URL.RequestURI(), host, "/x?q=1")
 	}
 }
 
@@ -654,16 +699,7 @@ func TestStaleKeepAlive(t *testing.T) {
 			if engine == "httputil" {
 				url = serve(t, New(p, Options{})).URL
 			} else {
-				fx := NewFast(p, Options{})
-				defer fx.CloseIdleConnections()
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				fs := fx.Server(ServerOptions{MaxHeaderBytes: 8 << 10}, nil, nil)
-				go fs.Serve(ln)
-				defer fs.Shutdown()
-				url = "http://" + ln.Addr().String()
+				url = serveFast(t, NewFast(p, Options{}))
 			}
 			c := &http.Client{}
 			defer c.CloseIdleConnections()
