@@ -10,15 +10,17 @@ import (
 // sample reads the CPU and memory of every worker process once per
 // SampleInterval and stores them on the process in the pool, where
 // /stats and the max_memory check read them. It runs outside the loop
-// goroutine, so reading /proc never delays a restart.
-func (s *Supervisor) sample(ctx context.Context) {
+// goroutine, so reading /proc never delays a restart; for the same
+// reason it gets its interval as an argument rather than reading s.spec,
+// which the loop owns (Configure replaces it).
+func (s *Supervisor) sample(ctx context.Context, interval time.Duration) {
 	type last struct {
 		proc    *ps.Process
 		cpuSecs float64
 		at      time.Time
 	}
 	seen := map[int]*last{}
-	t := time.NewTicker(s.spec.SampleInterval)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		live := map[int]bool{}

@@ -210,7 +210,8 @@ func (s *Supervisor) Run(ctx context.Context, n int) error {
 		s.addRemote(n+1+i, addr)
 	}
 	sampleCtx, stopSampling := context.WithCancel(context.Background())
-	s.wg.Go(func() { s.sample(sampleCtx) })
+	interval := s.spec.SampleInterval
+	s.wg.Go(func() { s.sample(sampleCtx, interval) })
 	recycle := time.NewTicker(100 * time.Millisecond)
 	defer recycle.Stop()
 	for {
@@ -329,9 +330,10 @@ func (s *Supervisor) monitor(sl *slot, pr *proc, target *pool.Worker) {
 	opts.OnUp = func(*pool.Worker) { s.send(func() { s.up(sl, pr) }) }
 	opts.OnDown = func(*pool.Worker) { s.send(func() { s.failing(sl, pr) }) }
 	opts.Progress = pr.h.Requests
+	check := s.spec.Check // read here: the loop owns s.spec, and Configure replaces it
 	s.wg.Go(func() {
 		defer close(done)
-		health.Monitor(ctx, target, pr.h.Addr(), s.spec.Check, opts)
+		health.Monitor(ctx, target, pr.h.Addr(), check, opts)
 	})
 	pr.stopMonitor = func() { cancel(); <-done }
 }
