@@ -153,10 +153,11 @@ func (c *h1Conn) roundTrip(req *http.Request, down context.Context) (*http.Respo
 	}
 	if err == nil {
 		_, err = c.br.Peek(1)
-		if c.reused && c.abortedBy.Load() == 0 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
-			c.release(false)
-			return nil, fmt.Errorf("%w: %w", errStale, err)
-		}
+	}
+	if err != nil && c.reused && c.abortedBy.Load() == 0 &&
+		(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		c.release(false)
+		return nil, fmt.Errorf("%w: %w", errStale, err)
 	}
 	var resp *http.Response
 	for err == nil {
@@ -291,6 +292,11 @@ func (t *h1) conn(ctx context.Context, addr string, fresh bool) (*h1Conn, error)
 	}
 	nc, err := t.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
+		if ctx.Err() != nil {
+			// The client left during the dial: no fault of the
+			// worker's, which a dial error would mark down.
+			return nil, fmt.Errorf("%w (%v)", context.Cause(ctx), err)
+		}
 		return nil, err
 	}
 	c = &h1Conn{t: t, addr: addr, nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}
