@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clusterlb/clusterlb/pkg/guard"
@@ -27,7 +29,7 @@ type Fast struct {
 	log  *slog.Logger
 
 	mu      sync.RWMutex
-	clients map[*pool.Process]*fasthttp.HostClient
+	workers map[*pool.Process]*fastWorker
 }
 
 // NewFast returns the fasthttp engine over p.
@@ -38,26 +40,105 @@ func NewFast(p *pool.Pool, o Options) *Fast {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Fast{pool: p, opts: o, log: o.Log, clients: make(map[*pool.Process]*fasthttp.HostClient)}
+	return &Fast{pool: p, opts: o, log: o.Log, workers: make(map[*pool.Process]*fastWorker)}
 }
 
-// client returns the connection pool to process proc, one per process so
-// a restarted worker never gets its predecessor's connections.
-func (f *Fast) client(proc *pool.Process) *fasthttp.HostClient {
+// fastWorker is the fasthttp engine's link to one worker process: its
+// connection pool, and the pool's open connections, which are closed at
+// once when the worker is marked down, so that requests stuck on a hung or
+// cut-off worker go to another one instead of waiting for the upstream
+// timeout (fasthttp's client takes no context to cancel a request with).
+type fastWorker struct {
+	hc      *fasthttp.HostClient
+	dialer  net.Dialer
+	watched atomic.Pointer[upContext] // the one whose end cuts the connections
+	cut     atomic.Bool               // the connections were cut; cleared when the worker is up again
+
+	mu    sync.Mutex
+	conns map[*fastConn]struct{}
+}
+
+// fastConn is a connection to a worker that leaves its worker's set when
+// closed.
+type fastConn struct {
+	net.Conn
+	fw *fastWorker
+}
+
+func (c *fastConn) Close() error {
+	c.fw.mu.Lock()
+	delete(c.fw.conns, c)
+	c.fw.mu.Unlock()
+	return c.Conn.Close()
+}
+
+func (fw *fastWorker) dial(addr string) (net.Conn, error) {
+	nc, err := fw.dialer.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c := &fastConn{Conn: nc, fw: fw}
+	fw.mu.Lock()
+	fw.conns[c] = struct{}{}
+	fw.mu.Unlock()
+	return c, nil
+}
+
+// watch makes sure the connections are cut when up, the process's
+// current UpContext, ends. A new up stretch (the worker was down and came
+// back) is a new context, watched anew; the common case is one atomic
+// load.
+func (fw *fastWorker) watch(up context.Context) {
+	if up.Done() == nil {
+		return // not up: nothing to watch
+	}
+	if w := fw.watched.Load(); w != nil && w.ctx == up {
+		return
+	}
+	fw.watched.Store(&upContext{up})
+	fw.cut.Store(false)
+	context.AfterFunc(up, fw.cutConns)
+}
+
+// upContext holds a process's UpContext, for an atomic.Pointer.
+type upContext struct{ ctx context.Context }
+
+func (fw *fastWorker) cutConns() {
+	fw.cut.Store(true)
+	fw.hc.CloseIdleConnections()
+	fw.mu.Lock()
+	conns := make([]*fastConn, 0, len(fw.conns))
+	for c := range fw.conns {
+		conns = append(conns, c)
+	}
+	fw.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// worker returns the link to process proc, one per process so a
+// restarted worker never gets its predecessor's connections.
+func (f *Fast) worker(proc *pool.Process) *fastWorker {
 	f.mu.RLock()
-	c := f.clients[proc]
+	fw := f.workers[proc]
 	f.mu.RUnlock()
-	if c != nil {
-		return c
+	if fw != nil {
+		return fw
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if c = f.clients[proc]; c != nil {
-		return c
+	if fw = f.workers[proc]; fw != nil {
+		return fw
 	}
 	f.prune()
-	c = &fasthttp.HostClient{
+	fw = &fastWorker{
+		dialer: net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second},
+		conns:  make(map[*fastConn]struct{}),
+	}
+	fw.hc = &fasthttp.HostClient{
 		Addr:     proc.Addr(),
+		Dial:     fw.dial,
 		MaxConns: 4096,
 		// Below Node's 5 s keepAliveTimeout, so the client rarely
 		// reuses a connection the worker is closing.
@@ -66,33 +147,35 @@ func (f *Fast) client(proc *pool.Process) *fasthttp.HostClient {
 		WriteTimeout:        f.opts.UpstreamTimeout,
 		// One more try on the same worker, only when fasthttp finds the
 		// failure safe to repeat (a kept-alive connection the worker had
-		// closed); anything else goes back to forward, which retries on
-		// another worker.
+		// closed) and the worker was not cut off; anything else goes
+		// back to forward, which retries on another worker.
 		MaxIdemponentCallAttempts: 2,
-		RetryIfErr:                func(*fasthttp.Request, int, error) (bool, bool) { return false, true },
-		NoDefaultUserAgentHeader:  true,
-		DisablePathNormalizing:    true,
-		ReadBufferSize:            16 << 10,
-		WriteBufferSize:           16 << 10,
+		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) {
+			return false, !fw.cut.Load()
+		},
+		NoDefaultUserAgentHeader: true,
+		DisablePathNormalizing:   true,
+		ReadBufferSize:           16 << 10,
+		WriteBufferSize:          16 << 10,
 	}
-	f.clients[proc] = c
-	return c
+	f.workers[proc] = fw
+	return fw
 }
 
-// prune drops the clients of processes that no longer serve a worker.
+// prune drops the links to processes that no longer serve a worker.
 // Called with f.mu held.
 func (f *Fast) prune() {
-	if len(f.clients) < 2*len(f.pool.Workers())+4 {
+	if len(f.workers) < 2*len(f.pool.Workers())+4 {
 		return
 	}
 	live := map[*pool.Process]bool{}
 	for _, w := range f.pool.Workers() {
 		live[w.Process()] = true
 	}
-	for p, c := range f.clients {
+	for p, fw := range f.workers {
 		if !live[p] {
-			c.CloseIdleConnections()
-			delete(f.clients, p)
+			fw.hc.CloseIdleConnections()
+			delete(f.workers, p)
 		}
 	}
 }
@@ -101,8 +184,8 @@ func (f *Fast) prune() {
 func (f *Fast) CloseIdleConnections() {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	for _, c := range f.clients {
-		c.CloseIdleConnections()
+	for _, fw := range f.workers {
+		fw.hc.CloseIdleConnections()
 	}
 }
 
@@ -146,7 +229,13 @@ func (f *Fast) Handle(ctx *fasthttp.RequestCtx) {
 			if retry {
 				resp.Reset()
 			}
-			return f.client(proc).Do(req, resp)
+			fw := f.worker(proc)
+			fw.watch(proc.UpContext())
+			err := fw.hc.Do(req, resp)
+			if err != nil && fw.cut.Load() {
+				err = fmt.Errorf("%w (%v)", pool.ErrWorkerDown, err)
+			}
+			return err
 		})
 	if err != nil {
 		f.pool.CountRequest(false)

@@ -649,35 +649,46 @@ func (s *safeBuffer) String() string {
 	return s.b.String()
 }
 
-// TestWorkerMarkedDownReleasesStuckRequests: a request stuck in a worker
-// that is then marked down (a hung or cut-off backend) is sent to another
-// worker at once, not after the upstream timeout.
+// TestWorkerMarkedDownReleasesStuckRequests: on either engine, a request
+// stuck in a worker that is then marked down (a hung or cut-off backend)
+// is sent to another worker at once, not after the upstream timeout.
 func TestWorkerMarkedDownReleasesStuckRequests(t *testing.T) {
-	stuck := make(chan struct{})
-	hung := newBackend(t, "hung", func(w http.ResponseWriter, r *http.Request) {
-		close(stuck)
-		<-r.Context().Done() // never answers
-	})
-	live := newBackend(t, "live", nil)
-	p := newPool(hung.srv.Listener.Addr().String(), live.srv.Listener.Addr().String())
-	front := serve(t, New(p, Options{UpstreamTimeout: time.Minute}))
-	done := make(chan string)
-	go func() {
-		_, body := get(t, front.Client(), front.URL+"/", nil)
-		done <- body
-	}()
-	<-stuck
-	p.Get(1).CompareAndSwapState(pool.Up, pool.Down) // what the health check does
-	select {
-	case body := <-done:
-		if body != "live" {
-			t.Errorf("got %q; want the live worker's answer", body)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the request stayed stuck on the worker marked down")
-	}
-	if p.Retries() != 1 {
-		t.Errorf("got %d retries; want 1", p.Retries())
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			stuck := make(chan struct{})
+			var once sync.Once
+			hung := newBackend(t, "hung", func(w http.ResponseWriter, r *http.Request) {
+				once.Do(func() { close(stuck) })
+				<-r.Context().Done() // never answers
+			})
+			live := newBackend(t, "live", nil)
+			p := newPool(hung.srv.Listener.Addr().String(), live.srv.Listener.Addr().String())
+			o := Options{UpstreamTimeout: time.Minute}
+			var url string
+			if engine == "httputil" {
+				url = serve(t, New(p, o)).URL
+			} else {
+				url = serveFast(t, NewFast(p, o))
+			}
+			done := make(chan string)
+			go func() {
+				_, body := get(t, http.DefaultClient, url+"/", nil)
+				done <- body
+			}()
+			<-stuck
+			p.Get(1).CompareAndSwapState(pool.Up, pool.Down) // what the health check does
+			select {
+			case body := <-done:
+				if body != "live" {
+					t.Errorf("got %q; want the live worker's answer", body)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("the request stayed stuck on the worker marked down")
+			}
+			if p.Retries() != 1 {
+				t.Errorf("got %d retries; want 1", p.Retries())
+			}
+		})
 	}
 }
 
