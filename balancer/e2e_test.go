@@ -58,8 +58,8 @@ func forEngines(t *testing.T, test func(t *testing.T, engine string)) {
 	}
 }
 
-// cluster is one running balancer.
-type cluster struct {
+// running is one running balancer, with its workers.
+type running struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	addr   string
@@ -100,8 +100,8 @@ func freeAddr(t *testing.T) string {
 
 // newCluster is the harness for a balancer that will listen on addr; the
 // caller sets c.cmd and starts it.
-func newCluster(t *testing.T, addr string) *cluster {
-	return &cluster{
+func newCluster(t *testing.T, addr string) *running {
+	return &running{
 		t:      t,
 		addr:   addr,
 		url:    "http://" + addr,
@@ -114,7 +114,7 @@ func newCluster(t *testing.T, addr string) *cluster {
 
 // start runs the balancer with args on a free port and waits until want
 // workers are up.
-func start(t *testing.T, want int, args ...string) *cluster {
+func start(t *testing.T, want int, args ...string) *running {
 	t.Helper()
 	addr := freeAddr(t)
 	c := newCluster(t, addr)
@@ -137,7 +137,7 @@ func start(t *testing.T, want int, args ...string) *cluster {
 }
 
 // cleanup kills the balancer and every worker it was seen with, by pid.
-func (c *cluster) cleanup() {
+func (c *running) cleanup() {
 	select {
 	case <-c.exited:
 	default:
@@ -178,7 +178,7 @@ type statsDoc struct {
 	} `json:"workers"`
 }
 
-func (c *cluster) stats() (statsDoc, error) {
+func (c *running) stats() (statsDoc, error) {
 	var s statsDoc
 	resp, err := c.client.Get(c.url + "/stats")
 	if err != nil {
@@ -202,7 +202,7 @@ func (c *cluster) stats() (statsDoc, error) {
 }
 
 // waitFor polls the stats until cond holds, for at most 20 s.
-func (c *cluster) waitFor(what string, cond func(statsDoc) bool) statsDoc {
+func (c *running) waitFor(what string, cond func(statsDoc) bool) statsDoc {
 	c.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	var last statsDoc
@@ -223,7 +223,7 @@ func (c *cluster) waitFor(what string, cond func(statsDoc) bool) statsDoc {
 	return last
 }
 
-func (c *cluster) waitUp(n int) statsDoc {
+func (c *running) waitUp(n int) statsDoc {
 	c.t.Helper()
 	return c.waitFor(fmt.Sprintf("%d workers up", n), func(s statsDoc) bool {
 		up := 0
@@ -237,7 +237,7 @@ func (c *cluster) waitUp(n int) statsDoc {
 }
 
 // get sends GET path and returns the status and body.
-func (c *cluster) get(path string) (int, []byte, error) {
+func (c *running) get(path string) (int, []byte, error) {
 	resp, err := c.client.Get(c.url + path)
 	if err != nil {
 		return 0, nil, err
@@ -248,7 +248,7 @@ func (c *cluster) get(path string) (int, []byte, error) {
 }
 
 // stop sends sig to the balancer and returns its exit code.
-func (c *cluster) stop(sig syscall.Signal) int {
+func (c *running) stop(sig syscall.Signal) int {
 	c.t.Helper()
 	c.cmd.Process.Signal(sig)
 	select {

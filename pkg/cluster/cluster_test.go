@@ -1,0 +1,233 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/clusterlb/clusterlb/pkg/config"
+	"github.com/clusterlb/clusterlb/pkg/health"
+	"github.com/clusterlb/clusterlb/pkg/pool"
+	"github.com/clusterlb/clusterlb/pkg/supervisor"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// fasthttp's process-wide helpers live as long as the process,
+		// or end on their own after a period no test should wait for.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*TCPDialer).tcpAddrsClean"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),
+	)
+}
+
+func TestProxyOptions(t *testing.T) {
+	tests := []struct {
+		name       string
+		maxRetries int // the setting
+		want       int // proxy.Options.MaxRetries
+	}{
+		{"auto", -1, 0},
+		{"none", 0, -1},
+		{"three", 3, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.MaxRetries = tt.maxRetries
+			if got := ProxyOptions(cfg, slog.New(slog.DiscardHandler)).MaxRetries; got != tt.want {
+				t.Errorf("got MaxRetries %d; want %d", got, tt.want)
+			}
+		})
+	}
+	cfg := config.Default()
+	if ProxyOptions(cfg, nil).AccessLog != nil {
+		t.Error("got an access log with access_log off")
+	}
+	cfg.AccessLog = true
+	if ProxyOptions(cfg, slog.New(slog.DiscardHandler)).AccessLog == nil {
+		t.Error("got no access log with access_log on")
+	}
+}
+
+func TestWorkerSpec(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		cmd, check string
+		argv       []string
+		http       bool // an HTTP health check, else TCP
+	}{
+		{"built-in backend", "", "", []string{exe, "backend"}, true},
+		{"any program", "node app.js", "", supervisor.Command("node app.js"), false},
+		{"any program, checked over HTTP", "node app.js", "/health", supervisor.Command("node app.js"), true},
+		{"built-in backend, checked over TCP", "", config.HealthTCP, []string{exe, "backend"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.Cmd, cfg.HealthPath = tt.cmd, tt.check
+			spec, err := WorkerSpec(cfg, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(spec.Argv, tt.argv) {
+				t.Errorf("got argv %q; want %q", spec.Argv, tt.argv)
+			}
+			_, isTCP := spec.Check.(health.TCP)
+			if isTCP == tt.http {
+				t.Errorf("got check %T; want HTTP=%v", spec.Check, tt.http)
+			}
+		})
+	}
+}
+
+// TestOwnPathsNeverProxied: on either engine, the balancer's own pages
+// are answered by the balancer, every other path by a worker, and a page
+// whose path is set empty is off (proxied like any other).
+func TestOwnPathsNeverProxied(t *testing.T) {
+	worker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "worker")
+	}))
+	defer worker.Close()
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.Engine = engine
+			cfg.MetricsPath = "" // off
+			p := pool.New(new(pool.RoundRobin))
+			w := pool.NewWorker(1)
+			w.SetProcess(pool.NewProcess(100, worker.Listener.Addr().String(), time.Now()), pool.Up)
+			p.Add(w)
+			logger := slog.New(slog.DiscardHandler)
+			stats := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "stats") })
+			metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "metrics") })
+			var stopping atomic.Bool
+			front := NewFrontend(cfg, p, ProxyOptions(cfg, logger), NewOwnPaths(cfg, p, stats, metrics, &stopping), logger)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- front.Serve(ln) }()
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if err := front.Shutdown(ctx); err != nil {
+					t.Errorf("shutdown: %v", err)
+				}
+				<-done
+				front.CloseIdleConnections()
+			}()
+			c := &http.Client{}
+			defer c.CloseIdleConnections()
+			for _, tt := range []struct{ path, want string }{
+				{cfg.StatsPath, "stats"},
+				{"/metrics", "worker"},
+				{"/operacion-simple", "worker"},
+				{cfg.StatsPath + "/x", "worker"},
+			} {
+				resp, err := c.Get("http://" + ln.Addr().String() + tt.path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if string(body) != tt.want {
+					t.Errorf("GET %s: got %q; want %q", tt.path, body, tt.want)
+				}
+			}
+			resp, err := c.Get("http://" + ln.Addr().String() + cfg.ReadyzPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("GET %s with a worker up: got %d; want 200", cfg.ReadyzPath, resp.StatusCode)
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer that a logger and a test may share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestReloadReadsTheFileAgain: a reload parses the same arguments again,
+// so an invalid file is refused with the setting at fault and changes
+// nothing, and a valid one that changes a start-only setting says so.
+func TestReloadReadsTheFileAgain(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "balancer.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("workers: 1\npolicy: round-robin\n")
+	// No process is started: the cluster runs with no local workers, and
+	// one remote upstream where nothing listens.
+	args := []string{"-config", file, "-local-workers=false", "-upstream", "127.0.0.1:9"}
+	cfg, _, err := config.Parse("balancer", args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	spec, err := WorkerSpec(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sup := supervisor.New(spec, pool.New(new(pool.RoundRobin)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx, 0) }()
+	defer func() { cancel(); <-done }()
+	ctl := NewController(sup, args, cfg, logger)
+
+	write("workers: -3\n")
+	err = ctl.Reload(ctx)
+	if err == nil || !strings.Contains(err.Error(), "workers") || !strings.Contains(err.Error(), "not reloaded") {
+		t.Errorf("got %v; want the refusal naming workers", err)
+	}
+
+	write("workers: 1\npolicy: p2c\n")
+	opCtx, opCancel := context.WithTimeout(ctx, 30*time.Second)
+	defer opCancel()
+	if err := ctl.ReloadWait(opCtx); err != nil {
+		t.Fatalf("reload of a valid file: %v", err)
+	}
+	if got := logs.String(); !strings.Contains(got, "setting=policy") || !strings.Contains(got, "next start only") {
+		t.Errorf("got log %q; want the policy change reported as applying at the next start", got)
+	}
+}

@@ -1,0 +1,113 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/clusterlb/clusterlb/pkg/admin"
+	"github.com/clusterlb/clusterlb/pkg/config"
+	"github.com/clusterlb/clusterlb/pkg/supervisor"
+)
+
+// Controller carries out the operations that change a running cluster:
+// the admin API's (Reload, Scale, RestartWorker, which fail with
+// supervisor.ErrBusy while another one runs) and the signals' (ReloadWait,
+// ScaleBy, which wait their turn, since a signal cannot be refused).
+type Controller struct {
+	sup  *supervisor.Supervisor
+	args []string
+	log  *slog.Logger
+
+	mu  sync.Mutex    // one reload at a time reads and updates cfg
+	cfg config.Config // as started, with the worker count of the last reload
+}
+
+var _ admin.Controller = (*Controller)(nil)
+
+// NewController returns the controller of sup, for a balancer started
+// with args (which a reload parses again) into cfg.
+func NewController(sup *supervisor.Supervisor, args []string, cfg config.Config, logger *slog.Logger) *Controller {
+	return &Controller{sup: sup, args: args, cfg: cfg, log: logger}
+}
+
+// Reload reads the configuration again and replaces the workers one by
+// one; see ReloadWait. It fails with supervisor.ErrBusy while another
+// operation runs.
+func (c *Controller) Reload(ctx context.Context) error { return c.reload(ctx, false) }
+
+// ReloadWait reads the configuration again (flags still win over the
+// file); if it is valid, it applies the worker settings, follows a
+// changed worker count, and replaces the workers one by one. An invalid
+// file leaves everything as it was. Settings that only apply at start
+// (listen, policy, engine, admin_listen, upstream_timeout) are logged as
+// such when they changed.
+func (c *Controller) ReloadWait(ctx context.Context) error { return c.reload(ctx, true) }
+
+// Scale sets the number of workers.
+func (c *Controller) Scale(ctx context.Context, n int) error { return c.sup.Scale(ctx, n) }
+
+// ScaleBy adds delta workers, or removes them when delta is negative.
+func (c *Controller) ScaleBy(ctx context.Context, delta int) error { return c.sup.ScaleBy(ctx, delta) }
+
+// RestartWorker drains worker id and replaces it.
+func (c *Controller) RestartWorker(ctx context.Context, id int) error {
+	return c.sup.RestartWorker(ctx, id)
+}
+
+func (c *Controller) reload(ctx context.Context, wait bool) error {
+	cfg, _, err := config.Parse("balancer", c.args, io.Discard)
+	if err != nil {
+		return fmt.Errorf("configuration not reloaded, keeping the running one: %w", err)
+	}
+	if wait {
+		c.mu.Lock()
+	} else if !c.mu.TryLock() {
+		return supervisor.ErrBusy
+	}
+	defer c.mu.Unlock()
+	for _, s := range []struct {
+		name     string
+		old, new any
+	}{
+		{"listen", c.cfg.Listen, cfg.Listen}, {"policy", c.cfg.Policy, cfg.Policy},
+		{"engine", c.cfg.Engine, cfg.Engine}, {"admin_listen", c.cfg.AdminListen, cfg.AdminListen},
+		{"upstream_timeout", c.cfg.UpstreamTimeout, cfg.UpstreamTimeout},
+	} {
+		if s.old != s.new {
+			c.log.Warn("setting changed in the file applies at the next start only", "setting", s.name, "running", s.old, "file", s.new)
+		}
+	}
+	spec, err := WorkerSpec(cfg, c.log)
+	if err != nil {
+		return err
+	}
+	if err := c.sup.Configure(ctx, spec); err != nil {
+		return err
+	}
+	if cfg.Workers != c.cfg.Workers && c.cfg.LocalWorkers {
+		// The count in the file changed: follow it before replacing.
+		// (Not when the balancer runs no workers of its own.)
+		if err := c.scaleTo(ctx, cfg.WorkerCount(), wait); err != nil {
+			return err
+		}
+		c.cfg.Workers = cfg.Workers
+	}
+	if wait {
+		return c.sup.ReloadWait(ctx)
+	}
+	return c.sup.Reload(ctx)
+}
+
+func (c *Controller) scaleTo(ctx context.Context, n int, wait bool) error {
+	if !wait {
+		return c.sup.Scale(ctx, n)
+	}
+	cur, err := c.sup.Workers(ctx)
+	if err != nil {
+		return err
+	}
+	return c.sup.ScaleBy(ctx, n-cur)
+}

@@ -1,0 +1,124 @@
+package cluster
+
+import (
+	"context"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync/atomic"
+
+	"github.com/clusterlb/clusterlb/pkg/config"
+	"github.com/clusterlb/clusterlb/pkg/guard"
+	"github.com/clusterlb/clusterlb/pkg/pool"
+	"github.com/clusterlb/clusterlb/pkg/proxy"
+	"github.com/clusterlb/clusterlb/pkg/stats"
+	"github.com/valyala/fasthttp"
+)
+
+// Frontend is the public listener's HTTP server with its proxy engine.
+type Frontend interface {
+	// Serve accepts connections on ln until Shutdown or Close.
+	Serve(ln net.Listener) error
+	// Shutdown stops accepting and waits for the requests in flight,
+	// until ctx ends.
+	Shutdown(ctx context.Context) error
+	// Close ends the serving at once.
+	Close()
+	// CloseIdleConnections closes the idle connections to the workers.
+	CloseIdleConnections()
+}
+
+// OwnPaths are the balancer's own pages on the public listener (stats,
+// metrics, liveness, readiness), never proxied.
+type OwnPaths struct {
+	mux   *http.ServeMux
+	paths []string
+}
+
+// NewOwnPaths serves the stats and metrics handlers and the liveness and
+// readiness checks on the paths cfg names; an empty path turns its page
+// off. Readiness fails once stopping is true.
+func NewOwnPaths(cfg config.Config, p *pool.Pool, statsHandler, metricsHandler http.Handler, stopping *atomic.Bool) OwnPaths {
+	o := OwnPaths{mux: http.NewServeMux()}
+	for _, h := range []struct {
+		path string
+		h    http.Handler
+	}{
+		{cfg.StatsPath, statsHandler},
+		{cfg.MetricsPath, metricsHandler},
+		{cfg.LivezPath, stats.Livez()},
+		{cfg.ReadyzPath, stats.Readyz(p, cfg.ReadyMinWorkers, stopping)},
+	} {
+		if h.path != "" {
+			o.mux.Handle(h.path, h.h)
+			o.paths = append(o.paths, h.path)
+		}
+	}
+	return o
+}
+
+// NewFrontend builds the engine cfg.Engine names, serving own's pages and
+// proxying every other request to p's workers.
+func NewFrontend(cfg config.Config, p *pool.Pool, o proxy.Options, own OwnPaths, logger *slog.Logger) Frontend {
+	if cfg.Engine == "fasthttp" {
+		fx := proxy.NewFast(p, o)
+		srv := fx.Server(proxy.ServerOptions{
+			ReadTimeout:    cfg.ReadHeaderTimeout,
+			IdleTimeout:    cfg.IdleTimeout,
+			MaxHeaderBytes: cfg.MaxHeaderBytes,
+		}, own.paths, own.mux)
+		return &fastFrontend{srv: srv, fx: fx}
+	}
+	px := proxy.New(p, o)
+	srv := &http.Server{
+		Handler: guard.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if slices.Contains(own.paths, r.URL.Path) {
+				own.mux.ServeHTTP(w, r)
+				return
+			}
+			px.ServeHTTP(w, r)
+		})),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ConnContext:       guard.ConnContext,
+		ErrorLog:          log.New(debugWriter{logger}, "", 0),
+	}
+	// HTTP/2 from clients without TLS (h2c with prior knowledge), next to
+	// HTTP/1.1; the workers are still spoken to in HTTP/1.1.
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	return &httputilFrontend{srv: srv, px: px}
+}
+
+type httputilFrontend struct {
+	srv *http.Server
+	px  *proxy.Proxy
+}
+
+func (f *httputilFrontend) Serve(ln net.Listener) error        { return f.srv.Serve(ln) }
+func (f *httputilFrontend) Shutdown(ctx context.Context) error { return f.srv.Shutdown(ctx) }
+func (f *httputilFrontend) Close()                             { f.srv.Close() }
+func (f *httputilFrontend) CloseIdleConnections()              { f.px.CloseIdleConnections() }
+
+type fastFrontend struct {
+	srv *fasthttp.Server
+	fx  *proxy.Fast
+}
+
+func (f *fastFrontend) Serve(ln net.Listener) error        { return f.srv.Serve(ln) }
+func (f *fastFrontend) Shutdown(ctx context.Context) error { return f.srv.ShutdownWithContext(ctx) }
+func (f *fastFrontend) Close()                             { f.srv.Shutdown() }
+func (f *fastFrontend) CloseIdleConnections()              { f.fx.CloseIdleConnections() }
+
+// debugWriter sends net/http's own log lines (bad TLS, accept retries) to
+// the debug level: a hostile client should not flood the log.
+type debugWriter struct{ log *slog.Logger }
+
+func (d debugWriter) Write(p []byte) (int, error) {
+	d.log.Debug(string(p))
+	return len(p), nil
+}

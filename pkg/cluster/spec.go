@@ -1,0 +1,95 @@
+package cluster
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/clusterlb/clusterlb/pkg/config"
+	"github.com/clusterlb/clusterlb/pkg/health"
+	"github.com/clusterlb/clusterlb/pkg/proxy"
+	"github.com/clusterlb/clusterlb/pkg/supervisor"
+)
+
+// WorkerSpec is the supervisor's spec for cfg: cfg.Cmd run through the
+// shell, or, when it is empty, this executable as "balancer backend" (the
+// built-in demo backend, the way cluster.fork() re-runs the same script).
+func WorkerSpec(cfg config.Config, logger *slog.Logger) (supervisor.Spec, error) {
+	var argv []string
+	if cfg.Cmd != "" {
+		argv = supervisor.Command(cfg.Cmd)
+	} else {
+		exe, err := os.Executable()
+		if err != nil {
+			return supervisor.Spec{}, fmt.Errorf("find own executable for the built-in backend: %w", err)
+		}
+		argv = []string{exe, "backend"}
+	}
+	var check health.Checker = health.TCP{}
+	if path := cfg.HealthCheck(); path != "" {
+		check = health.NewHTTP(path)
+	}
+	return supervisor.Spec{
+		Argv:  argv,
+		Grace: cfg.WorkerGrace,
+		Backoff: supervisor.Backoff{
+			Initial: cfg.RestartBackoff,
+			Factor:  cfg.RestartBackoffFactor,
+			Max:     cfg.RestartBackoffMax,
+			Reset:   cfg.RestartBackoffReset,
+		},
+		MinUptime:         cfg.MinUptime,
+		MaxRestarts:       cfg.MaxRestarts,
+		StartTimeout:      cfg.StartTimeout,
+		DrainTimeout:      cfg.DrainTimeout,
+		MaxRequests:       cfg.MaxRequests,
+		MaxRequestsJitter: cfg.MaxRequestsJitter,
+		MaxMemory:         uint64(cfg.MaxMemory),
+		Remote:            cfg.Upstreams,
+		Check:             check,
+		Health: health.Options{
+			Interval: cfg.HealthInterval,
+			Timeout:  cfg.HealthTimeout,
+			Rise:     cfg.HealthRise,
+			Fall:     cfg.HealthFall,
+		},
+		Output: workerOutput(cfg.LogFormat, logger),
+		Log:    logger,
+	}, nil
+}
+
+// workerOutput forwards the workers' output: prefixed lines for text,
+// log records for json.
+func workerOutput(format string, logger *slog.Logger) supervisor.Output {
+	if format == "json" {
+		return supervisor.LogOutput(logger)
+	}
+	return supervisor.TextOutput(os.Stdout, os.Stderr)
+}
+
+// ProxyOptions are the proxy's options for cfg; logger gets the failures,
+// and every request too when cfg.AccessLog is set.
+func ProxyOptions(cfg config.Config, logger *slog.Logger) proxy.Options {
+	o := proxy.Options{
+		UpstreamTimeout:  cfg.UpstreamTimeout,
+		MaxRetries:       proxyRetries(cfg.MaxRetries),
+		RetryBufferBytes: cfg.RetryBufferBytes,
+		Log:              logger,
+	}
+	if cfg.AccessLog {
+		o.AccessLog = logger
+	}
+	return o
+}
+
+// proxyRetries maps the max_retries setting (-1 auto, 0 none) to
+// proxy.Options.MaxRetries (0 auto, negative none).
+func proxyRetries(n int) int {
+	switch n {
+	case -1:
+		return 0
+	case 0:
+		return -1
+	}
+	return n
+}
