@@ -97,6 +97,8 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	p("`npm ci` in `bench/node`), builds `./balancer` and `./backend` into a temporary directory, runs everything on 127.0.0.1 ")
 	p("and stops every process it started. In each repetition the targets take turns in a rotated order (A B C, then B C A, ...), ")
 	p("and each target gets a short unrecorded warm-up before its first run. ")
+	p("Every measured run starts on idle CPUs: the bench first waits until /proc/stat shows them less than %.0f%% busy over %s (%s at most), ", settleBusy*100, settleWindow, settleMax)
+	p("because wrk stops with up to 64 requests still in the workers, which on /operacion-compleja are about a second of work that would otherwise slow the next target's run. ")
 	p("wrk runs as `wrk -t2 -c64 -d%ds --timeout 10s --latency URL`", int(res.Duration.Seconds()))
 	if res.Duration < minComplejaRun {
 		p(" (at least -d%ds on /operacion-compleja, where 64 requests share the workers' cores and finish in bursts about a second apart)", int(minComplejaRun.Seconds()))

@@ -110,6 +110,7 @@ func (b *bench) measureWrk(ctx context.Context, label string, rep int, j job) {
 		b.res.add(j.k, sample{Err: "wrk is not installed"})
 		return
 	}
+	settle(ctx)
 	var stopRSS chan struct{}
 	var peak <-chan int64
 	if j.t.rssPID > 0 && j.path == pathSimple && j.conns == 64 {
@@ -341,6 +342,7 @@ func (b *bench) scenarioC(ctx context.Context) {
 				}
 				var r artilleryResult
 				if err == nil {
+					settle(ctx)
 					r, err = runArtillery(ctx, b.tools.artillery, b.tmp, artilleryRun{URL: t.base + ep.path, Count: b.opts.artCount, Num: b.opts.artNum})
 				}
 				if err != nil {
@@ -381,6 +383,7 @@ func (b *bench) scenarioD(ctx context.Context) {
 			err := t.alive()
 			var rs, rc wrkResult
 			if err == nil {
+				settle(ctx)
 				var errS, errC error
 				done := make(chan struct{})
 				go func() {
