@@ -6,7 +6,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/clusterlb/clusterlb/internal/testutil"
 )
 
 var binDir string
@@ -64,28 +65,11 @@ type running struct {
 	cmd    *exec.Cmd
 	addr   string
 	url    string
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 	exited chan struct{}
 	client *http.Client
 	seen   map[int]bool // every worker pid seen, for the cleanup
 	mu     sync.Mutex
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func freeAddr(t *testing.T) string {
@@ -105,7 +89,7 @@ func newCluster(t *testing.T, addr string) *running {
 		t:      t,
 		addr:   addr,
 		url:    "http://" + addr,
-		logs:   &syncBuffer{},
+		logs:   &testutil.SyncBuffer{},
 		exited: make(chan struct{}),
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
 		seen:   map[int]bool{},
@@ -574,7 +558,7 @@ func TestListenAddressTaken(t *testing.T) {
 	}
 	defer l.Close()
 	cmd := exec.Command(filepath.Join(binDir, "balancer"), "-listen", l.Addr().String(), "-workers", "1")
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

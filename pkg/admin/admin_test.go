@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterlb/clusterlb/internal/testutil"
 	"github.com/clusterlb/clusterlb/pkg/supervisor"
 	"go.uber.org/goleak"
 )
@@ -60,24 +60,6 @@ func (f *fakeController) Calls() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return strings.Join(f.calls, " ")
-}
-
-// syncBuffer is a log sink the server's goroutines and the test can share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 type response struct {
@@ -374,7 +356,7 @@ func TestClientGoneCancelsTheCall(t *testing.T) {
 }
 
 func TestLogOncePerAction(t *testing.T) {
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&buf, nil))
 	tests := []struct {
 		name string
@@ -389,9 +371,7 @@ func TestLogOncePerAction(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			buf.mu.Lock()
-			buf.buf.Reset()
-			buf.mu.Unlock()
+			buf.Reset()
 			srv := httptest.NewServer(Handler(&fakeController{err: tt.err}, Options{Log: log}))
 			send(t, srv, http.MethodPost, tt.path, nil)
 			srv.Close()

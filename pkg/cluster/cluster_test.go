@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -12,11 +11,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/clusterlb/clusterlb/internal/testutil"
 	"github.com/clusterlb/clusterlb/pkg/config"
 	"github.com/clusterlb/clusterlb/pkg/health"
 	"github.com/clusterlb/clusterlb/pkg/pool"
@@ -166,24 +165,6 @@ func TestOwnPathsNeverProxied(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer that a logger and a test may share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestReloadReadsTheFileAgain: a reload parses the same arguments again,
 // so an invalid file is refused with the setting at fault and changes
 // nothing, and a valid one that changes a start-only setting says so.
@@ -202,7 +183,7 @@ func TestReloadReadsTheFileAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	spec, err := WorkerSpec(cfg, logger)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterlb/clusterlb/internal/testutil"
 	"github.com/clusterlb/clusterlb/pkg/pool"
 	"go.uber.org/goleak"
 )
@@ -123,6 +124,16 @@ func serveFast(t *testing.T, fx *Fast) string {
 	go fs.Serve(ln)
 	t.Cleanup(func() { fs.Shutdown(); fx.CloseIdleConnections() })
 	return "http://" + ln.Addr().String()
+}
+
+// serveEngine serves the named engine ("httputil" or "fasthttp") over p
+// until the test ends, and returns its URL.
+func serveEngine(t *testing.T, engine string, p *pool.Pool, o Options) string {
+	t.Helper()
+	if engine == "fasthttp" {
+		return serveFast(t, NewFast(p, o))
+	}
+	return serve(t, New(p, o)).URL
 }
 
 func get(t *testing.T, c *http.Client, url string, hdr map[string]string) (int, string) {
@@ -611,7 +622,7 @@ func TestServerSentEventsPassAtOnce(t *testing.T) {
 
 func TestAccessLog(t *testing.T) {
 	a := newBackend(t, "hello", nil)
-	var buf safeBuffer
+	var buf testutil.SyncBuffer
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
 	front := serve(t, New(newPool(a.srv.Listener.Addr().String()), Options{AccessLog: log}))
 	get(t, front.Client(), front.URL+"/path?q=1", nil)
@@ -632,23 +643,6 @@ func TestAccessLog(t *testing.T) {
 	}
 }
 
-type safeBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestWorkerMarkedDownReleasesStuckRequests: on either engine, a request
 // stuck in a worker that is then marked down (a hung or cut-off backend)
 // is sent to another worker at once, not after the upstream timeout.
@@ -663,13 +657,7 @@ func TestWorkerMarkedDownReleasesStuckRequests(t *testing.T) {
 			})
 			live := newBackend(t, "live", nil)
 			p := newPool(hung.srv.Listener.Addr().String(), live.srv.Listener.Addr().String())
-			o := Options{UpstreamTimeout: time.Minute}
-			var url string
-			if engine == "httputil" {
-				url = serve(t, New(p, o)).URL
-			} else {
-				url = serveFast(t, NewFast(p, o))
-			}
+			url := serveEngine(t, engine, p, Options{UpstreamTimeout: time.Minute})
 			done := make(chan string)
 			go func() {
 				_, body := get(t, http.DefaultClient, url+"/", nil)
@@ -706,12 +694,7 @@ func TestStaleKeepAlive(t *testing.T) {
 	for _, engine := range []string{"httputil", "fasthttp"} {
 		t.Run(engine, func(t *testing.T) {
 			p := newPool(srv.Listener.Addr().String())
-			var url string
-			if engine == "httputil" {
-				url = serve(t, New(p, Options{})).URL
-			} else {
-				url = serveFast(t, NewFast(p, Options{}))
-			}
+			url := serveEngine(t, engine, p, Options{})
 			c := &http.Client{}
 			defer c.CloseIdleConnections()
 			for i := range 5 {
