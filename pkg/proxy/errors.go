@@ -3,9 +3,12 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"syscall"
+
+	"github.com/clusterlb/clusterlb/pkg/pool"
 )
 
 // ErrNoWorker means no worker was up to take the request.
@@ -51,6 +54,13 @@ func isTimeout(err error) bool {
 func isRefused(err error) bool {
 	var op *net.OpError
 	return (errors.As(err, &op) && op.Op == "dial") || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// workerDown wraps err, the I/O failure of an attempt that was cut short
+// because its worker was marked down, so that it reads as
+// pool.ErrWorkerDown.
+func workerDown(err error) error {
+	return fmt.Errorf("%w (%v)", pool.ErrWorkerDown, err)
 }
 
 // idempotent reports whether a request with this method may be sent twice.

@@ -233,7 +233,7 @@ func (f *Fast) Handle(ctx *fasthttp.RequestCtx) {
 			fw.watch(proc.UpContext())
 			err := fw.hc.Do(req, resp)
 			if err != nil && fw.cut.Load() {
-				err = fmt.Errorf("%w (%v)", pool.ErrWorkerDown, err)
+				err = workerDown(err)
 			}
 			return err
 		})

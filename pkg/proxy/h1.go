@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/clusterlb/clusterlb/pkg/pool"
 )
 
 // h1MaxBody is the largest request body h1 takes: it writes the whole
@@ -206,7 +204,7 @@ func (c *h1Conn) cause(ctx context.Context, err error) error {
 	case abortClient:
 		return fmt.Errorf("%w (%v)", context.Cause(ctx), err)
 	case abortDown:
-		return fmt.Errorf("%w (%v)", pool.ErrWorkerDown, err)
+		return workerDown(err)
 	}
 	return err
 }

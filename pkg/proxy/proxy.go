@@ -193,7 +193,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			if err != nil {
 				stopAttempt()
 				if req.Context().Err() == nil && errors.Is(context.Cause(actx), pool.ErrWorkerDown) {
-					err = fmt.Errorf("%w (%v)", pool.ErrWorkerDown, err)
+					err = workerDown(err)
 				}
 			}
 			return err
