@@ -159,7 +159,9 @@ func runArtillery(ctx context.Context, bin, dir string, a artilleryRun) (artille
 	defer os.Remove(report)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	env := []string{"ARTILLERY_DISABLE_TELEMETRY=true", "DO_NOT_TRACK=1"}
+	// TMPDIR: artillery quick writes the script it generates to a temporary
+	// file it never removes; in dir, it goes when the bench's directory does.
+	env := []string{"ARTILLERY_DISABLE_TELEMETRY=true", "DO_NOT_TRACK=1", "TMPDIR=" + dir}
 	out, err := output(ctx, env, filepath.Dir(report), bin, "quick",
 		"--count", strconv.Itoa(a.Count), "--num", strconv.Itoa(a.Num),
 		"--output", report, a.URL)
