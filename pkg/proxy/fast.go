@@ -207,9 +207,11 @@ func (f *Fast) Handle(ctx *fasthttp.RequestCtx) {
 	}
 	req := &ctx.Request
 	closeAfter := req.Header.ConnectionClose()
-	for _, h := range hopHeaders {
-		req.Header.Del(h)
+	var hop uint16
+	for k := range req.Header.All() {
+		hop |= hopBits(k)
 	}
+	delHop(hop, req.Header.Del)
 	if closeAfter {
 		// Deleting Connection forgot the client's "close"; the server
 		// still owes it.
@@ -248,9 +250,60 @@ func (f *Fast) Handle(ctx *fasthttp.RequestCtx) {
 	}
 	// The body is in memory already: the request is done for the worker.
 	w.End(proc, true, false)
-	for _, h := range hopHeaders {
-		resp.Header.Del(h)
+	hop = 0
+	for k := range resp.Header.All() {
+		hop |= hopBits(k)
 	}
+	delHop(hop, resp.Header.Del)
+}
+
+// hopBits and delHop delete the hop-by-hop headers that a header block
+// has, found in one pass over it: a Del for each of the nine names would
+// normalize the name and scan the whole block every time, on every request
+// and response (about 3 % of the engine's CPU under load), to find none of
+// them in the usual case. hopBits gives the bit of header name k in
+// hopHeaders, if any; a block with a Trailer header gets every Del, since
+// fasthttp keeps trailer fields apart, where the pass does not look.
+func hopBits(k []byte) uint16 {
+	for i, h := range hopHeaders {
+		if len(k) == len(h) && equalFoldASCII(k, h) {
+			if h == "Trailer" {
+				return 1<<len(hopHeaders) - 1
+			}
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+// delHop deletes the headers of hopHeaders whose bits are set in found.
+func delHop(found uint16, del func(string)) {
+	for i, h := range hopHeaders {
+		if found&(1<<i) != 0 {
+			del(h)
+		}
+	}
+}
+
+// equalFoldASCII reports whether b and s are equal, ASCII letters
+// compared without case.
+func equalFoldASCII(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		c, d := b[i], s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= d && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
 }
 
 // rejected answers 400 and reports true when the guard found the

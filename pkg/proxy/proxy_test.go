@@ -765,3 +765,41 @@ func TestUpgradePassesThrough(t *testing.T) {
 		t.Errorf("got requests=%d in_flight=%d; want 1 and 0", w.Requests(), w.InFlight())
 	}
 }
+
+// TestFastHopHeadersBothWays: the fasthttp engine drops hop-by-hop headers
+// whatever their case on the way in (sent raw: Go's client would
+// canonicalize them), and the worker's on the way out.
+func TestFastHopHeadersBothWays(t *testing.T) {
+	a := newBackend(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Set("Proxy-Authenticate", "Basic")
+		w.Header().Set("X-Kept", "yes")
+		io.WriteString(w, "a")
+	})
+	url := serveFast(t, NewFast(newPool(a.srv.Listener.Addr().String()), Options{}))
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nkeep-alive: 1\r\nPROXY-AUTHORIZATION: secret\r\nte: trailers\r\nX-Kept: yes\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	r := a.last.Load()
+	for _, h := range []string{"Keep-Alive", "Proxy-Authorization", "Te"} {
+		if v := r.Header.Get(h); v != "" {
+			t.Errorf("worker got %s %q; want none", h, v)
+		}
+	}
+	for _, h := range []string{"Keep-Alive", "Proxy-Authenticate"} {
+		if v := resp.Header.Get(h); v != "" {
+			t.Errorf("client got %s %q; want none", h, v)
+		}
+	}
+	if r.Header.Get("X-Kept") != "yes" || resp.Header.Get("X-Kept") != "yes" {
+		t.Errorf("X-Kept lost: worker %q, client %q; want yes", r.Header.Get("X-Kept"), resp.Header.Get("X-Kept"))
+	}
+}
