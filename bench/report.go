@@ -225,6 +225,12 @@ func p99RatioCell(a, b summary) string {
 	return fmtRatio(float64(a.P99) / float64(b.P99))
 }
 
+// bLeastConn is scenario b's fasthttp balancer with -policy least-conn.
+const bLeastConn = "balancer-fasthttp-least-conn"
+
+// bTargets are scenario b's rows, the reference last.
+var bTargets = []string{"balancer-httputil", "balancer-fasthttp", bLeastConn, "node-cluster"}
+
 var aTargets = []string{"balancer-httputil", "balancer-fasthttp", "nginx", "haproxy", "direct"}
 
 func (r *report) sectionA(w io.Writer, plots map[string]string) {
@@ -260,11 +266,14 @@ func (r *report) sectionB(w io.Writer) {
 	p("## b. The Express app: the balancer with `-cmd node` against Node's cluster mode\n\n")
 	p("`bench/node/app.js` (Express 4) with %d workers: under the balancer as `-cmd \"node bench/node/app.js\"`, per engine, with the default TCP health check ", r.cores)
 	p("(an HTTP check on /health times out while the event loop works through queued compleja requests, and the workers are taken out of rotation), ")
-	p("and under Node's own cluster mode (`node bench/node/cluster.js`, CLUSTER_WORKERS=%d). wrk at 64 connections.\n\n", r.cores)
+	p("and under Node's own cluster mode (`node bench/node/cluster.js`, CLUSTER_WORKERS=%d). wrk at 64 connections. ", r.cores)
+	p("The balancer rows use the default policy, round-robin, except **%s** (`-engine fasthttp -policy least-conn`): ", bLeastConn)
+	p("a Node worker has one thread, and while the OS or its garbage collector pauses it, round-robin keeps sending it every other request until all 64 connections wait on it; ")
+	p("least-conn sends them to the worker that answers. (Node's cluster pins each connection to one worker, so only that worker's connections wait.) The goals are read on the default policy's rows.\n\n")
 	p("| target | endpoint | req/s | × Node cluster | p99 | p99 × Node cluster | errors |\n|---|---|--:|--:|--:|--:|--:|\n")
 	for _, ep := range endpoints {
 		ref := r.res.get(key{Scenario: "b", Target: "node-cluster", Endpoint: ep.name})
-		for _, t := range []string{"balancer-httputil", "balancer-fasthttp", "node-cluster"} {
+		for _, t := range bTargets {
 			s := r.res.get(key{Scenario: "b", Target: t, Endpoint: ep.name})
 			p("| %s | %s | %s | %s | %s | %s | %s |\n", t, ep.name, rpsCell(s), ratioCell(s, ref), p99Cell(s), p99RatioCell(s, ref), errCell(s))
 		}
@@ -369,9 +378,9 @@ func (r *report) printRatios(w io.Writer) {
 	res := r.res
 	line := func(label string, a, b summary) {
 		if v, ok := ratio(a.RPS, b.RPS); ok && a.OK && b.OK {
-			p("  %-44s %s  (%s vs %s req/s; p99 %s vs %s)\n", label, fmtRatio(v), fmtRPS(a.RPS), fmtRPS(b.RPS), fmtDur(a.P99), fmtDur(b.P99))
+			p("  %-52s %s  (%s vs %s req/s; p99 %s vs %s)\n", label, fmtRatio(v), fmtRPS(a.RPS), fmtRPS(b.RPS), fmtDur(a.P99), fmtDur(b.P99))
 		} else {
-			p("  %-44s –  (%s)\n", label, firstNonEmpty(a.Err, b.Err))
+			p("  %-52s –  (%s)\n", label, firstNonEmpty(a.Err, b.Err))
 		}
 	}
 	get := func(scen, t, ep string) summary { return res.get(key{Scenario: scen, Target: t, Endpoint: ep}) }
@@ -388,7 +397,7 @@ func (r *report) printRatios(w io.Writer) {
 	}
 	if r.opts.only["b"] {
 		for _, ep := range endpoints {
-			for _, t := range []string{"balancer-httputil", "balancer-fasthttp"} {
+			for _, t := range bTargets[:len(bTargets)-1] {
 				line(fmt.Sprintf("b %s %s / node-cluster", ep.name, t), get("b", t, ep.name), get("b", "node-cluster", ep.name))
 			}
 		}
@@ -397,7 +406,7 @@ func (r *report) printRatios(w io.Writer) {
 		for _, ep := range endpoints {
 			c, one := get("c", "cluster", ep.name), get("c", "one-process", ep.name)
 			if c.OK && one.OK && one.P99 > 0 {
-				p("  %-44s %s  (p99 %s vs %s; %d vs %d 200s)\n", "c "+ep.name+" cluster / one-process p99",
+				p("  %-52s %s  (p99 %s vs %s; %d vs %d 200s)\n", "c "+ep.name+" cluster / one-process p99",
 					fmtRatio(float64(c.P99)/float64(one.P99)), fmtDur(c.P99), fmtDur(one.P99), c.OKCount, one.OKCount)
 			}
 		}
@@ -407,7 +416,7 @@ func (r *report) printRatios(w io.Writer) {
 		for _, pol := range policies[1:] {
 			s := get("d", pol, "simple")
 			if s.OK && rr.OK && rr.P99 > 0 {
-				p("  %-44s %s  (p99 %s vs %s)\n", "d simple p99 "+pol+" / round-robin",
+				p("  %-52s %s  (p99 %s vs %s)\n", "d simple p99 "+pol+" / round-robin",
 					fmtRatio(float64(s.P99)/float64(rr.P99)), fmtDur(s.P99), fmtDur(rr.P99))
 			}
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,5 +68,43 @@ func TestReportWrite(t *testing.T) {
 	rep.printRatios(&out)
 	if !strings.Contains(out.String(), "a simple balancer-httputil / nginx") || !strings.Contains(out.String(), "goals met") {
 		t.Errorf("printRatios:\n%s", out.String())
+	}
+}
+
+// TestReportScenarioB: the least-conn row has its ratio against Node's
+// cluster, and the simple goal is read on the default policy's row, not on
+// whichever row does best.
+func TestReportScenarioB(t *testing.T) {
+	ms := time.Millisecond
+	res := &results{Started: time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC), Reps: 1, Duration: 2 * time.Second}
+	for _, ep := range []string{"simple", "compleja"} {
+		res.add(key{Scenario: "b", Target: "balancer-httputil", Endpoint: ep}, sample{RPS: 5000, P99: 40 * ms})
+		res.add(key{Scenario: "b", Target: "balancer-fasthttp", Endpoint: ep}, sample{RPS: 6000, P99: 80 * ms})
+		res.add(key{Scenario: "b", Target: bLeastConn, Endpoint: ep}, sample{RPS: 9000, P99: 30 * ms})
+		res.add(key{Scenario: "b", Target: "node-cluster", Endpoint: ep}, sample{RPS: 10000, P99: 20 * ms})
+	}
+	opts, err := parseFlags([]string{"-only", "b"}, &strings.Builder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := &report{res: res, opts: opts, cores: 2, mach: machine{CPU: "Test CPU", Cores: 2}}
+	var md strings.Builder
+	rep.sectionB(&md)
+	for _, g := range evalGoals(res) {
+		fmt.Fprintf(&md, "%s | %s | %v\n", g.Name, g.Got, g.Met)
+	}
+	for _, want := range []string{
+		"| balancer-fasthttp-least-conn | simple | 9 000 | 0.90× | 30.00 ms | 1.50× | 0 |",
+		"| balancer-fasthttp | simple | 6 000 | 0.60× |",
+		"-cmd node, fasthttp vs Node cluster (b, simple) | 0.60× (6 000 vs 10 000 req/s) | false",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, md.String())
+		}
+	}
+	var out strings.Builder
+	rep.printRatios(&out)
+	if !strings.Contains(out.String(), "b simple "+bLeastConn+" / node-cluster") {
+		t.Errorf("printRatios lacks the least-conn ratio:\n%s", out.String())
 	}
 }

@@ -103,7 +103,7 @@ func (b *bench) wrkRuns(t *target, path string, conns int, d time.Duration) []wr
 func (b *bench) measureWrk(ctx context.Context, label string, rep int, j job) {
 	if err := j.t.alive(); err != nil {
 		b.res.add(j.k, sample{Err: err.Error()})
-		fmt.Fprintf(b.out, "%s rep %d  %-24s %-9s FAILED: %v\n", label, rep+1, j.k.Target+paramLabel(j.k), j.k.Endpoint, short(err))
+		fmt.Fprintf(b.out, "%s rep %d  %-28s %-9s FAILED: %v\n", label, rep+1, j.k.Target+paramLabel(j.k), j.k.Endpoint, short(err))
 		return
 	}
 	if b.tools.wrk == "" {
@@ -131,7 +131,7 @@ func (b *bench) measureWrk(ctx context.Context, label string, rep int, j job) {
 	}
 	if err != nil {
 		b.res.add(j.k, sample{Err: err.Error()})
-		fmt.Fprintf(b.out, "%s rep %d  %-24s %-9s FAILED: %v\n", label, rep+1, j.k.Target+paramLabel(j.k), j.k.Endpoint, short(err))
+		fmt.Fprintf(b.out, "%s rep %d  %-28s %-9s FAILED: %v\n", label, rep+1, j.k.Target+paramLabel(j.k), j.k.Endpoint, short(err))
 		return
 	}
 	s := sample{RPS: r.RPS, P99: r.P99, Requests: r.Requests, Errors: r.Errors(), RSS: rss}
@@ -141,7 +141,7 @@ func (b *bench) measureWrk(ctx context.Context, label string, rep int, j job) {
 		extra = fmt.Sprintf("  rss %s", fmtMiB(rss))
 	}
 	extra += b.checkRestarts(ctx, j.t, j.k)
-	fmt.Fprintf(b.out, "%s rep %d  %-24s %-9s c=%-3d %9.0f req/s  p99 %-9s errors %d%s\n",
+	fmt.Fprintf(b.out, "%s rep %d  %-28s %-9s c=%-3d %9.0f req/s  p99 %-9s errors %d%s\n",
 		label, rep+1, j.k.Target+paramLabel(j.k), j.k.Endpoint, j.conns, r.RPS, fmtDur(r.P99), r.Errors(), extra)
 }
 
@@ -312,6 +312,13 @@ func (b *bench) scenarioB(ctx context.Context) {
 		// both workers out and answers 503.
 		ts = append(ts, b.startBalancer(ctx, "balancer-"+e, balancerOpts{engine: e, workers: b.cores, cmd: cmd}))
 	}
+	// The same with -policy least-conn. A Node worker has one thread: when
+	// the OS or its garbage collector pauses it, round-robin keeps sending
+	// it every other request, and soon all 64 connections wait on it;
+	// least-conn sends them to the worker that is answering. Node's cluster
+	// pins each connection to one worker, so only that worker's share waits.
+	// The goals stay on the default policy's rows.
+	ts = append(ts, b.startBalancer(ctx, bLeastConn, balancerOpts{engine: "fasthttp", policy: "least-conn", workers: b.cores, cmd: cmd}))
 	ts = append(ts, b.startNodeCluster(ctx, b.cores))
 	defer b.stopTargets(ts...)
 	b.noteFailures("b", ts...)
@@ -347,12 +354,12 @@ func (b *bench) scenarioC(ctx context.Context) {
 				}
 				if err != nil {
 					b.res.add(k, sample{Err: err.Error()})
-					fmt.Fprintf(b.out, "%s rep %d  %-24s %-9s FAILED: %v\n", label, rep+1, t.name, ep.name, short(err))
+					fmt.Fprintf(b.out, "%s rep %d  %-28s %-9s FAILED: %v\n", label, rep+1, t.name, ep.name, short(err))
 					continue
 				}
 				p99 := time.Duration(r.P99 * float64(time.Millisecond))
 				b.res.add(k, sample{RPS: r.Rate, P99: p99, Requests: r.Requests, Errors: r.Failed(), OK: r.Codes200, VUsersFailed: r.VUsersFailed})
-				fmt.Fprintf(b.out, "%s rep %d  %-24s %-9s 200s %d/%d  vusers.failed %d  p99 %s  errors %d%s\n",
+				fmt.Fprintf(b.out, "%s rep %d  %-28s %-9s 200s %d/%d  vusers.failed %d  p99 %s  errors %d%s\n",
 					label, rep+1, t.name, ep.name, r.Codes200, b.opts.artCount*b.opts.artNum, r.VUsersFailed, fmtDur(p99), r.Failed(),
 					b.checkRestarts(ctx, t, k))
 			}
@@ -397,12 +404,12 @@ func (b *bench) scenarioD(ctx context.Context) {
 			if err != nil {
 				b.res.add(ks, sample{Err: err.Error()})
 				b.res.add(kc, sample{Err: err.Error()})
-				fmt.Fprintf(b.out, "%s rep %d  %-24s FAILED: %v\n", label, rep+1, t.name, short(err))
+				fmt.Fprintf(b.out, "%s rep %d  %-28s FAILED: %v\n", label, rep+1, t.name, short(err))
 				continue
 			}
 			b.res.add(ks, sample{RPS: rs.RPS, P99: rs.P99, Requests: rs.Requests, Errors: rs.Errors()})
 			b.res.add(kc, sample{RPS: rc.RPS, P99: rc.P99, Requests: rc.Requests, Errors: rc.Errors()})
-			fmt.Fprintf(b.out, "%s rep %d  %-24s simple %7.0f req/s p99 %-9s | compleja %5.1f req/s p99 %-9s errors %d%s\n",
+			fmt.Fprintf(b.out, "%s rep %d  %-28s simple %7.0f req/s p99 %-9s | compleja %5.1f req/s p99 %-9s errors %d%s\n",
 				label, rep+1, t.name, rs.RPS, fmtDur(rs.P99), rc.RPS, fmtDur(rc.P99), rs.Errors()+rc.Errors(), b.checkRestarts(ctx, t, ks))
 		}
 	}
