@@ -107,7 +107,10 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	p("the timeout is raised from wrk's 2 s because /operacion-compleja at 64 connections on %d cores queues for longer than that, ", r.mach.Cores)
 	p("and wrk would count the queueing as socket errors and leave those requests out of its latency figures.\n\n")
 
-	p("## Goals\n\n| goal | wanted | measured | |\n|---|---|---|---|\n")
+	p("## Goals\n\n")
+	p("A goal is met or not on the medians' ratio. Each repetition runs every target once, so its own ratio is measured under the same load from the rest of the machine: ")
+	p("\"per repetition\" gives their lowest and highest, and how many reached the goal, to show how near the line a verdict is.\n\n")
+	p("| goal | wanted | measured | |\n|---|---|---|---|\n")
 	for _, g := range evalGoals(res) {
 		p("| %s | %s | %s | %s |\n", g.Name, g.Want, g.Got, metWord(g.Met))
 	}

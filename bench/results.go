@@ -51,6 +51,7 @@ type summary struct {
 	OKCount      int64         // total 200s (artillery)
 	VUsersFailed int64         // total (artillery)
 	RSS          int64         // median of the per-run peaks, 0 if none
+	PerRep       []float64     // req/s of each repetition in order, NaN where it failed
 }
 
 func (s *series) summary() summary {
@@ -59,6 +60,7 @@ func (s *series) summary() summary {
 	var p99 []time.Duration
 	for _, smp := range s.Samples {
 		if smp.Err != "" {
+			out.PerRep = append(out.PerRep, math.NaN())
 			out.Failed++
 			if out.Err == "" {
 				out.Err = smp.Err
@@ -66,6 +68,7 @@ func (s *series) summary() summary {
 			continue
 		}
 		out.Runs++
+		out.PerRep = append(out.PerRep, smp.RPS)
 		rps = append(rps, smp.RPS)
 		p99 = append(p99, smp.P99)
 		out.Errors += smp.Errors
@@ -166,6 +169,21 @@ func ratio(a, b float64) (float64, bool) {
 		return 0, false
 	}
 	return a / b, true
+}
+
+// pairedRatios are a/b repetition by repetition: in a repetition every
+// target runs once, minutes apart at most, so each ratio is measured under
+// the same load from the rest of the machine, and their spread shows how
+// much the medians' ratio could move between runs. Repetitions where
+// either side failed are left out.
+func pairedRatios(a, b summary) []float64 {
+	var out []float64
+	for i := range min(len(a.PerRep), len(b.PerRep)) {
+		if r, ok := ratio(a.PerRep[i], b.PerRep[i]); ok {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // rotate returns xs started at index i mod len(xs): repetition i runs the

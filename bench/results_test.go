@@ -2,7 +2,9 @@ package main
 
 import (
 	"math"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -96,8 +98,13 @@ func TestSummary(t *testing.T) {
 	}}
 	got := s.summary()
 	want := summary{OK: true, Err: "wrk: boom", Runs: 3, Failed: 1, RPS: 200, P99: 2 * ms, Errors: 3, RSS: 12 << 20}
-	if got != want {
+	perRep := got.PerRep
+	got.PerRep = nil
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v; want %+v", got, want)
+	}
+	if len(perRep) != 4 || perRep[0] != 100 || !math.IsNaN(perRep[1]) || perRep[2] != 300 || perRep[3] != 200 {
+		t.Errorf("PerRep = %v; want [100 NaN 300 200]", perRep)
 	}
 	failed := (&series{Samples: []sample{{Err: "did not start"}}}).summary()
 	if failed.OK || failed.Err != "did not start" {
@@ -118,5 +125,19 @@ func TestResultsGet(t *testing.T) {
 	}
 	if len(r.Series) != 1 {
 		t.Errorf("got %d series; want 1", len(r.Series))
+	}
+}
+
+// TestPairedRatios: each repetition against the same repetition of the
+// reference, skipping those where either failed.
+func TestPairedRatios(t *testing.T) {
+	a := (&series{Samples: []sample{{RPS: 90}, {RPS: 120}, {Err: "boom"}, {RPS: 50}}}).summary()
+	b := (&series{Samples: []sample{{RPS: 100}, {RPS: 100}, {RPS: 100}, {Err: "boom"}}}).summary()
+	if got, want := pairedRatios(a, b), []float64{0.9, 1.2}; !slices.Equal(got, want) {
+		t.Errorf("pairedRatios = %v; want %v", got, want)
+	}
+	g := throughputGoal("x", "≥ 1.00×", a, b, "ref", 1.0, false, false)
+	if !strings.Contains(g.Got, "per repetition 0.90×–1.20×, 1 of 2 at ≥ 1.00×") {
+		t.Errorf("goal text %q lacks the per-repetition spread", g.Got)
 	}
 }
