@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"go.uber.org/goleak"
@@ -204,7 +205,7 @@ func TestDashboardInChromium(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	execPath := chromium(t)
 
-	p := pool.New(new(pool.RoundRobin))
+	p := pool.New(new(pool.RoundRobin)) // also the longest policy name
 	// record counts n responses of worker w, as the proxy does.
 	record := func(w *pool.Worker, n int, latency time.Duration) {
 		for k := range n {
@@ -350,6 +351,27 @@ func TestDashboardInChromium(t *testing.T) {
 		if got := text(sel); got != want {
 			t.Errorf("%s: got %q; want %q", sel, got, want)
 		}
+	}
+
+	// No card's figure is cut off, on a laptop nor on a phone: the longest
+	// policy name (round-robin), the uptime and the counters fit their cards.
+	for _, width := range []int64{1366, 390, 320} {
+		if _, err := chromedp.Call(wait, emulation.SetDeviceMetricsOverride, emulation.SetDeviceMetricsOverrideParams{
+			Width: width, Height: 800, DeviceScaleFactor: 1, Mobile: width < 800,
+		}); err != nil {
+			t.Fatalf("set width %d: %v", width, err)
+		}
+		cut, err := chromedp.Run(wait, chromedp.Evaluate[string](
+			`[...document.querySelectorAll('.cards .value')].filter(e => e.scrollWidth > e.clientWidth).map(e => e.id + ': ' + e.textContent).join(', ')`))
+		if err != nil {
+			t.Fatalf("measure the cards at width %d: %v", width, err)
+		}
+		if cut != "" {
+			t.Errorf("at %d px wide, cut off: %s", width, cut)
+		}
+	}
+	if _, err := chromedp.Call(wait, emulation.ClearDeviceMetricsOverride, cdp.Empty{}); err != nil {
+		t.Fatalf("clear the width: %v", err)
 	}
 
 	// A few seconds of uneven traffic, one step per poll of the page, so
