@@ -134,16 +134,14 @@ func (f *Fast) worker(proc *pool.Process) *fastWorker {
 	}
 	f.prune()
 	fw = &fastWorker{
-		dialer: net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second},
+		dialer: workerDialer(),
 		conns:  make(map[*fastConn]struct{}),
 	}
 	fw.hc = &fasthttp.HostClient{
-		Addr:     proc.Addr(),
-		Dial:     fw.dial,
-		MaxConns: 4096,
-		// Below Node's 5 s keepAliveTimeout, so the client rarely
-		// reuses a connection the worker is closing.
-		MaxIdleConnDuration: 4 * time.Second,
+		Addr:                proc.Addr(),
+		Dial:                fw.dial,
+		MaxConns:            4096,
+		MaxIdleConnDuration: workerIdleTimeout,
 		ReadTimeout:         f.opts.UpstreamTimeout,
 		WriteTimeout:        f.opts.UpstreamTimeout,
 		// One more try on the same worker, only when fasthttp finds the

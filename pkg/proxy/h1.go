@@ -43,12 +43,10 @@ type h1 struct {
 
 func newH1(headerTimeout time.Duration) *h1 {
 	return &h1{
-		dialer:        net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second},
-		headerTimeout: headerTimeout,
-		// Below Node's 5 s keepAliveTimeout, so a connection the worker
-		// is about to close is rarely reused.
-		idleTimeout:    4 * time.Second,
-		maxIdlePerHost: 1024,
+		dialer:         workerDialer(),
+		headerTimeout:  headerTimeout,
+		idleTimeout:    workerIdleTimeout,
+		maxIdlePerHost: maxIdlePerWorker,
 		idle:           make(map[string][]*h1Conn),
 	}
 }

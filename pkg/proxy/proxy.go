@@ -38,6 +38,25 @@ type Options struct {
 	AccessLog *slog.Logger
 }
 
+// How every client of the proxy (h1, the http.Transport, and the fasthttp
+// engine's HostClients) connects to the workers.
+const (
+	workerDialTimeout = 2 * time.Second
+	workerKeepAlive   = 30 * time.Second // TCP keep-alive probes
+	// workerIdleTimeout closes a connection idle this long rather than
+	// reuse it: below Node's 5 s keepAliveTimeout, so a connection the
+	// worker is about to close is rarely reused.
+	workerIdleTimeout = 4 * time.Second
+	// maxIdlePerWorker is the idle connections kept per worker. With
+	// net/http's default of 2, every request past the second under load
+	// opened a new connection, and the closed ones piled up in TIME_WAIT.
+	maxIdlePerWorker = 1024
+)
+
+func workerDialer() net.Dialer {
+	return net.Dialer{Timeout: workerDialTimeout, KeepAlive: workerKeepAlive}
+}
+
 // Proxy forwards requests to the pool's workers. It is an http.Handler.
 type Proxy struct {
 	pool      *pool.Pool
@@ -60,18 +79,13 @@ func New(p *pool.Pool, o Options) *Proxy {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	px := &Proxy{pool: p, opts: o, log: o.Log, h1: newH1(o.UpstreamTimeout)}
+	dialer := workerDialer()
 	px.transport = &http.Transport{
-		Proxy: nil, // workers are on loopback: never through HTTP_PROXY
-		DialContext: (&net.Dialer{
-			Timeout:   2 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		// The default of 2 idle connections per host makes every
-		// request past the second open a new connection under load,
-		// and the closed ones pile up in TIME_WAIT.
+		Proxy:                 nil, // workers are on loopback: never through HTTP_PROXY
+		DialContext:           dialer.DialContext,
 		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   1024,
-		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   maxIdlePerWorker,
+		IdleConnTimeout:       workerIdleTimeout,
 		ResponseHeaderTimeout: o.UpstreamTimeout,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true, // pass bodies through as the worker sent them
