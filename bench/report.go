@@ -108,8 +108,8 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	p("and wrk would count the queueing as socket errors and leave those requests out of its latency figures.\n\n")
 
 	p("## Goals\n\n")
-	p("A goal is met or not on the medians' ratio. Each repetition runs every target once, so its own ratio is measured under the same load from the rest of the machine: ")
-	p("\"per repetition\" gives their lowest and highest, and how many reached the goal, to show how near the line a verdict is.\n\n")
+	p("A throughput goal is judged on the ratio of the medians (and, where the goal says so, on the median p99 and the errors too). Each repetition runs every target once, so its own ratio is measured under the same load from the rest of the machine: ")
+	p("\"per repetition\" gives the lowest and highest of those ratios, and how many reached the goal's ratio, to show how near the line the verdict is.\n\n")
 	p("| goal | wanted | measured | |\n|---|---|---|---|\n")
 	for _, g := range evalGoals(res) {
 		p("| %s | %s | %s | %s |\n", g.Name, g.Want, g.Got, metWord(g.Met))
@@ -271,7 +271,7 @@ func (r *report) sectionB(w io.Writer) {
 	p("(an HTTP check on /health times out while the event loop works through queued compleja requests, and the workers are taken out of rotation), ")
 	p("and under Node's own cluster mode (`node bench/node/cluster.js`, CLUSTER_WORKERS=%d). wrk at 64 connections. ", r.cores)
 	p("The balancer rows use the default policy, round-robin, except **%s** (`-engine fasthttp -policy least-conn`): ", bLeastConn)
-	p("a Node worker has one thread, and while the OS or its garbage collector pauses it, round-robin keeps sending it every other request until all 64 connections wait on it; ")
+	p("a Node worker has one thread, and while the OS or its garbage collector pauses it, round-robin keeps sending it its share of the requests (every other one, with two workers) until all 64 connections wait on it; ")
 	p("least-conn sends them to the worker that answers. (Node's cluster pins each connection to one worker, so only that worker's connections wait.) The goals are read on the default policy's rows.\n\n")
 	p("| target | endpoint | req/s | × Node cluster | p99 | p99 × Node cluster | errors |\n|---|---|--:|--:|--:|--:|--:|\n")
 	for _, ep := range endpoints {
@@ -381,9 +381,9 @@ func (r *report) printRatios(w io.Writer) {
 	res := r.res
 	line := func(label string, a, b summary) {
 		if v, ok := ratio(a.RPS, b.RPS); ok && a.OK && b.OK {
-			p("  %-52s %s  (%s vs %s req/s; p99 %s vs %s)\n", label, fmtRatio(v), fmtRPS(a.RPS), fmtRPS(b.RPS), fmtDur(a.P99), fmtDur(b.P99))
+			p("  %-56s %s  (%s vs %s req/s; p99 %s vs %s)\n", label, fmtRatio(v), fmtRPS(a.RPS), fmtRPS(b.RPS), fmtDur(a.P99), fmtDur(b.P99))
 		} else {
-			p("  %-52s –  (%s)\n", label, firstNonEmpty(a.Err, b.Err))
+			p("  %-56s –  (%s)\n", label, firstNonEmpty(a.Err, b.Err))
 		}
 	}
 	get := func(scen, t, ep string) summary { return res.get(key{Scenario: scen, Target: t, Endpoint: ep}) }
@@ -409,7 +409,7 @@ func (r *report) printRatios(w io.Writer) {
 		for _, ep := range endpoints {
 			c, one := get("c", "cluster", ep.name), get("c", "one-process", ep.name)
 			if c.OK && one.OK && one.P99 > 0 {
-				p("  %-52s %s  (p99 %s vs %s; %d vs %d 200s)\n", "c "+ep.name+" cluster / one-process p99",
+				p("  %-56s %s  (p99 %s vs %s; %d vs %d 200s)\n", "c "+ep.name+" cluster / one-process p99",
 					fmtRatio(float64(c.P99)/float64(one.P99)), fmtDur(c.P99), fmtDur(one.P99), c.OKCount, one.OKCount)
 			}
 		}
@@ -419,7 +419,7 @@ func (r *report) printRatios(w io.Writer) {
 		for _, pol := range policies[1:] {
 			s := get("d", pol, "simple")
 			if s.OK && rr.OK && rr.P99 > 0 {
-				p("  %-52s %s  (p99 %s vs %s)\n", "d simple p99 "+pol+" / round-robin",
+				p("  %-56s %s  (p99 %s vs %s)\n", "d simple p99 "+pol+" / round-robin",
 					fmtRatio(float64(s.P99)/float64(rr.P99)), fmtDur(s.P99), fmtDur(rr.P99))
 			}
 		}

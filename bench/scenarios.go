@@ -56,7 +56,13 @@ func (b *bench) runMatrix(ctx context.Context, scen string, groups [][]job, befo
 		total += len(g)
 	}
 	pr := &progress{scen: scen, total: total * b.opts.reps}
-	warm := map[*target]bool{}
+	// Warmed per process, not per target: a target that before restarts
+	// (scenario a's follow) is a new process, as cold as at the start.
+	type instance struct {
+		t *target
+		p *proc
+	}
+	warm := map[instance]bool{}
 	for rep := range b.opts.reps {
 		for _, g := range rotate(groups, rep) {
 			for _, j := range g {
@@ -66,8 +72,8 @@ func (b *bench) runMatrix(ctx context.Context, scen string, groups [][]job, befo
 				if before != nil {
 					before(ctx, j)
 				}
-				if !warm[j.t] && j.t.alive() == nil {
-					warm[j.t] = true
+				if in := (instance{j.t, j.t.proc}); !warm[in] && j.t.alive() == nil {
+					warm[in] = true
 					b.warmUp(ctx, j.t)
 				}
 				b.measureWrk(ctx, pr.next(), rep, j)
@@ -314,7 +320,7 @@ func (b *bench) scenarioB(ctx context.Context) {
 	}
 	// The same with -policy least-conn. A Node worker has one thread: when
 	// the OS or its garbage collector pauses it, round-robin keeps sending
-	// it every other request, and soon all 64 connections wait on it;
+	// it its share of the requests, and soon all 64 connections wait on it;
 	// least-conn sends them to the worker that is answering. Node's cluster
 	// pins each connection to one worker, so only that worker's share waits.
 	// The goals stay on the default policy's rows.

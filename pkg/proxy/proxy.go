@@ -38,8 +38,10 @@ type Options struct {
 	AccessLog *slog.Logger
 }
 
-// How every client of the proxy (h1, the http.Transport, and the fasthttp
-// engine's HostClients) connects to the workers.
+// How the proxy's clients connect to the workers. The dialer and the idle
+// timeout serve all three (h1, the http.Transport, and the fasthttp
+// engine's HostClients); the idle cap, h1 and the Transport (a HostClient
+// caps its connections with MaxConns instead).
 const (
 	workerDialTimeout = 2 * time.Second
 	workerKeepAlive   = 30 * time.Second // TCP keep-alive probes
