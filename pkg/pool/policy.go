@@ -35,6 +35,16 @@ var (
 
 // RoundRobin hands requests to the available workers in turn. A worker
 // that is not available is skipped, and its turn goes to the next one.
+//
+// A worker whose turn comes while it already holds more than its share of
+// the requests in flight, a quarter more than the average over the
+// available workers, is skipped too (the bound of consistent hashing with
+// bounded loads, Mirrokni et al., with HAProxy's and brpc's factor of
+// 1.25). Under an even load no worker is ever that far ahead and the turns
+// are strict; but a worker that stalls (a single-threaded Node worker
+// descheduled or collecting garbage, or one that hangs until the health
+// check marks it down) stops answering while its turns keep coming, and
+// without the bound every client connection soon waits on it.
 type RoundRobin struct {
 	next atomic.Uint64
 }
@@ -42,19 +52,40 @@ type RoundRobin struct {
 // Name returns "round-robin".
 func (*RoundRobin) Name() string { return "round-robin" }
 
-// Select returns the next available worker in turn.
+// Select returns the next available worker in turn that is not over the
+// bound; if every available worker is over it (in-flight counts moved
+// while they were read), the next available worker in turn.
 func (r *RoundRobin) Select(workers []*Worker) *Worker {
-	n := uint64(len(workers))
-	if n == 0 {
-		return nil
-	}
-	start := r.next.Add(1) - 1
-	for i := range n {
-		if w := workers[(start+i)%n]; w.Available() {
-			return w
+	var total, avail int64
+	for _, w := range workers {
+		if w.Available() {
+			total += w.InFlight()
+			avail++
 		}
 	}
-	return nil
+	if avail == 0 {
+		return nil
+	}
+	// A worker may take this request if it then holds at most
+	// ceil(1.25 * (total+1) / avail), the request counted in the total;
+	// the least busy worker always may.
+	limit := (5*(total+1) + 4*avail - 1) / (4 * avail)
+	n := uint64(len(workers))
+	start := r.next.Add(1) - 1
+	var first *Worker
+	for i := range n {
+		w := workers[(start+i)%n]
+		if !w.Available() {
+			continue
+		}
+		if w.InFlight() < limit {
+			return w
+		}
+		if first == nil {
+			first = w
+		}
+	}
+	return first
 }
 
 // LeastConn picks the available worker with the fewest requests in

@@ -33,19 +33,27 @@ func ids(ws []*Worker) []int {
 
 func TestRoundRobin(t *testing.T) {
 	tests := []struct {
-		name   string
-		states []State
-		want   []int // ids picked by successive calls; 0 = nil
+		name     string
+		states   []State
+		inFlight []int64 // nil = none
+		want     []int   // ids picked by successive calls; 0 = nil
 	}{
-		{"all up take turns", []State{Up, Up, Up}, []int{1, 2, 3, 1, 2, 3}},
-		{"down worker skipped", []State{Up, Down, Up}, []int{1, 3, 3, 1, 3, 3}},
-		{"starting and backoff skipped", []State{Starting, Up, Backoff}, []int{2, 2, 2}},
-		{"none up", []State{Down, Stopped}, []int{0, 0}},
-		{"empty", nil, []int{0}},
+		{"all up take turns", []State{Up, Up, Up}, nil, []int{1, 2, 3, 1, 2, 3}},
+		{"down worker skipped", []State{Up, Down, Up}, nil, []int{1, 3, 3, 1, 3, 3}},
+		{"starting and backoff skipped", []State{Starting, Up, Backoff}, nil, []int{2, 2, 2}},
+		{"none up", []State{Down, Stopped}, nil, []int{0, 0}},
+		{"empty", nil, nil, []int{0}},
+		// The bound: a worker may hold ceil(1.25 * (in flight + 1) / up).
+		{"uneven but within the bound keeps turns", []State{Up, Up, Up}, []int64{3, 4, 2}, []int{1, 2, 3, 1, 2, 3}},
+		{"at the bound keeps its turn", []State{Up, Up}, []int64{6, 3}, []int{1, 2, 1, 2}},
+		{"over the bound skipped", []State{Up, Up}, []int64{7, 3}, []int{2, 2, 2, 2}},
+		{"stalled worker skipped", []State{Up, Up, Up}, []int64{0, 40, 0}, []int{1, 3, 3, 1, 3, 3}},
+		{"only up workers count", []State{Up, Down, Up}, []int64{6, 50, 0}, []int{3, 3, 3, 3}},
+		{"lone worker over any bound", []State{Down, Up}, []int64{0, 90}, []int{2, 2}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ws := makeWorkers(tt.states, nil)
+			ws := makeWorkers(tt.states, tt.inFlight)
 			rr := new(RoundRobin)
 			got := make([]int, len(tt.want))
 			for i := range got {
