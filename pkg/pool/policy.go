@@ -120,9 +120,12 @@ func (LeastConn) Select(workers []*Worker) *Worker {
 	return best
 }
 
-// P2C is the power of two choices: it draws two available workers at
-// random and picks the one with fewer requests in flight. It spreads load
-// nearly as well as LeastConn without reading every worker.
+// P2C is the power of two choices: it draws two different available
+// workers at random and picks the one with fewer requests in flight. It
+// spreads load nearly as well as LeastConn without reading every worker.
+// The draws are distinct, as in Finagle's and Tower's p2c: drawn
+// independently, both land on the same worker half the time with two
+// workers, and that worker is then taken however busy it is.
 type P2C struct{}
 
 // Name returns "p2c".
@@ -134,23 +137,23 @@ func (P2C) Select(workers []*Worker) *Worker {
 	if n == 0 {
 		return nil
 	}
-	a := randomAvailable(workers, rand.IntN(n))
-	if a == nil {
-		return nil
+	a := randomAvailable(workers, rand.IntN(n), nil)
+	if a == nil || n == 1 {
+		return a
 	}
-	b := randomAvailable(workers, rand.IntN(n))
+	b := randomAvailable(workers, rand.IntN(n), a)
 	if b != nil && b.InFlight() < a.InFlight() {
 		return b
 	}
 	return a
 }
 
-// randomAvailable returns the first available worker from index start on,
-// wrapping around.
-func randomAvailable(workers []*Worker, start int) *Worker {
+// randomAvailable returns the first available worker other than not from
+// index start on, wrapping around.
+func randomAvailable(workers []*Worker, start int, not *Worker) *Worker {
 	n := len(workers)
 	for i := range n {
-		if w := workers[(start+i)%n]; w.Available() {
+		if w := workers[(start+i)%n]; w != not && w.Available() {
 			return w
 		}
 	}
