@@ -78,7 +78,7 @@ func throughputGoal(name, want string, got, ref summary, refName string, minRati
 		return g
 	}
 	g.Met = r >= minRatio
-	g.Got = fmt.Sprintf("%s (%s vs %s req/s)", fmtRatio(r), fmtRPS(got.RPS), fmtRPS(ref.RPS))
+	g.Got = fmt.Sprintf("%s (%s vs %s req/s)", fmtRatioAgainst(r, minRatio), fmtRPS(got.RPS), fmtRPS(ref.RPS))
 	// The verdict is on the medians; the repetitions' own ratios say how
 	// near the line it is.
 	if prs := pairedRatios(got, ref); len(prs) > 1 {
@@ -165,3 +165,13 @@ func fmtDur(d time.Duration) string {
 func fmtMiB(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 func fmtRatio(r float64) string { return fmt.Sprintf("%.2f×", r) }
+
+// fmtRatioAgainst formats r as fmtRatio does, with a third decimal when
+// two would round it onto the goal's line from below (0.948 shown as
+// 0.95× would read as met).
+func fmtRatioAgainst(r, line float64) string {
+	if r < line && fmtRatio(r) == fmtRatio(line) {
+		return fmt.Sprintf("%.3f×", r)
+	}
+	return fmtRatio(r)
+}

@@ -72,6 +72,9 @@ func TestFormat(t *testing.T) {
 		{fmtDur(12 * time.Second), "12.0 s"},
 		{fmtMiB(30 << 20), "30.0 MiB"},
 		{fmtRatio(0.954), "0.95×"},
+		{fmtRatioAgainst(0.9477, 0.95), "0.948×"}, // not met: must not read 0.95×
+		{fmtRatioAgainst(0.954, 0.95), "0.95×"},
+		{fmtRatioAgainst(0.9, 0.95), "0.90×"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

@@ -270,9 +270,10 @@ func (r *report) sectionB(w io.Writer) {
 	p("`bench/node/app.js` (Express 4) with %d workers: under the balancer as `-cmd \"node bench/node/app.js\"`, per engine, with the default TCP health check ", r.cores)
 	p("(an HTTP check on /health times out while the event loop works through queued compleja requests, and the workers are taken out of rotation), ")
 	p("and under Node's own cluster mode (`node bench/node/cluster.js`, CLUSTER_WORKERS=%d). wrk at 64 connections. ", r.cores)
-	p("The balancer rows use the default policy, round-robin, except **%s** (`-engine fasthttp -policy least-conn`): ", bLeastConn)
-	p("a Node worker has one thread, and while the OS or its garbage collector pauses it, round-robin keeps sending it its share of the requests (every other one, with two workers) until all 64 connections wait on it; ")
-	p("least-conn sends them to the worker that answers. (Node's cluster pins each connection to one worker, so only that worker's connections wait.) The goals are read on the default policy's rows.\n\n")
+	p("The balancer rows use the default policy, round-robin, except **%s** (`-engine fasthttp -policy least-conn`), for comparison: ", bLeastConn)
+	p("a Node worker has one thread, and the requests that reach it while the OS or its garbage collector pauses it wait. ")
+	p("Round-robin gives each worker its turn but passes over one that holds more than 1.25× its share of the requests in flight; least-conn sends each request to the worker with the fewest. ")
+	p("(Node's cluster pins each connection to one worker, so only that worker's connections wait.) The goals are read on the default policy's rows.\n\n")
 	p("| target | endpoint | req/s | × Node cluster | p99 | p99 × Node cluster | errors |\n|---|---|--:|--:|--:|--:|--:|\n")
 	for _, ep := range endpoints {
 		ref := r.res.get(key{Scenario: "b", Target: "node-cluster", Endpoint: ep.name})

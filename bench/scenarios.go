@@ -318,12 +318,13 @@ func (b *bench) scenarioB(ctx context.Context) {
 		// both workers out and answers 503.
 		ts = append(ts, b.startBalancer(ctx, "balancer-"+e, balancerOpts{engine: e, workers: b.cores, cmd: cmd}))
 	}
-	// The same with -policy least-conn. A Node worker has one thread: when
-	// the OS or its garbage collector pauses it, round-robin keeps sending
-	// it its share of the requests, and soon all 64 connections wait on it;
-	// least-conn sends them to the worker that is answering. Node's cluster
-	// pins each connection to one worker, so only that worker's share waits.
-	// The goals stay on the default policy's rows.
+	// The same with -policy least-conn, for comparison. A Node worker has
+	// one thread: when the OS or its garbage collector pauses it, the
+	// requests it holds wait. Round-robin passes over a worker holding more
+	// than 1.25x its share of the requests in flight; least-conn sends each
+	// request to the worker with the fewest. Node's cluster pins each
+	// connection to one worker, so only that worker's share waits. The goals
+	// stay on the default policy's rows.
 	ts = append(ts, b.startBalancer(ctx, bLeastConn, balancerOpts{engine: "fasthttp", policy: "least-conn", workers: b.cores, cmd: cmd}))
 	ts = append(ts, b.startNodeCluster(ctx, b.cores))
 	defer b.stopTargets(ts...)
