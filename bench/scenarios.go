@@ -107,9 +107,10 @@ func (b *bench) wrkRuns(t *target, path string, conns int, d time.Duration) []wr
 // failed sample, so the report says so instead of leaving a gap. The
 // balancer's RSS is sampled during the runs on simple at 64 connections.
 func (b *bench) measureWrk(ctx context.Context, label string, rep int, j job) {
+	row := j.k.Target + paramLabel(j.k)
 	if err := j.t.alive(); err != nil {
 		b.res.add(j.k, sample{Err: err.Error()})
-		fmt.Fprintf(b.out, "%s rep %d  %-28s %-9s FAILED: %v\n", label, rep+1, j.k.Target+paramLabel(j.k), j.k.Endpoint, short(err))
+		b.progress(label, rep, row, "%-9s FAILED: %v", j.k.Endpoint, short(err))
 		return
 	}
 	if b.tools.wrk == "" {
@@ -137,7 +138,7 @@ func (b *bench) measureWrk(ctx context.Context, label string, rep int, j job) {
 	}
 	if err != nil {
 		b.res.add(j.k, sample{Err: err.Error()})
-		fmt.Fprintf(b.out, "%s rep %d  %-28s %-9s FAILED: %v\n", label, rep+1, j.k.Target+paramLabel(j.k), j.k.Endpoint, short(err))
+		b.progress(label, rep, row, "%-9s FAILED: %v", j.k.Endpoint, short(err))
 		return
 	}
 	s := sample{RPS: r.RPS, P99: r.P99, Requests: r.Requests, Errors: r.Errors(), RSS: rss}
@@ -147,8 +148,15 @@ func (b *bench) measureWrk(ctx context.Context, label string, rep int, j job) {
 		extra = fmt.Sprintf("  rss %s", fmtMiB(rss))
 	}
 	extra += b.checkRestarts(ctx, j.t, j.k)
-	fmt.Fprintf(b.out, "%s rep %d  %-28s %-9s c=%-3d %9.0f req/s  p99 %-9s errors %d%s\n",
-		label, rep+1, j.k.Target+paramLabel(j.k), j.k.Endpoint, j.conns, r.RPS, fmtDur(r.P99), r.Errors(), extra)
+	b.progress(label, rep, row, "%-9s c=%-3d %9.0f req/s  p99 %-9s errors %d%s",
+		j.k.Endpoint, j.conns, r.RPS, fmtDur(r.P99), r.Errors(), extra)
+}
+
+// progress prints one line of the bench's progress: the scenario's
+// counter, the repetition, and the row's name padded so that the figures
+// after it line up.
+func (b *bench) progress(label string, rep int, row, format string, a ...any) {
+	fmt.Fprintf(b.out, "%s rep %d  %-28s %s\n", label, rep+1, row, fmt.Sprintf(format, a...))
 }
 
 // minComplejaRun is the shortest run on /operacion-compleja. At 64
@@ -361,13 +369,13 @@ func (b *bench) scenarioC(ctx context.Context) {
 				}
 				if err != nil {
 					b.res.add(k, sample{Err: err.Error()})
-					fmt.Fprintf(b.out, "%s rep %d  %-28s %-9s FAILED: %v\n", label, rep+1, t.name, ep.name, short(err))
+					b.progress(label, rep, t.name, "%-9s FAILED: %v", ep.name, short(err))
 					continue
 				}
 				p99 := time.Duration(r.P99 * float64(time.Millisecond))
 				b.res.add(k, sample{RPS: r.Rate, P99: p99, Requests: r.Requests, Errors: r.Failed(), OK: r.Codes200, VUsersFailed: r.VUsersFailed})
-				fmt.Fprintf(b.out, "%s rep %d  %-28s %-9s 200s %d/%d  vusers.failed %d  p99 %s  errors %d%s\n",
-					label, rep+1, t.name, ep.name, r.Codes200, b.opts.artCount*b.opts.artNum, r.VUsersFailed, fmtDur(p99), r.Failed(),
+				b.progress(label, rep, t.name, "%-9s 200s %d/%d  vusers.failed %d  p99 %s  errors %d%s",
+					ep.name, r.Codes200, b.opts.artCount*b.opts.artNum, r.VUsersFailed, fmtDur(p99), r.Failed(),
 					b.checkRestarts(ctx, t, k))
 			}
 		}
@@ -411,13 +419,13 @@ func (b *bench) scenarioD(ctx context.Context) {
 			if err != nil {
 				b.res.add(ks, sample{Err: err.Error()})
 				b.res.add(kc, sample{Err: err.Error()})
-				fmt.Fprintf(b.out, "%s rep %d  %-28s FAILED: %v\n", label, rep+1, t.name, short(err))
+				b.progress(label, rep, t.name, "FAILED: %v", short(err))
 				continue
 			}
 			b.res.add(ks, sample{RPS: rs.RPS, P99: rs.P99, Requests: rs.Requests, Errors: rs.Errors()})
 			b.res.add(kc, sample{RPS: rc.RPS, P99: rc.P99, Requests: rc.Requests, Errors: rc.Errors()})
-			fmt.Fprintf(b.out, "%s rep %d  %-28s simple %7.0f req/s p99 %-9s | compleja %5.1f req/s p99 %-9s errors %d%s\n",
-				label, rep+1, t.name, rs.RPS, fmtDur(rs.P99), rc.RPS, fmtDur(rc.P99), rs.Errors()+rc.Errors(), b.checkRestarts(ctx, t, ks))
+			b.progress(label, rep, t.name, "simple %7.0f req/s p99 %-9s | compleja %5.1f req/s p99 %-9s errors %d%s",
+				rs.RPS, fmtDur(rs.P99), rc.RPS, fmtDur(rc.P99), rs.Errors()+rc.Errors(), b.checkRestarts(ctx, t, ks))
 		}
 	}
 }
