@@ -5,6 +5,7 @@
 //	go run ./bench                 # the full run: 3 repetitions of 10s each
 //	go run ./bench -quick          # 1 short repetition, to try it
 //	go run ./bench -only a,e       # some scenarios only
+//	go run ./bench -render docs/bench/results.json   # the report again, from a run's figures
 //
 // It installs what is missing (wrk, nginx-light and haproxy with apt-get
 // as root; Artillery with npm into bench/.cache; the Node app's modules
@@ -32,6 +33,12 @@ import (
 // scenarioNames are the values -only accepts, in the order they run.
 var scenarioNames = []string{"a", "b", "c", "d", "e"}
 
+// The repetitions and wrk duration of a run, and of a -quick one.
+const (
+	defaultReps, quickReps         = 3, 1
+	defaultDuration, quickDuration = 10 * time.Second, 2 * time.Second
+)
+
 // options are the command-line settings.
 type options struct {
 	quick    bool
@@ -42,6 +49,9 @@ type options struct {
 	// artillery's --count and --num: the course's 40 × 50, fewer in quick mode.
 	artCount, artNum int
 	warmup           time.Duration
+	// render, when set, is a results.json to write the report from,
+	// measuring nothing.
+	render string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -50,10 +60,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	var only string
 	fs.BoolVar(&o.quick, "quick", false, "short runs and 1 repetition, to try the bench (figures are only indicative)")
-	fs.IntVar(&o.reps, "reps", 3, "repetitions of each measurement; the report shows medians")
-	fs.DurationVar(&o.duration, "duration", 10*time.Second, "wrk duration per run (whole seconds)")
+	fs.IntVar(&o.reps, "reps", defaultReps, "repetitions of each measurement; the report shows medians")
+	fs.DurationVar(&o.duration, "duration", defaultDuration, "wrk duration per run (whole seconds)")
 	fs.StringVar(&o.out, "out", "docs/bench", "report `DIR`, relative to the repository root")
 	fs.StringVar(&only, "only", strings.Join(scenarioNames, ","), "scenarios to run, comma-separated: a (proxies), b (Node), c (artillery), d (mixed load), e (scaling)")
+	fs.StringVar(&o.render, "render", "", "write the report again from `FILE`, the results.json of an earlier run, measuring nothing (after a change to the report's text)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -62,13 +73,21 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.render != "" {
+		for _, f := range []string{"quick", "reps", "duration", "only"} {
+			if set[f] {
+				return o, fmt.Errorf("-%s: -render measures nothing; the run's own settings are in its results.json", f)
+			}
+		}
+		return o, nil
+	}
 	o.artCount, o.artNum, o.warmup = 40, 50, 2*time.Second
 	if o.quick {
 		if !set["reps"] {
-			o.reps = 1
+			o.reps = quickReps
 		}
 		if !set["duration"] {
-			o.duration = 2 * time.Second
+			o.duration = quickDuration
 		}
 		o.artCount, o.artNum, o.warmup = 10, 20, time.Second
 	}
@@ -124,6 +143,18 @@ func run(args []string) int {
 		return 2
 	}
 	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", a...) }
+	outDir := opts.out
+	if !filepath.IsAbs(outDir) {
+		outDir = filepath.Join(root, outDir)
+	}
+	if opts.render != "" {
+		if err := render(opts.render, outDir, os.Stdout); err != nil {
+			logf("%v", err)
+			return 1
+		}
+		logf("report written to %s", filepath.Join(outDir, "README.md"))
+		return 0
+	}
 
 	// Ctrl-C and SIGTERM cancel the context; the deferred stopAll then
 	// stops every child before the bench exits.
@@ -156,6 +187,12 @@ func run(args []string) int {
 	}
 	mach := describeMachine(ctx, b.tools)
 	logf("%s, %d cores; %d repetition(s) of %s per run", mach.CPU, mach.Cores, opts.reps, opts.duration)
+	b.res.Machine, b.res.ArtCount, b.res.ArtNum = mach, opts.artCount, opts.artNum
+	for _, s := range scenarioNames {
+		if opts.only[s] {
+			b.res.Scenarios = append(b.res.Scenarios, s)
+		}
+	}
 
 	for _, s := range []struct {
 		name string
@@ -176,10 +213,6 @@ func run(args []string) int {
 		return 130
 	}
 
-	outDir := opts.out
-	if !filepath.IsAbs(outDir) {
-		outDir = filepath.Join(root, outDir)
-	}
 	rep := &report{res: b.res, mach: mach, opts: opts, cores: b.cores}
 	if err := rep.write(outDir); err != nil {
 		logf("write report: %v", err)
@@ -189,4 +222,24 @@ func run(args []string) int {
 	rep.printRatios(b.out)
 	logf("report written to %s", filepath.Join(outDir, "README.md"))
 	return 0
+}
+
+// render writes the report into outDir again from the results.json at
+// path, and prints its ratios to w.
+func render(path, outDir string, w io.Writer) error {
+	res, err := loadResults(path)
+	if err != nil {
+		return err
+	}
+	opts := options{quick: res.Quick, reps: res.Reps, duration: res.Duration,
+		artCount: res.ArtCount, artNum: res.ArtNum, only: map[string]bool{}}
+	for _, s := range res.Scenarios {
+		opts.only[s] = true
+	}
+	rep := &report{res: res, mach: res.Machine, opts: opts, cores: res.Machine.Cores}
+	if err := rep.write(outDir); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	rep.printRatios(w)
+	return nil
 }

@@ -75,7 +75,12 @@ func TestParseFlags(t *testing.T) {
 	if o.reps != 2 || !o.only["a"] || !o.only["e"] || o.only["b"] {
 		t.Errorf("explicit -reps and -only: got reps %d only %v", o.reps, o.only)
 	}
-	for _, bad := range [][]string{{"-only", "z"}, {"-reps", "0"}, {"-duration", "500ms"}, {"stray"}} {
+	o, err = parseFlags([]string{"-render", "old/results.json", "-out", "elsewhere"}, &strings.Builder{})
+	if err != nil || o.render != "old/results.json" || o.out != "elsewhere" {
+		t.Errorf("-render with -out: got %q, %q, %v", o.render, o.out, err)
+	}
+	for _, bad := range [][]string{{"-only", "z"}, {"-reps", "0"}, {"-duration", "500ms"}, {"stray"},
+		{"-render", "r.json", "-only", "a"}, {"-render", "r.json", "-quick"}} {
 		if _, err := parseFlags(bad, &strings.Builder{}); err == nil {
 			t.Errorf("parseFlags(%q): got no error", bad)
 		}

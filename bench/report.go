@@ -68,7 +68,8 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	p("# Benchmarks\n\n")
 	p("Measured on %s by `go run ./bench%s`: ", res.Started.UTC().Format("2006-01-02 15:04 MST"), r.flagsUsed())
 	p("%d repetition(s) of %s per wrk run; every figure is the median over the repetitions, errors the total. ", res.Reps, res.Duration)
-	p("Generated file: rerun the bench rather than edit it. Every repetition's figures are in [results.json](results.json).\n\n")
+	p("Generated file: rerun the bench rather than edit it; after a change to the bench's text, `go run ./bench -render docs/bench/results.json` writes it again from the same figures. ")
+	p("Every repetition's figures are in [results.json](results.json).\n\n")
 	if res.Quick {
 		p("> **Quick mode**: one short repetition per figure, to check the bench end to end. ")
 		p("The figures are indicative only; the goals below are judged on them all the same. ")
@@ -92,6 +93,7 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	p("go run ./bench                 # the full run: 3 × 10 s per figure, about half an hour\n")
 	p("go run ./bench -quick          # one short pass, to try it\n")
 	p("go run ./bench -only a,b -reps 5 -duration 20s\n")
+	p("go run ./bench -render docs/bench/results.json   # this page again from its figures, measuring nothing\n")
 	p("```\n\n")
 	p("It installs what is missing (`apt-get install -y wrk nginx-light haproxy` as root, Artillery %s with npm into `bench/.cache/`, ", artilleryVersion)
 	p("`npm ci` in `bench/node`), builds `./balancer` and `./backend` into a temporary directory, runs everything on 127.0.0.1 ")
@@ -149,6 +151,18 @@ func (r *report) flagsUsed() string {
 	var f []string
 	if r.opts.quick {
 		f = append(f, "-quick")
+	}
+	// -reps and -duration where they differ from the mode's defaults, so
+	// that the command shown is the one that was run.
+	reps, dur := defaultReps, defaultDuration
+	if r.opts.quick {
+		reps, dur = quickReps, quickDuration
+	}
+	if r.opts.reps != reps {
+		f = append(f, fmt.Sprintf("-reps %d", r.opts.reps))
+	}
+	if r.opts.duration != dur {
+		f = append(f, "-duration "+r.opts.duration.String())
 	}
 	if len(r.opts.only) < len(scenarioNames) {
 		var s []string

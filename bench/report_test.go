@@ -108,3 +108,57 @@ func TestReportScenarioB(t *testing.T) {
 		t.Errorf("printRatios lacks the least-conn ratio:\n%s", out.String())
 	}
 }
+
+// TestRenderCommittedReport writes the report again from the committed
+// results.json: it must come out as the committed README.md, so that a
+// change to the report's code is seen in docs/bench at once (rewrite it
+// with go run ./bench -render docs/bench/results.json).
+func TestRenderCommittedReport(t *testing.T) {
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed := filepath.Join(root, "docs", "bench")
+	dir := t.TempDir()
+	var out strings.Builder
+	if err := render(filepath.Join(committed, "results.json"), dir, &out); err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(filepath.Join(committed, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		gl, wl := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
+		for i := range min(len(gl), len(wl)) {
+			if gl[i] != wl[i] {
+				t.Fatalf("docs/bench/README.md is not what its results.json renders to: line %d\n got: %s\nwant: %s\nrun: go run ./bench -render docs/bench/results.json", i+1, gl[i], wl[i])
+			}
+		}
+		t.Fatalf("docs/bench/README.md is not what its results.json renders to: %d lines against %d", len(gl), len(wl))
+	}
+	if !strings.Contains(out.String(), "goals met") {
+		t.Errorf("render printed no goals:\n%s", out.String())
+	}
+}
+
+// TestRenderRefusesOldResults: a results.json without the machine and
+// the scenarios cannot make a whole report, and says what to do.
+func TestRenderRefusesOldResults(t *testing.T) {
+	dir := t.TempDir()
+	old := filepath.Join(dir, "results.json")
+	if err := os.WriteFile(old, []byte(`{"started":"2026-11-26T10:00:00Z","reps":3,"duration_ns":10000000000,"series":[]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := render(old, filepath.Join(dir, "out"), &strings.Builder{})
+	if err == nil || !strings.Contains(err.Error(), "run the bench again") {
+		t.Fatalf("render of an old results.json: got %v, want an error that says to run the bench again", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out", "README.md")); err == nil {
+		t.Error("render wrote a report from an old results.json")
+	}
+}

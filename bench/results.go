@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"slices"
@@ -92,6 +93,12 @@ type results struct {
 	Reps     int           `json:"reps"`
 	Duration time.Duration `json:"duration_ns"`
 	Series   []*series     `json:"series"`
+	// What the report says besides the figures, so that -render can
+	// write it again from this file alone.
+	Machine   machine  `json:"machine"`
+	Scenarios []string `json:"scenarios"` // the ones run, in order
+	ArtCount  int      `json:"artillery_count,omitempty"`
+	ArtNum    int      `json:"artillery_num,omitempty"`
 	// Notes are things the report must say: what failed to start, what
 	// was measured differently from the plan.
 	Notes []string `json:"notes,omitempty"`
@@ -124,6 +131,27 @@ func (r *results) note(s string) {
 	if !slices.Contains(r.Notes, s) {
 		r.Notes = append(r.Notes, s)
 	}
+}
+
+// loadResults reads a results.json written by an earlier run.
+func loadResults(path string) (*results, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r results
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if r.Machine.Cores == 0 || len(r.Scenarios) == 0 {
+		return nil, fmt.Errorf("%s: no machine or scenario list in it (an older bench wrote it): run the bench again", path)
+	}
+	for _, sc := range r.Scenarios {
+		if !slices.Contains(scenarioNames, sc) {
+			return nil, fmt.Errorf("%s: unknown scenario %q", path, sc)
+		}
+	}
+	return &r, nil
 }
 
 func (r *results) save(path string) error {
