@@ -52,7 +52,7 @@ func readBody(req *http.Request, limit int64) (body, error) {
 	case n >= 0:
 		buf := make([]byte, n)
 		if _, err := io.ReadFull(req.Body, buf); err != nil {
-			return body{}, fmt.Errorf("read request body: %w", err)
+			return body{}, fmt.Errorf("%w: %w", errClientBody, err)
 		}
 		return body{buf: buf}, nil
 	}
@@ -62,7 +62,7 @@ func readBody(req *http.Request, limit int64) (body, error) {
 	}
 	buf, err := io.ReadAll(io.LimitReader(req.Body, probe))
 	if err != nil {
-		return body{}, fmt.Errorf("read request body: %w", err)
+		return body{}, fmt.Errorf("%w: %w", errClientBody, err)
 	}
 	if int64(len(buf)) > limit {
 		return body{stream: io.MultiReader(bytes.NewReader(buf), req.Body)}, nil
@@ -105,6 +105,18 @@ func (b *body) attach(out *http.Request) {
 // none, or it is buffered.
 func (b *body) replayable() bool { return b.stream == nil }
 
+// clientErr is the error the client's streamed body gave the last
+// attempt, if any: that attempt failed by the client's fault.
+func (b *body) clientErr() error {
+	if b.cur == nil {
+		return nil
+	}
+	if e := b.cur.err.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
 // failed reports, after an attempt failed, whether an attempt read any of
 // a streamed body; from then on the body can go to no other worker. It
 // also makes sure the failed attempt reads nothing more.
@@ -120,7 +132,8 @@ func (b *body) failed() (bodyRead bool) {
 // attempt, and the ReverseProxy closes the client's body at the end.
 type trackedBody struct {
 	r     io.Reader
-	state atomic.Int32 // unread, read or revoked
+	state atomic.Int32          // unread, read or revoked
+	err   atomic.Pointer[error] // the client's read error, other than EOF
 }
 
 const (
@@ -133,7 +146,11 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 	if b.state.Load() != read && !b.state.CompareAndSwap(unread, read) {
 		return 0, errBodyRevoked
 	}
-	return b.r.Read(p)
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err.CompareAndSwap(nil, &err)
+	}
+	return n, err
 }
 
 func (b *trackedBody) Close() error { return nil }

@@ -23,8 +23,9 @@
 // streamed and can be sent only once: its request is retried only while
 // no attempt has read from it, and then only when the connection was
 // refused (the worker saw nothing) or the method is idempotent (GET,
-// HEAD, OPTIONS, PUT, DELETE, TRACE). A timeout (504) or a client that
-// left (499) is never retried. The caveats: a POST whose worker acted on
+// HEAD, OPTIONS, PUT, DELETE, TRACE). A timeout (504), a client that
+// left (499) or a body the client broke (400) is never retried, and the
+// last two are not the worker's failures. The caveats: a POST whose worker acted on
 // it and then died before answering is done again by the next worker,
 // since no request is to be lost; a body that fits is read whole before
 // any worker sees it (the client gets its 100 Continue from the proxy);

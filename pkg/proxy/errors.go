@@ -14,6 +14,11 @@ import (
 // ErrNoWorker means no worker was up to take the request.
 var ErrNoWorker = errors.New("no worker available")
 
+// errClientBody marks a request whose body could not be read from the
+// client: a malformed chunk, a body cut short. The client's fault, not the
+// worker's: 400.
+var errClientBody = errors.New("bad request body")
+
 // StatusClientClosed is the status logged for a request whose client went
 // away before the answer (nginx's 499). Nothing is sent.
 const StatusClientClosed = 499
@@ -21,7 +26,8 @@ const StatusClientClosed = 499
 // Status maps a failed forward to the status the client gets, and the
 // message of its JSON body. It is the one place where errors become
 // statuses: 503 when no worker is up, 504 when the worker timed out, 499
-// when the client went away, 502 otherwise.
+// when the client went away, 400 when its body could not be read, 502
+// otherwise.
 func Status(r *http.Request, err error) (int, string) {
 	return statusOf(err, r.Context().Err() != nil && !errors.Is(r.Context().Err(), context.DeadlineExceeded))
 }
@@ -34,6 +40,8 @@ func statusOf(err error, clientGone bool) (int, string) {
 		return http.StatusServiceUnavailable, "no worker available"
 	case clientGone || errors.Is(err, context.Canceled):
 		return StatusClientClosed, "client closed request"
+	case errors.Is(err, errClientBody):
+		return http.StatusBadRequest, "bad request body"
 	case isTimeout(err):
 		return http.StatusGatewayTimeout, "worker timed out"
 	default:
@@ -41,12 +49,14 @@ func statusOf(err error, clientGone bool) (int, string) {
 	}
 }
 
+// isTimeout reports whether err is a timeout: net's, the context's, or
+// fasthttp's ErrTimeout, which has a Timeout method but is no net.Error.
 func isTimeout(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
 }
 
 // isRefused reports whether err happened while connecting, so the worker
@@ -80,8 +90,9 @@ func idempotent(method string) bool {
 // none, or it was buffered); and, for a body that cannot, whether any
 // attempt has read from it yet.
 //
-// Never when the client went away or the worker timed out: another
-// worker would only do the same work again. Otherwise the worker is taken
+// Never when the client went away, its body could not be read, or the
+// worker timed out: another worker would only do the same work again, or
+// get the same broken body. Otherwise the worker is taken
 // to have died (refused, reset, EOF), and a replayable request is retried
 // whatever its method, since the next worker gets the same bytes. A
 // streamed body that an attempt has read from is partly gone, so that
@@ -90,7 +101,7 @@ func idempotent(method string) bool {
 // since the worker saw nothing, or when the method is idempotent.
 func retryable(method string, err error, replayable, bodyRead bool) bool {
 	switch {
-	case errors.Is(err, context.Canceled) || isTimeout(err):
+	case errors.Is(err, context.Canceled) || isTimeout(err) || errors.Is(err, errClientBody):
 		return false
 	case replayable:
 		return true

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -144,13 +146,14 @@ func (f *Fast) worker(proc *pool.Process) *fastWorker {
 		MaxIdleConnDuration: workerIdleTimeout,
 		ReadTimeout:         f.opts.UpstreamTimeout,
 		WriteTimeout:        f.opts.UpstreamTimeout,
-		// One more try on the same worker, only when fasthttp finds the
-		// failure safe to repeat (a kept-alive connection the worker had
-		// closed) and the worker was not cut off; anything else goes
-		// back to forward, which retries on another worker.
+		// One more try on the same worker when the connection failed (a
+		// kept-alive connection the worker had closed; the body is held
+		// whole, so forward's rule would send it to another worker
+		// anyway), not when the worker was cut off or timed out: a slow
+		// worker may still be doing the work, and forward answers 504.
 		MaxIdemponentCallAttempts: 2,
-		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) {
-			return false, !fw.cut.Load()
+		RetryIfErr: func(_ *fasthttp.Request, _ int, err error) (bool, bool) {
+			return false, !fw.cut.Load() && !isTimeout(err)
 		},
 		NoDefaultUserAgentHeader: true,
 		DisablePathNormalizing:   true,
@@ -206,11 +209,21 @@ func (f *Fast) Handle(ctx *fasthttp.RequestCtx) {
 	}
 	req := &ctx.Request
 	closeAfter := req.Header.ConnectionClose()
+	noHost := len(req.Header.Host()) == 0 // HTTP/1.0 may send none
 	var hop uint16
-	for k := range req.Header.All() {
-		hop |= hopBits(k)
+	var listedBuf [4]string
+	listed := listedBuf[:0]
+	for k, v := range req.Header.All() {
+		b := hopBits(k)
+		if b == connectionBit {
+			listed = appendListed(listed, v)
+		}
+		hop |= b
 	}
 	delHop(hop, req.Header.Del)
+	for _, h := range listed {
+		req.Header.Del(h)
+	}
 	if closeAfter {
 		// Deleting Connection forgot the client's "close"; the server
 		// still owes it.
@@ -222,6 +235,8 @@ func (f *Fast) Handle(ctx *fasthttp.RequestCtx) {
 	req.Header.SetBytesV("X-Forwarded-Host", ctx.Host())
 	req.Header.Set("X-Forwarded-Proto", "http")
 	req.Header.Del("Forwarded")
+	// A body without a Content-Type goes without one, as it came.
+	req.Header.SetNoDefaultContentType(true)
 
 	resp := &ctx.Response
 	w, proc, err := forward(f.pool, f.opts.MaxRetries, f.log, string(req.Header.Method()), wholeBody{},
@@ -232,6 +247,10 @@ func (f *Fast) Handle(ctx *fasthttp.RequestCtx) {
 			}
 			fw := f.worker(proc)
 			fw.watch(proc.UpContext())
+			if noHost {
+				// The worker's address, as net/http's Transport sends.
+				req.URI().SetHost(proc.Addr())
+			}
 			err := fw.hc.Do(req, resp)
 			if err != nil && fw.cut.Load() {
 				err = workerDown(err)
@@ -250,10 +269,18 @@ func (f *Fast) Handle(ctx *fasthttp.RequestCtx) {
 	// The body is in memory already: the request is done for the worker.
 	w.End(proc, true, false)
 	hop = 0
-	for k := range resp.Header.All() {
-		hop |= hopBits(k)
+	listed = listed[:0]
+	for k, v := range resp.Header.All() {
+		b := hopBits(k)
+		if b == connectionBit {
+			listed = appendListed(listed, v)
+		}
+		hop |= b
 	}
 	delHop(hop, resp.Header.Del)
+	for _, h := range listed {
+		resp.Header.Del(h)
+	}
 }
 
 // hopBits and delHop delete the hop-by-hop headers that a header block
@@ -275,6 +302,30 @@ func hopBits(k []byte) uint16 {
 		}
 	}
 	return 0
+}
+
+// connectionBit is hopBits of Connection, hopHeaders[0].
+const connectionBit = 1
+
+// appendListed appends to dst the header names that a Connection header's
+// value v lists, which are hop-by-hop too (RFC 9110 7.6.1), leaving out
+// "close" and the names already in hopHeaders. A name costs an allocation;
+// the usual values ("keep-alive", "close", "Upgrade") cost none.
+func appendListed(dst []string, v []byte) []string {
+	for len(v) > 0 {
+		var tok []byte
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			tok, v = v[:i], v[i+1:]
+		} else {
+			tok, v = v, nil
+		}
+		tok = bytes.Trim(tok, " \t")
+		if len(tok) == 0 || hopBits(tok) != 0 || (len(tok) == 5 && strings.EqualFold(string(tok), "close")) {
+			continue
+		}
+		dst = append(dst, string(tok))
+	}
+	return dst
 }
 
 // delHop deletes the headers of hopHeaders whose bits are set in found.
@@ -368,7 +419,25 @@ func (f *Fast) Server(o ServerOptions, otherPaths []string, other http.Handler) 
 		NoDefaultContentType:         true,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
+		ErrorHandler:                 fastServerError,
 		Logger:                       fastLogger{f.log},
+	}
+}
+
+// fastServerError answers a request that fasthttp could not read, with
+// the status net/http's server gives and the JSON body of every other
+// error (fasthttp's own answers 400 to a body over the limit).
+func fastServerError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.As(err, &small):
+		writeFastError(ctx, http.StatusRequestHeaderFieldsTooLarge, "request header too large")
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeFastError(ctx, http.StatusRequestEntityTooLarge, "request body too large")
+	case isTimeout(err):
+		writeFastError(ctx, http.StatusRequestTimeout, "request timeout")
+	default:
+		writeFastError(ctx, http.StatusBadRequest, "bad request")
 	}
 }
 

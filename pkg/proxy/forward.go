@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -14,6 +17,9 @@ type replayer interface {
 	// failed is called after a failed attempt; it reports whether the
 	// attempt read from a body that cannot be replayed.
 	failed() bool
+	// clientErr is, after a failed attempt, the error reading the
+	// client's body gave it, if any.
+	clientErr() error
 }
 
 // wholeBody is a body the engine holds whole (fasthttp reads every body
@@ -22,6 +28,7 @@ type wholeBody struct{}
 
 func (wholeBody) replayable() bool { return true }
 func (wholeBody) failed() bool     { return false }
+func (wholeBody) clientErr() error { return nil }
 
 // forward is the request path both engines share: pick a worker, count
 // the attempt and its response time (to the response headers), run try on the worker's current process, and when it fails, apply
@@ -62,6 +69,15 @@ func forward(p *pool.Pool, maxRetries int, log *slog.Logger, method string, body
 		}
 		tried = append(tried, w)
 		bodyRead := body.failed()
+		if cerr := body.clientErr(); cerr != nil {
+			err = fmt.Errorf("%w: %w", errClientBody, cerr)
+		}
+		if cause := clientGone(err); errors.Is(cause, context.Canceled) || errors.Is(cause, errClientBody) {
+			// The client left, or sent a broken body: the worker did
+			// not fail, and no other worker would do better.
+			w.End(proc, true, false)
+			return nil, nil, err
+		}
 		if len(tried) > maxRetries || !retryable(method, clientGone(err), body.replayable(), bodyRead) {
 			w.End(proc, false, false)
 			return nil, nil, err

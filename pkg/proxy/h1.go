@@ -76,6 +76,18 @@ type h1Conn struct {
 	stopClient, stopDown func() bool
 	abortedBy            atomic.Int32 // 0, abortClient or abortDown
 	onClient, onDown     func()       // made once per connection, so arming a watch allocates less
+
+	// The look at an idle connection before it is reused (unsolicited):
+	// made once per connection, so a look allocates nothing.
+	raw    syscall.RawConn
+	peek   func(fd uintptr)
+	peeked peekResult
+}
+
+type peekResult struct {
+	n   int
+	err error
+	buf [1]byte
 }
 
 const (
@@ -216,6 +228,10 @@ func (c *h1Conn) release(keep bool) {
 	if !c.stopDown() {
 		keep = false
 	}
+	if keep && c.br.Buffered() > 0 {
+		// More than the answer came: see unsolicited.
+		keep = false
+	}
 	if keep {
 		c.t.put(c)
 	} else {
@@ -283,8 +299,11 @@ func (t *h1) conn(ctx context.Context, addr string, fresh bool) (*h1Conn, error)
 		s.nc.Close()
 	}
 	if c != nil {
-		c.reused = true
-		return c, nil
+		if c.br.Buffered() == 0 && !c.unsolicited() {
+			c.reused = true
+			return c, nil
+		}
+		c.nc.Close()
 	}
 	nc, err := t.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -298,7 +317,32 @@ func (t *h1) conn(ctx context.Context, addr string, fresh bool) (*h1Conn, error)
 	c = &h1Conn{t: t, addr: addr, nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}
 	c.onClient = func() { c.abort(abortClient) }
 	c.onDown = func() { c.abort(abortDown) }
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+	c.peek = func(fd uintptr) {
+		c.peeked.n, _, c.peeked.err = syscall.Recvfrom(int(fd), c.peeked.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	}
 	return c, nil
+}
+
+// unsolicited reports whether the worker sent anything on the idle
+// connection, or closed it. Bytes that no request asked for (a body after
+// a HEAD answer, a 204 or a 304, which a worker must not send) would be
+// read as the answer to the next request, another client's; net/http's
+// Transport, whose read loop watches every idle connection, closes such a
+// connection too. A connection the worker closed would fail the request.
+// One non-blocking peek, no allocation.
+func (c *h1Conn) unsolicited() bool {
+	if c.raw == nil {
+		return false
+	}
+	if err := c.raw.Control(c.peek); err != nil {
+		return true
+	}
+	// EAGAIN: nothing there, the usual case. Anything else is data
+	// (n > 0), the worker's close (n == 0) or a socket error.
+	return c.peeked.err != syscall.EAGAIN
 }
 
 // put keeps c for the next request to its worker.

@@ -122,8 +122,11 @@ func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	rec := &accessRecorder{ResponseWriter: w}
+	// Deferred: a request whose client left ends in a panic (handleError).
+	defer func() {
+		logAccess(px.opts.AccessLog, r.RemoteAddr, r.Method, r.RequestURI, rec.status, rec.bytes, time.Since(start))
+	}()
 	px.rp.ServeHTTP(rec, r)
-	logAccess(px.opts.AccessLog, r.RemoteAddr, r.Method, r.RequestURI, rec.status, rec.bytes, time.Since(start))
 }
 
 // CloseIdleConnections closes the idle connections to the workers.
@@ -138,7 +141,13 @@ func (px *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) 
 	if status == StatusClientClosed {
 		// Not the worker's fault, and not worth a log line each.
 		px.pool.CountRequest(true)
-		return
+		if rec, ok := w.(*accessRecorder); ok {
+			rec.status = StatusClientClosed
+		}
+		// Returning would make net/http send an empty 200 OK, which a
+		// client that only half-closed its side would read as the
+		// answer. Abort instead: the connection closes, no status sent.
+		panic(http.ErrAbortHandler)
 	}
 	px.pool.CountRequest(false)
 	if status != http.StatusServiceUnavailable {

@@ -99,8 +99,10 @@ func serveSync(t *testing.T, px *Proxy) (front *httptest.Server, done <-chan str
 	t.Helper()
 	ch := make(chan struct{}, 16)
 	front = serveHandler(t, px, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Deferred: a request whose client left ends in a panic
+		// (http.ErrAbortHandler).
+		defer func() { ch <- struct{}{} }()
 		px.ServeHTTP(w, r)
-		ch <- struct{}{}
 	}))
 	return front, ch
 }

@@ -1,0 +1,389 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestTimeoutNotRetried: on both engines a worker slower than
+// upstream_timeout gets the request once, and the client gets 504
+// (retryable: "never when ... the worker timed out").
+func TestTimeoutNotRetried(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, method := range []string{"GET", "POST"} {
+			t.Run(engine+"/"+method, func(t *testing.T) {
+				var hits atomic.Int64
+				slow := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
+					hits.Add(1)
+					select {
+					case <-time.After(3 * time.Second):
+					case <-r.Context().Done():
+					}
+				})
+				p := newPool(slow.srv.Listener.Addr().String())
+				url := serveEngine(t, engine, p, Options{UpstreamTimeout: 300 * time.Millisecond})
+				req, _ := http.NewRequest(method, url+"/", strings.NewReader("x"))
+				start := time.Now()
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				el := time.Since(start)
+				t.Logf("%s %s: %d %q after %v, worker saw %d requests", engine, method, resp.StatusCode, body, el.Round(10*time.Millisecond), hits.Load())
+				if resp.StatusCode != 504 || hits.Load() != 1 {
+					t.Errorf("got %d after %d worker hits; want 504 after 1", resp.StatusCode, hits.Load())
+				}
+			})
+		}
+	}
+}
+
+// rawWorker records the raw request bytes of each connection's first
+// request and answers with resp.
+func rawWorker(t *testing.T, resp string) (addr string, got chan string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	got = make(chan string, 16)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				var raw strings.Builder
+				br := bufio.NewReader(io.TeeReader(c, &raw))
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					got <- "ERR " + err.Error() + " raw=" + raw.String()
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				got <- raw.String()
+				io.WriteString(c, resp)
+			}()
+		}
+	}()
+	return l.Addr().String(), got
+}
+
+// TestConnectionNamedHeaders: headers named in Connection are
+// hop-by-hop (RFC 9110 7.6.1) and must not reach the worker, nor the
+// worker's reach the client.
+func TestConnectionNamedHeaders(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nConnection: X-Resp-Hop\r\nX-Resp-Hop: leak\r\nContent-Length: 2\r\n\r\nok")
+			url := serveEngine(t, engine, newPool(addr), Options{})
+			c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: X-Hop\r\nX-Hop: secret\r\nForwarded: for=6.6.6.6;host=evil\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			raw := <-got
+			t.Logf("%s: worker got:\n%s\nclient got header %v", engine, raw, resp.Header)
+			if strings.Contains(strings.ToLower(raw), "x-hop") {
+				t.Errorf("worker got the header the client named in Connection")
+			}
+			if resp.Header.Get("X-Resp-Hop") != "" {
+				t.Errorf("client got the header the worker named in Connection")
+			}
+			if strings.Contains(raw, "6.6.6.6") {
+				t.Errorf("worker got the client's Forwarded header")
+			}
+		})
+	}
+}
+
+// TestFastTimeoutTwoWorkers: with two slow workers, a POST is sent once
+// and answered 504 after one upstream_timeout, by both engines. (The
+// fasthttp engine had retried fasthttp's ErrTimeout, which is no
+// net.Error: the POST ran four times and the client got 502 after four
+// timeouts.)
+func TestFastTimeoutTwoWorkers(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			var hits atomic.Int64
+			h := func(w http.ResponseWriter, r *http.Request) {
+				hits.Add(1)
+				select {
+				case <-time.After(3 * time.Second):
+				case <-r.Context().Done():
+				}
+			}
+			a, b := newBackend(t, "a", h), newBackend(t, "b", h)
+			p := newPool(a.srv.Listener.Addr().String(), b.srv.Listener.Addr().String())
+			url := serveEngine(t, engine, p, Options{UpstreamTimeout: 300 * time.Millisecond})
+			req, _ := http.NewRequest("POST", url+"/", strings.NewReader("charge card"))
+			start := time.Now()
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			el := time.Since(start).Round(10 * time.Millisecond)
+			t.Logf("%s: %d %q after %v; POST run %d times; pool retries=%d errors=%d", engine, resp.StatusCode, body, el, hits.Load(), p.Retries(), p.Errors())
+			if resp.StatusCode != 504 || hits.Load() != 1 {
+				t.Errorf("want 504 after one attempt")
+			}
+		})
+	}
+}
+
+// scriptedWorker answers the requests of each connection in turn with
+// answers[i] (the i-th request overall), raw, whatever they are.
+func scriptedWorker(t *testing.T, answers ...string) (addr string, seen *atomic.Int64) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	seen = new(atomic.Int64)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					i := int(seen.Add(1)) - 1
+					if i >= len(answers) {
+						return
+					}
+					io.WriteString(c, answers[i])
+				}
+			}()
+		}
+	}()
+	return l.Addr().String(), seen
+}
+
+// TestBodyOnHeadNotGivenToNextClient: a worker that wrongly sends
+// a body after a HEAD answer (or a 204/304) leaves bytes on the
+// kept-alive connection. They must not be read as the answer to the next
+// request, another client's: net/http's Transport closes such a
+// connection ("Unsolicited response received on idle HTTP channel").
+func TestBodyOnHeadNotGivenToNextClient(t *testing.T) {
+	smuggled := "HTTP/1.1 200 OK\r\nContent-Length: 8\r\nX-Evil: 1\r\n\r\nsmuggled"
+	cases := []struct {
+		name, method, first string
+	}{
+		{"HEAD with a body", "HEAD", "HTTP/1.1 200 OK\r\nContent-Length: " + fmt.Sprint(len(smuggled)) + "\r\n\r\n" + smuggled},
+		{"204 with a body", "GET", "HTTP/1.1 204 No Content\r\n\r\n" + smuggled},
+		{"304 with a body", "GET", "HTTP/1.1 304 Not Modified\r\n\r\n" + smuggled},
+	}
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, tc := range cases {
+			t.Run(engine+"/"+tc.name, func(t *testing.T) {
+				addr, _ := scriptedWorker(t, tc.first, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhonest", "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhonest")
+				url := serveEngine(t, engine, newPool(addr), Options{})
+				req, _ := http.NewRequest(tc.method, url+"/first", nil)
+				c1 := &http.Client{Transport: &http.Transport{}}
+				resp, err := c1.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.ReadAll(resp.Body)
+				resp.Body.Close()
+				time.Sleep(50 * time.Millisecond)                // the stray bytes arrive
+				c2 := &http.Client{Transport: &http.Transport{}} // another client
+				resp, err = c2.Get(url + "/second")
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				t.Logf("%s %s: second client got %d %q X-Evil=%q", engine, tc.name, resp.StatusCode, body, resp.Header.Get("X-Evil"))
+				if string(body) != "honest" {
+					t.Errorf("second client got %d %q; want its own answer %q", resp.StatusCode, body, "honest")
+				}
+			})
+		}
+	}
+}
+
+// TestTransportPathTimeout: a body too large for h1 goes through
+// http.Transport; its header timeout must map to 504 too, with one attempt.
+func TestTransportPathTimeout(t *testing.T) {
+	for _, size := range []int{100 << 10, 2 << 20} {
+		var hits atomic.Int64
+		slow := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
+			hits.Add(1)
+			select {
+			case <-time.After(3 * time.Second):
+			case <-r.Context().Done():
+			}
+		})
+		other := newBackend(t, "other", func(w http.ResponseWriter, r *http.Request) {
+			hits.Add(1)
+			select {
+			case <-time.After(3 * time.Second):
+			case <-r.Context().Done():
+			}
+		})
+		p := newPool(slow.srv.Listener.Addr().String(), other.srv.Listener.Addr().String())
+		url := serveEngine(t, "httputil", p, Options{UpstreamTimeout: 300 * time.Millisecond})
+		resp, err := http.Post(url+"/", "text/plain", strings.NewReader(strings.Repeat("b", size)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		t.Logf("body %d: %d, %d attempts", size, resp.StatusCode, hits.Load())
+		if resp.StatusCode != 504 || hits.Load() != 1 {
+			t.Errorf("got %d after %d attempts; want 504 after 1", resp.StatusCode, hits.Load())
+		}
+	}
+}
+
+// rawExchange sends raw to addr, half-closing after it when halfClose,
+// and returns the first line of what comes back (or the read error).
+func rawExchange(t *testing.T, addr, raw string, halfClose bool) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(8 * time.Second))
+	io.WriteString(c, raw)
+	if halfClose {
+		c.(*net.TCPConn).CloseWrite()
+	}
+	data, err := io.ReadAll(c)
+	if len(data) == 0 {
+		return fmt.Sprintf("<nothing: %v>", err)
+	}
+	line, _, _ := strings.Cut(string(data), "\r\n")
+	return line
+}
+
+// TestHalfCloseNoFake200: a client that sends a whole request and then
+// half-closes (printf ... | nc -N) looks gone to net/http's server, which
+// cancels the request: 499. The connection must then close without an
+// answer; returning from the handler would send an empty 200 OK that no
+// worker wrote.
+func TestHalfCloseNoFake200(t *testing.T) {
+	b := newBackend(t, "real answer", func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(200 * time.Millisecond)
+		io.WriteString(w, "real answer")
+	})
+	p := newPool(b.srv.Listener.Addr().String())
+	front := serve(t, New(p, Options{}))
+	got := rawExchange(t, strings.TrimPrefix(front.URL, "http://"), "GET / HTTP/1.1\r\nHost: x\r\n\r\n", true)
+	t.Logf("half-closed client got %q; worker saw %d requests", got, b.hits.Load())
+	if got == "HTTP/1.1 200 OK" {
+		c, _ := net.Dial("tcp", strings.TrimPrefix(front.URL, "http://"))
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.(*net.TCPConn).CloseWrite()
+		all, _ := io.ReadAll(c)
+		t.Errorf("got a 200 that no worker sent:\n%s", all)
+	}
+}
+
+// TestBadChunkedBodyIs400: a malformed chunked request body is the
+// client's fault: 400, not 502 "worker failed" with a WARN log line.
+func TestBadChunkedBodyIs400(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		b := newBackend(t, "ok", nil)
+		p := newPool(b.srv.Listener.Addr().String())
+		url := serveEngine(t, engine, p, Options{})
+		got := rawExchange(t, strings.TrimPrefix(url, "http://"),
+			"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", false)
+		t.Logf("%s: %q; pool errors=%d", engine, got, p.Errors())
+		if !strings.Contains(got, " 400 ") {
+			t.Errorf("%s: got %q; want 400", engine, got)
+		}
+	}
+}
+
+// TestFastBodyTooLargeIs413: ServerOptions.MaxBodyBytes says
+// "larger gets 413".
+func TestFastBodyTooLargeIs413(t *testing.T) {
+	b := newBackend(t, "ok", nil)
+	url := serveFast(t, NewFast(newPool(b.srv.Listener.Addr().String()), Options{}))
+	got := rawExchange(t, strings.TrimPrefix(url, "http://"),
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n", false)
+	t.Logf("fasthttp, Content-Length 5000000 (limit 4 MiB): %q", got)
+	if !strings.Contains(got, " 413 ") {
+		t.Errorf("got %q; want 413", got)
+	}
+}
+
+// TestFastHTTP10WithoutHost: an HTTP/1.0 request without Host is valid,
+// and both engines forward it, with the worker's address as Host. (The
+// fasthttp engine had answered 502 after trying every worker, counting an
+// error on each.)
+func TestFastHTTP10WithoutHost(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		a, b := newBackend(t, "a", nil), newBackend(t, "b", nil)
+		p := newPool(a.srv.Listener.Addr().String(), b.srv.Listener.Addr().String())
+		url := serveEngine(t, engine, p, Options{})
+		got := rawExchange(t, strings.TrimPrefix(url, "http://"), "GET / HTTP/1.0\r\n\r\n", false)
+		t.Logf("%s: %q; pool errors=%d retries=%d worker errors=%d,%d", engine, got, p.Errors(), p.Retries(), p.Get(1).Errors(), p.Get(2).Errors())
+		if strings.Contains(got, " 502 ") || p.Get(1).Errors()+p.Get(2).Errors() != 0 {
+			t.Errorf("%s: got %q and worker errors; want the request forwarded (or a 400), no worker blamed", engine, got)
+		}
+	}
+}
+
+// TestClientGoneIsNoWorkerError: docs/architecture.md: "client gone
+// → 499 (not logged, not a worker failure)". The worker's error count
+// (dashboard, balancer_worker_errors_total) must not move.
+func TestClientGoneIsNoWorkerError(t *testing.T) {
+	started := make(chan struct{}, 1)
+	b := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		select {
+		case <-time.After(3 * time.Second):
+		case <-r.Context().Done():
+		}
+	})
+	p := newPool(b.srv.Listener.Addr().String())
+	front, done := serveSync(t, New(p, Options{}))
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", front.URL+"/", nil)
+	go func() { <-started; cancel() }()
+	_, err := front.Client().Do(req)
+	<-done
+	w := p.Get(1)
+	t.Logf("client error %v; worker errors=%d requests=%d; pool errors=%d requests=%d", err, w.Errors(), w.Requests(), p.Errors(), p.Requests())
+	if w.Errors() != 0 {
+		t.Errorf("a client that left counted as %d worker error(s); want 0", w.Errors())
+	}
+}
