@@ -86,6 +86,10 @@ func run(args []string) int {
 		return 2 // Parse printed why
 	}
 	logger := newLogger(cfg.LogLevel, cfg.LogFormat)
+	// First of all: a signal that comes while the workers start must be
+	// handled, not take its default action (exit, or stop the process).
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -143,8 +147,6 @@ func run(args []string) int {
 	logger.Info("balancer listening", "pid", os.Getpid(), "listen", ln.Addr().String(), "workers", workers, "policy", cfg.Policy, "engine", cfg.Engine,
 		"stats", cfg.StatsPath, "admin", cfg.AdminListen)
 
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU)
 	code := 0
 wait:
 	for {
@@ -169,19 +171,22 @@ wait:
 	}
 
 	// Stop accepting, let in-flight requests finish, then stop the
-	// workers. A second stop signal cuts the wait short.
+	// workers. A second stop signal cuts both waits short: connections
+	// are closed, and the workers killed rather than given their grace.
 	stopping.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	stopped := make(chan struct{})
 	go func() {
 		for {
 			select {
 			case sig := <-sigs:
 				if sig == syscall.SIGINT || sig == syscall.SIGTERM {
-					logger.Warn("second signal: closing connections now", "signal", sig.String())
+					logger.Warn("second signal: closing connections and killing the workers now", "signal", sig.String())
 					cancel()
+					sup.Hurry()
 					return
 				}
-			case <-ctx.Done():
+			case <-stopped:
 				return
 			}
 		}
@@ -195,6 +200,7 @@ wait:
 	front.CloseIdleConnections()
 	stopWorkers()
 	<-supDone
+	close(stopped)
 	<-adminDone
 	logger.Info("stopped")
 	return code

@@ -115,7 +115,7 @@ func (s *Supervisor) wait(ctx context.Context, done chan error) error {
 }
 
 // Scale sets the number of workers to n (at least 1). New workers get
-// the next ids; the highest ids are removed, each drained first. It
+// the lowest free ids; the highest ids are removed, each drained first. It
 // returns when the new workers are up and the removed ones have stopped,
 // ErrBadCount for n < 1, ErrBusy if another control operation is under
 // way.
@@ -148,11 +148,13 @@ func (s *Supervisor) scale(ctx context.Context, n int) error {
 	err := s.call(ctx, func() {
 		ids := s.ids()
 		if n > len(ids) {
-			next := 1
-			for id := range s.slots {
-				next = max(next, id+1) // after remote ones too
-			}
-			for id := next; id < next+n-len(ids); id++ {
+			// The lowest free ids, so that WORKER_ID stays 1..N once
+			// the slots being removed are gone (remote ones keep theirs).
+			for id, added := 1, 0; added < n-len(ids); id++ {
+				if _, taken := s.slots[id]; taken {
+					continue
+				}
+				added++
 				sl := s.addSlot(id)
 				ch := make(chan error, 1)
 				sl.upWait = append(sl.upWait, ch)

@@ -248,3 +248,34 @@ func ids(p *pool.Pool) []int {
 	}
 	return out
 }
+
+// TestScaleFillsFreedIDs: WORKER_IDs stay 1..N. A scale-up while a
+// removed worker still drains takes the next free id; once the drained
+// one is gone, the next scale-up takes its id again, not one past the
+// highest ever used.
+func TestScaleFillsFreedIDs(t *testing.T) {
+	s, p, st, _, stop := running(t, 2, nil)
+	defer stop()
+	st.mu.Lock()
+	second := st.procs[1]
+	st.mu.Unlock()
+	second.termExit = false // worker 2 takes its time to stop
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := s.Scale(short, 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Scale(1) with worker 2 still stopping: got %v; want the context's deadline", err)
+	}
+	if err := s.Scale(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+	second.die(exitStatus{Code: 0})
+	waitFor(t, func() bool { return !slices.Contains(ids(p), 2) })
+	if err := s.Scale(context.Background(), 3); err != nil {
+		t.Fatal(err)
+	}
+	got := ids(p)
+	slices.Sort(got)
+	if !slices.Equal(got, []int{1, 2, 3}) {
+		t.Errorf("got ids %v; want [1 2 3]", got)
+	}
+}

@@ -2,12 +2,18 @@ package supervisor
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/clusterlb/clusterlb/pkg/health"
+	"github.com/clusterlb/clusterlb/pkg/pool"
 )
 
 // TestCommandRealProcess starts real shells: a simple command, with or
@@ -121,4 +127,71 @@ func TestOutputForwardedLineByLine(t *testing.T) {
 	if got, want := stderr.String(), "worker=7 pid="+pid+" | oops\n"; got != want {
 		t.Errorf("stderr: got %q; want %q", got, want)
 	}
+}
+
+// TestWorkerExitTakesItsGroup: a worker that leaves children behind (a
+// shell running "cd app && node app.js" that is killed, a program's own
+// helpers) must not leave them running, holding its port and its output
+// pipes: when the worker exits, what is left of its process group is
+// killed. Real processes: a shell that starts a background sleep, then
+// the worker's own sleep; the shell is killed with SIGKILL.
+func TestWorkerExitTakesItsGroup(t *testing.T) {
+	childFile := filepath.Join(t.TempDir(), "child")
+	p := pool.New(new(pool.RoundRobin))
+	s := newSupervisor(Spec{
+		Argv:         Command("sleep 300 & echo $! > " + childFile + "; sleep 301"),
+		Env:          os.Environ(),
+		Grace:        time.Second,
+		StartTimeout: time.Minute,
+		Backoff:      Backoff{Initial: time.Minute, Factor: 1, Max: time.Minute, Reset: time.Hour},
+		Check:        passCheck{},
+		Health:       health.Options{Interval: time.Hour, Timeout: time.Second, Rise: 1, Fall: 1, StartInterval: time.Hour},
+		Output:       TextOutput(io.Discard, io.Discard),
+	}, p, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, 1) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	var child int
+	waitFor(t, func() bool {
+		b, err := os.ReadFile(childFile)
+		if err != nil {
+			return false
+		}
+		child, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil
+	})
+	leader := p.Get(1).Pid()
+	if leader <= 0 || !alive(child) {
+		t.Fatalf("leader %d, child %d alive %v: the worker did not start as planned", leader, child, alive(child))
+	}
+	if err := syscall.Kill(leader, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(child) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if alive(child) {
+		syscall.Kill(child, syscall.SIGKILL) // the test's own cleanup, by pid
+		t.Fatalf("the worker's child %d still runs after the worker (pid %d) was killed", child, leader)
+	}
+}
+
+// alive reports whether pid runs: it exists and is not a zombie (an
+// orphan waiting for init to reap it is done).
+func alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	_, after, ok := strings.Cut(string(b), ") ")
+	return ok && !strings.HasPrefix(after, "Z")
 }

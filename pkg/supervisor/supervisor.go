@@ -144,6 +144,7 @@ type Supervisor struct {
 	slots    map[int]*slot
 	procs    map[*proc]*slot // every live process, current, starting or draining
 	stopping bool
+	hurry    bool // Hurry was called: the stop kills at once
 }
 
 // slot is one WORKER_ID. Only the loop goroutine touches it.
@@ -238,18 +239,32 @@ func (s *Supervisor) send(fn func()) {
 	}
 }
 
-// call runs fn on the loop goroutine and waits for it.
+// call runs fn on the loop goroutine and waits for it. Once the
+// supervisor is stopping, fn is not run and call returns ErrStopped: an
+// operation queued before the stop (a signal's scale-up or reload) must
+// not start processes that nothing would stop.
 func (s *Supervisor) call(ctx context.Context, fn func()) error {
-	done := make(chan struct{})
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	done := make(chan bool, 1)
 	select {
-	case s.events <- func() { fn(); close(done) }:
+	case s.events <- func() {
+		if !s.stopping {
+			fn()
+		}
+		done <- !s.stopping
+	}:
 	case <-s.quit:
 		return ErrStopped
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	select {
-	case <-done:
+	case ran := <-done:
+		if !ran {
+			return ErrStopped
+		}
 		return nil
 	case <-s.quit:
 		return ErrStopped
@@ -327,8 +342,18 @@ func (s *Supervisor) monitor(sl *slot, pr *proc, target *pool.Worker) {
 	done := make(chan struct{})
 	opts := s.spec.Health
 	opts.Log = s.log
-	opts.OnUp = func(*pool.Worker) { s.send(func() { s.up(sl, pr) }) }
-	opts.OnDown = func(*pool.Worker) { s.send(func() { s.failing(sl, pr) }) }
+	// The loop may be waiting in stopMonitor for this monitor to end,
+	// with the events channel full: a send then gives up on ctx, or the
+	// two would wait for each other.
+	send := func(fn func()) {
+		select {
+		case s.events <- fn:
+		case <-s.quit:
+		case <-ctx.Done():
+		}
+	}
+	opts.OnUp = func(*pool.Worker) { send(func() { s.up(sl, pr) }) }
+	opts.OnDown = func(*pool.Worker) { send(func() { s.failing(sl, pr) }) }
 	opts.Progress = pr.h.Requests
 	check := s.spec.Check // read here: the loop owns s.spec, and Configure replaces it
 	s.wg.Go(func() {
@@ -451,6 +476,13 @@ func (s *Supervisor) terminate(pr *proc) {
 // exited handles the end of process pr of slot sl.
 func (s *Supervisor) exited(sl *slot, pr *proc, st exitStatus) {
 	delete(s.procs, pr)
+	// What the worker started lives on in its process group (a shell's
+	// "cd app && node app.js", a program's own children), still holding
+	// its port or its output. The worker is gone, so they go too, at once,
+	// as a container's processes do when its main one exits. The group
+	// cannot have been reused yet: its id stays taken while any member
+	// lives, and no worker is started before this returns.
+	pr.p.Signal(syscall.SIGKILL)
 	s.stopMonitor(pr)
 	for _, t := range []*time.Timer{pr.killer, pr.startTimer} {
 		if t != nil {
@@ -462,6 +494,11 @@ func (s *Supervisor) exited(sl *slot, pr *proc, st exitStatus) {
 	switch {
 	case pr == sl.next:
 		sl.next = nil
+		if sl.removing {
+			// Stopped by the worker's removal, which tells sl.replaced.
+			s.log.Info("worker replacement stopped", "worker", id, "pid", pid, "status", st.String())
+			break
+		}
 		err := fmt.Errorf("replacement of worker %d exited before it was up: %s", id, st)
 		s.log.Warn("worker replacement failed; the old process keeps serving", "worker", id, "pid", pid, "status", st.String())
 		for _, ch := range sl.replaced {
@@ -614,6 +651,9 @@ func (s *Supervisor) stopAll() {
 	for pr := range s.procs {
 		s.terminate(pr)
 	}
+	if s.hurry {
+		s.killAll()
+	}
 	for len(s.procs) > 0 {
 		fn := <-s.events
 		fn()
@@ -622,6 +662,24 @@ func (s *Supervisor) stopAll() {
 		for _, ch := range append(sl.replaced, sl.upWait...) {
 			ch <- ErrStopped
 		}
+	}
+}
+
+// Hurry cuts the stop's grace period short: once Run's context is done,
+// the workers still running get SIGKILL at once instead of after Grace
+// (a second stop signal). Before that it only marks the stop to come.
+func (s *Supervisor) Hurry() {
+	s.send(func() {
+		s.hurry = true
+		if s.stopping {
+			s.killAll()
+		}
+	})
+}
+
+func (s *Supervisor) killAll() {
+	for pr := range s.procs {
+		pr.p.Signal(syscall.SIGKILL)
 	}
 }
 
