@@ -66,6 +66,7 @@ func NewFrontend(cfg config.Config, p *pool.Pool, o proxy.Options, own OwnPaths,
 		fx := proxy.NewFast(p, o)
 		srv := fx.Server(proxy.ServerOptions{
 			ReadTimeout:    cfg.ReadHeaderTimeout,
+			BodyTimeout:    cfg.BodyTimeout,
 			IdleTimeout:    cfg.IdleTimeout,
 			MaxHeaderBytes: cfg.MaxHeaderBytes,
 		}, own.paths, own.mux)

@@ -96,6 +96,10 @@ type Config struct {
 	// ReadHeaderTimeout closes connections that send their header too
 	// slowly (slowloris); at most 10s.
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// BodyTimeout cuts off a client whose request body stalls (408): the
+	// longest wait for its next bytes (httputil engine), or for the whole
+	// body (fasthttp engine, which reads it whole).
+	BodyTimeout time.Duration `yaml:"body_timeout"`
 	// IdleTimeout closes idle keep-alive client connections.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxHeaderBytes bounds a request's header block; larger gets 431.
@@ -169,6 +173,7 @@ func Default() Config {
 		ShutdownGrace:        30 * time.Second,
 		WorkerGrace:          10 * time.Second,
 		ReadHeaderTimeout:    10 * time.Second,
+		BodyTimeout:          60 * time.Second,
 		IdleTimeout:          120 * time.Second,
 		MaxHeaderBytes:       1 << 20,
 		MaxRetries:           -1,
@@ -287,6 +292,7 @@ func (c Config) Validate() error {
 		{"upstream_timeout", c.UpstreamTimeout},
 		{"worker_grace", c.WorkerGrace},
 		{"read_header_timeout", c.ReadHeaderTimeout},
+		{"body_timeout", c.BodyTimeout},
 		{"idle_timeout", c.IdleTimeout},
 	} {
 		if d.v <= 0 {
@@ -504,6 +510,7 @@ func newFlagSet(name string, c *Config, output io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time in-flight requests get after a stop signal")
 	fs.DurationVar(&c.WorkerGrace, "worker-grace", c.WorkerGrace, "time between SIGTERM and SIGKILL for a worker")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "time a client has to send its request header (at most 10s)")
+	fs.DurationVar(&c.BodyTimeout, "body-timeout", c.BodyTimeout, "a request body that stalls this long is cut off with 408 (fasthttp engine: the whole body)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "idle keep-alive client connections are closed after this")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request header block; larger gets 431")
 	fs.IntVar(&c.MaxRetries, "max-retries", c.MaxRetries, "retries of a request on other workers; -1 = workers - 1")

@@ -7,7 +7,9 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"sync/atomic"
+	"time"
 )
 
 // DefaultRetryBufferBytes is the largest request body buffered so that it
@@ -50,8 +52,8 @@ func readBody(req *http.Request, limit int64) (body, error) {
 	case limit < 0 || n > limit:
 		return body{stream: req.Body}, nil
 	case n >= 0:
-		buf := make([]byte, n)
-		if _, err := io.ReadFull(req.Body, buf); err != nil {
+		buf, err := readN(req.Body, int(n))
+		if err != nil {
 			return body{}, fmt.Errorf("%w: %w", errClientBody, err)
 		}
 		return body{buf: buf}, nil
@@ -68,6 +70,31 @@ func readBody(req *http.Request, limit int64) (body, error) {
 		return body{stream: io.MultiReader(bytes.NewReader(buf), req.Body)}, nil
 	}
 	return body{buf: buf}, nil
+}
+
+// readN reads the n bytes of a body of known length. The buffer grows
+// as the bytes come (from 32 KiB, doubling), rather than being made n
+// long at once: a client that announces a large body and sends none
+// would otherwise have it held for it until it is cut off.
+func readN(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, 32<<10))
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(n-len(buf), cap(buf)))
+		}
+		m, err := r.Read(buf[len(buf):min(cap(buf), n)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF && len(buf) < n {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil && err != io.EOF {
+			return nil, err
+		}
+		if err == io.EOF {
+			break
+		}
+	}
+	return buf, nil
 }
 
 // attach gives out the body for one attempt.
@@ -159,4 +186,31 @@ func (b *trackedBody) Close() error { return nil }
 // makes sure it never will.
 func (b *trackedBody) revoke() bool {
 	return b.state.CompareAndSwap(unread, revoked) || b.state.Load() == revoked
+}
+
+// stallGuard bounds each read of a client's request body: the
+// connection's read deadline is set d ahead before the read, so a stalled
+// body fails with a timeout (408). Once the body has ended it sets no
+// more: net/http's background read, which watches from then on for the
+// client leaving while the worker answers, must not time out. After a
+// failed read the deadline stays, so that the server's draining of the
+// rest cannot wait for ever either.
+type stallGuard struct {
+	io.ReadCloser
+	rc    *http.ResponseController
+	d     time.Duration
+	ended bool
+}
+
+func (g *stallGuard) Read(p []byte) (int, error) {
+	if g.ended {
+		return g.ReadCloser.Read(p)
+	}
+	g.rc.SetReadDeadline(time.Now().Add(g.d)) // not supported: no guard
+	n, err := g.ReadCloser.Read(p)
+	if err == io.EOF {
+		g.ended = true
+		g.rc.SetReadDeadline(time.Time{}) // as the background read does
+	}
+	return n, err
 }

@@ -26,8 +26,8 @@ const StatusClientClosed = 499
 // Status maps a failed forward to the status the client gets, and the
 // message of its JSON body. It is the one place where errors become
 // statuses: 503 when no worker is up, 504 when the worker timed out, 499
-// when the client went away, 400 when its body could not be read, 502
-// otherwise.
+// when the client went away, 400 when its body could not be read (408
+// when it stalled), 502 otherwise.
 func Status(r *http.Request, err error) (int, string) {
 	return statusOf(err, r.Context().Err() != nil && !errors.Is(r.Context().Err(), context.DeadlineExceeded))
 }
@@ -38,6 +38,10 @@ func statusOf(err error, clientGone bool) (int, string) {
 	switch {
 	case errors.Is(err, ErrNoWorker):
 		return http.StatusServiceUnavailable, "no worker available"
+	case errors.Is(err, errClientBody) && isTimeout(err):
+		// Before the client's leaving: net/http's server takes a read
+		// that timed out for the client gone, and cancels the request.
+		return http.StatusRequestTimeout, "request body timed out"
 	case clientGone || errors.Is(err, context.Canceled):
 		return StatusClientClosed, "client closed request"
 	case errors.Is(err, errClientBody):

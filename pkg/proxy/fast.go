@@ -378,9 +378,12 @@ const maxFastHeader = 64 << 10
 
 // ServerOptions hardens the fasthttp server in front.
 type ServerOptions struct {
-	// ReadTimeout bounds reading a whole request, header and body, so a
-	// slow client (slowloris) is cut off.
+	// ReadTimeout bounds reading a request's header, so a slow client
+	// (slowloris) is cut off; a request without a body, the whole request.
 	ReadTimeout time.Duration
+	// BodyTimeout bounds reading a request's body, once its header is in
+	// (fasthttp reads the body whole): 408 after it. Zero means 60s.
+	BodyTimeout time.Duration
 	// IdleTimeout closes idle keep-alive client connections.
 	IdleTimeout time.Duration
 	// MaxHeaderBytes bounds the request header block: larger gets 431.
@@ -397,6 +400,10 @@ func (f *Fast) Server(o ServerOptions, otherPaths []string, other http.Handler) 
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 4 << 20
 	}
+	if o.BodyTimeout <= 0 {
+		o.BodyTimeout = 60 * time.Second
+	}
+	bodyConf := fasthttp.RequestConfig{ReadTimeout: o.BodyTimeout}
 	var side fasthttp.RequestHandler
 	if other != nil {
 		side = fasthttpadaptor.NewFastHTTPHandler(other)
@@ -411,7 +418,15 @@ func (f *Fast) Server(o ServerOptions, otherPaths []string, other http.Handler) 
 			}
 			f.Handle(ctx)
 		},
-		ReadTimeout:                  o.ReadTimeout,
+		ReadTimeout: o.ReadTimeout,
+		// A body gets its own time, from the end of the header on, not
+		// what read_header_timeout leaves of it.
+		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+			if h.ContentLength() != 0 {
+				return bodyConf
+			}
+			return fasthttp.RequestConfig{}
+		},
 		IdleTimeout:                  o.IdleTimeout,
 		ReadBufferSize:               min(o.MaxHeaderBytes, maxFastHeader),
 		MaxRequestBodySize:           o.MaxBodyBytes,

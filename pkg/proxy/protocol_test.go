@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/clusterlb/clusterlb/pkg/pool"
 )
 
 // TestTimeoutNotRetried: on both engines a worker slower than
@@ -385,5 +387,77 @@ func TestClientGoneIsNoWorkerError(t *testing.T) {
 	t.Logf("client error %v; worker errors=%d requests=%d; pool errors=%d requests=%d", err, w.Errors(), w.Requests(), p.Errors(), p.Requests())
 	if w.Errors() != 0 {
 		t.Errorf("a client that left counted as %d worker error(s); want 0", w.Errors())
+	}
+}
+
+// serveWithBodyTimeout serves p through engine with a body timeout of d,
+// and a header timeout of hdr for the fasthttp engine's server (net/http's
+// is the test server's: none).
+func serveWithBodyTimeout(t *testing.T, engine string, p *pool.Pool, d, hdr time.Duration) string {
+	t.Helper()
+	if engine == "fasthttp" {
+		return serveFastWith(t, NewFast(p, Options{}), ServerOptions{MaxHeaderBytes: 8 << 10, ReadTimeout: hdr, BodyTimeout: d})
+	}
+	return serve(t, New(p, Options{BodyTimeout: d})).URL
+}
+
+// TestStalledBodyGets408: a client that announces a body and stalls in
+// it is cut off with 408 after body_timeout, rather than holding its
+// connection (and the buffer for its body) for ever; no worker sees it.
+func TestStalledBodyGets408(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			b := newBackend(t, "ok", nil)
+			url := serveWithBodyTimeout(t, engine, newPool(b.srv.Listener.Addr().String()), 200*time.Millisecond, 5*time.Second)
+			got := rawExchange(t, strings.TrimPrefix(url, "http://"),
+				"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nabc", false)
+			if !strings.Contains(got, " 408 ") || b.hits.Load() != 0 {
+				t.Errorf("got %q, worker saw %d requests; want 408 and none", got, b.hits.Load())
+			}
+		})
+	}
+}
+
+// TestSlowBodyPasses: a body that keeps coming, a piece every 100 ms for
+// 600 ms, reaches the worker whole. The httputil engine's body timeout
+// (300 ms here) bounds each wait for the next piece, not the upload; the
+// fasthttp engine's bounds the whole body (2 s here), counted from the
+// end of the header, not within the header's timeout (200 ms here). And
+// a worker that answers after the body timeout is not cut off by it.
+func TestSlowBodyPasses(t *testing.T) {
+	for _, tc := range []struct {
+		engine    string
+		bodyLimit time.Duration
+	}{{"httputil", 300 * time.Millisecond}, {"fasthttp", 2 * time.Second}} {
+		t.Run(tc.engine, func(t *testing.T) {
+			b := newBackend(t, "ok", func(w http.ResponseWriter, r *http.Request) {
+				time.Sleep(tc.bodyLimit + 100*time.Millisecond)
+				io.WriteString(w, "slow ok")
+			})
+			url := serveWithBodyTimeout(t, tc.engine, newPool(b.srv.Listener.Addr().String()), tc.bodyLimit, 200*time.Millisecond)
+			pr, pw := io.Pipe()
+			go func() {
+				for range 6 {
+					pw.Write([]byte("0123456789"))
+					time.Sleep(100 * time.Millisecond)
+				}
+				pw.Close()
+			}()
+			req, _ := http.NewRequest("POST", url+"/", pr)
+			req.ContentLength = -1 // chunked: read to its end, which must clear the body's deadline
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var seen string
+			if p := b.body.Load(); p != nil {
+				seen = *p
+			}
+			if resp.StatusCode != 200 || string(got) != "slow ok" || seen != strings.Repeat("0123456789", 6) {
+				t.Errorf("got %d %q, worker got %q; want 200 and the whole body", resp.StatusCode, got, seen)
+			}
+		})
 	}
 }

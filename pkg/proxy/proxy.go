@@ -32,6 +32,11 @@ type Options struct {
 	// of it was sent. 0 means DefaultRetryBufferBytes (1 MiB), negative
 	// means never buffer.
 	RetryBufferBytes int64
+	// BodyTimeout is the longest a request body may stall, each read
+	// waiting at most this long for the client's next bytes; then the
+	// client gets 408. 0 means 60s. (The fasthttp engine's server takes
+	// its own, ServerOptions.BodyTimeout.)
+	BodyTimeout time.Duration
 	// Log receives failures; nil discards them.
 	Log *slog.Logger
 	// AccessLog, if not nil, gets one record per request.
@@ -77,6 +82,9 @@ func New(p *pool.Pool, o Options) *Proxy {
 	if o.RetryBufferBytes == 0 {
 		o.RetryBufferBytes = DefaultRetryBufferBytes
 	}
+	if o.BodyTimeout <= 0 {
+		o.BodyTimeout = 60 * time.Second
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -116,6 +124,12 @@ func New(p *pool.Pool, o Options) *Proxy {
 
 // ServeHTTP forwards r to a worker.
 func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Body != nil && r.Body != http.NoBody {
+		// net/http's server bounds the header's time only: a client that
+		// stalls in its body would hold the connection, and the buffer
+		// readBody grows for it, for ever.
+		r.Body = &stallGuard{ReadCloser: r.Body, rc: http.NewResponseController(w), d: px.opts.BodyTimeout}
+	}
 	if px.opts.AccessLog == nil {
 		px.rp.ServeHTTP(w, r)
 		return

@@ -118,11 +118,17 @@ func serveHandler(t *testing.T, px *Proxy, h http.Handler) *httptest.Server {
 // test ends, and returns its URL.
 func serveFast(t *testing.T, fx *Fast) string {
 	t.Helper()
+	return serveFastWith(t, fx, ServerOptions{MaxHeaderBytes: 8 << 10})
+}
+
+// serveFastWith is serveFast with the server's options so.
+func serveFastWith(t *testing.T, fx *Fast, so ServerOptions) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs := fx.Server(ServerOptions{MaxHeaderBytes: 8 << 10}, nil, nil)
+	fs := fx.Server(so, nil, nil)
 	go fs.Serve(ln)
 	t.Cleanup(func() { fs.Shutdown(); fx.CloseIdleConnections() })
 	return "http://" + ln.Addr().String()
