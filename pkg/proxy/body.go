@@ -194,11 +194,14 @@ func (b *trackedBody) revoke() bool {
 // more: net/http's background read, which watches from then on for the
 // client leaving while the worker answers, must not time out. After a
 // failed read the deadline stays, so that the server's draining of the
-// rest cannot wait for ever either.
+// rest cannot wait for ever either. In HTTP/2 a read deadline is a
+// stream's timer that runs whether a read waits or not, so it is cleared
+// after every read: a client held back by a slow worker is not stalling.
 type stallGuard struct {
 	io.ReadCloser
 	rc    *http.ResponseController
 	d     time.Duration
+	h2    bool
 	ended bool
 }
 
@@ -211,6 +214,8 @@ func (g *stallGuard) Read(p []byte) (int, error) {
 	if err == io.EOF {
 		g.ended = true
 		g.rc.SetReadDeadline(time.Time{}) // as the background read does
+	} else if g.h2 && err == nil {
+		g.rc.SetReadDeadline(time.Time{})
 	}
 	return n, err
 }

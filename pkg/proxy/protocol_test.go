@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -457,6 +459,73 @@ func TestSlowBodyPasses(t *testing.T) {
 			}
 			if resp.StatusCode != 200 || string(got) != "slow ok" || seen != strings.Repeat("0123456789", 6) {
 				t.Errorf("got %d %q, worker got %q; want 200 and the whole body", resp.StatusCode, got, seen)
+			}
+		})
+	}
+}
+
+// TestExpectContinueEarlyAnswer: a client sends "Expect: 100-continue"
+// with a large body and waits; the worker refuses at once (401) without
+// asking for the body. The client gets the 401, not a wait for a body it
+// was never asked for (net/http's server skips it only when it finds its
+// own request's body as it made it).
+func TestExpectContinueEarlyAnswer(t *testing.T) {
+	worker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized) // the body unread
+		io.WriteString(w, "no")
+	}))
+	t.Cleanup(worker.Close)
+	// A body past RetryBufferBytes is streamed: readBody does not ask for it.
+	url := serve(t, New(newPool(worker.Listener.Addr().String()), Options{BodyTimeout: 30 * time.Second})).URL
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2097152\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil) // past any 100 Continue
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("got %v, %v; want the worker's 401", resp, err)
+	}
+	resp.Body.Close()
+}
+
+// TestBodyTimeoutSlowWorker: a client that sends a large body at full
+// speed to a worker that waits before it reads is held back by the
+// worker, not stalling: it gets through with a body timeout far shorter
+// than the worker's wait, over HTTP/1.1 and h2c alike.
+func TestBodyTimeoutSlowWorker(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<19) // 8 MiB
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Second)
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "n=%d", n)
+	}))
+	t.Cleanup(slow.Close)
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) {
+			px := New(newPool(slow.Listener.Addr().String()), Options{BodyTimeout: 300 * time.Millisecond})
+			srv := httptest.NewUnstartedServer(px)
+			srv.Config.Protocols = new(http.Protocols)
+			srv.Config.Protocols.SetHTTP1(true)
+			srv.Config.Protocols.SetUnencryptedHTTP2(true)
+			srv.Start()
+			t.Cleanup(func() { srv.Close(); px.CloseIdleConnections() })
+			tr := &http.Transport{}
+			if h2 {
+				tr.Protocols = new(http.Protocols)
+				tr.Protocols.SetUnencryptedHTTP2(true)
+			}
+			defer tr.CloseIdleConnections()
+			resp, err := (&http.Client{Transport: tr}).Post(srv.URL+"/", "application/octet-stream", bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if want := fmt.Sprintf("n=%d", len(body)); resp.StatusCode != 200 || string(got) != want || (h2 && resp.ProtoMajor != 2) {
+				t.Errorf("got %s %d %q; want 200 %q", resp.Proto, resp.StatusCode, got, want)
 			}
 		})
 	}

@@ -127,8 +127,14 @@ func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		// net/http's server bounds the header's time only: a client that
 		// stalls in its body would hold the connection, and the buffer
-		// readBody grows for it, for ever.
-		r.Body = &stallGuard{ReadCloser: r.Body, rc: http.NewResponseController(w), d: px.opts.BodyTimeout}
+		// readBody grows for it, for ever. On a copy of the request: the
+		// server looks at its own request's body when the answer starts
+		// (to skip a 100 Continue body the worker never asked for), and
+		// must find it as it made it.
+		r2 := new(http.Request)
+		*r2 = *r
+		r2.Body = &stallGuard{ReadCloser: r.Body, rc: http.NewResponseController(w), d: px.opts.BodyTimeout, h2: r.ProtoMajor == 2}
+		r = r2
 	}
 	if px.opts.AccessLog == nil {
 		px.rp.ServeHTTP(w, r)

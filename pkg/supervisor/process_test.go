@@ -165,8 +165,9 @@ func TestWorkerExitTakesItsGroup(t *testing.T) {
 		child, err = strconv.Atoi(strings.TrimSpace(string(b)))
 		return err == nil
 	})
+	waitFor(t, func() bool { w := p.Get(1); return w != nil && w.Pid() > 0 })
 	leader := p.Get(1).Pid()
-	if leader <= 0 || !alive(child) {
+	if !alive(child) {
 		t.Fatalf("leader %d, child %d alive %v: the worker did not start as planned", leader, child, alive(child))
 	}
 	if err := syscall.Kill(leader, syscall.SIGKILL); err != nil {
@@ -194,4 +195,43 @@ func alive(pid int) bool {
 	}
 	_, after, ok := strings.Cut(string(b), ") ")
 	return ok && !strings.HasPrefix(after, "Z")
+}
+
+// TestShellWorkerKeepsItsGrace: a worker run as "cd dir && prog" keeps
+// the shell as the worker, prog its child. At the stop, SIGTERM goes to
+// the group: the shell exits at once, prog begins a graceful shutdown
+// (300 ms here). It must get the rest of the grace period (5 s), and the
+// stop must wait for it, not kill it when the shell exits.
+func TestShellWorkerKeepsItsGrace(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "child.sh")
+	startF, doneF := filepath.Join(dir, "started"), filepath.Join(dir, "done")
+	if err := os.WriteFile(script, []byte(`trap 'sleep 0.3; echo d > `+doneF+`; exit 0' TERM
+echo s > `+startF+`
+while :; do sleep 0.05; done
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := pool.New(new(pool.RoundRobin))
+	s := newSupervisor(Spec{
+		Argv:         Command("cd / && sh " + script),
+		Env:          os.Environ(),
+		Grace:        5 * time.Second,
+		StartTimeout: time.Minute,
+		Backoff:      Backoff{Initial: time.Minute, Factor: 1, Max: time.Minute, Reset: time.Hour},
+		Check:        passCheck{},
+		Health:       health.Options{Interval: time.Hour, Timeout: time.Second, Rise: 1, Fall: 1, StartInterval: time.Millisecond},
+		Output:       TextOutput(io.Discard, io.Discard),
+	}, p, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, 1) }()
+	waitFor(t, func() bool { _, err := os.Stat(startF); return err == nil })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(doneF); err != nil {
+		t.Error("the stop ended before the worker's program finished its graceful shutdown (or killed it)")
+	}
 }

@@ -145,6 +145,10 @@ type Supervisor struct {
 	procs    map[*proc]*slot // every live process, current, starting or draining
 	stopping bool
 	hurry    bool // Hurry was called: the stop kills at once
+	// lingering are the process groups of stopped workers whose leader
+	// exited before the rest of the group (a shell before its program):
+	// they get the rest of the grace period, then SIGKILL.
+	lingering map[*proc]struct{}
 }
 
 // slot is one WORKER_ID. Only the loop goroutine touches it.
@@ -171,6 +175,7 @@ type proc struct {
 	startTimer  *time.Timer
 	killer      *time.Timer
 	terminating bool
+	termAt      time.Time // when it was sent SIGTERM
 }
 
 // New returns a supervisor that adds its workers to p.
@@ -189,6 +194,8 @@ func newSupervisor(spec Spec, p *pool.Pool, st starter) *Supervisor {
 		quit:   make(chan struct{}),
 		slots:  make(map[int]*slot),
 		procs:  make(map[*proc]*slot),
+
+		lingering: make(map[*proc]struct{}),
 	}
 }
 
@@ -458,6 +465,7 @@ func (s *Supervisor) terminate(pr *proc) {
 		return
 	}
 	pr.terminating = true
+	pr.termAt = time.Now()
 	s.stopMonitor(pr)
 	pr.p.Signal(syscall.SIGCONT)
 	if err := pr.p.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
@@ -478,11 +486,17 @@ func (s *Supervisor) exited(sl *slot, pr *proc, st exitStatus) {
 	delete(s.procs, pr)
 	// What the worker started lives on in its process group (a shell's
 	// "cd app && node app.js", a program's own children), still holding
-	// its port or its output. The worker is gone, so they go too, at once,
-	// as a container's processes do when its main one exits. The group
-	// cannot have been reused yet: its id stays taken while any member
-	// lives, and no worker is started before this returns.
-	pr.p.Signal(syscall.SIGKILL)
+	// its port or its output. A worker being stopped gave them SIGTERM
+	// with its own, and they get the rest of its grace period to finish
+	// (a shell exits at once, its program takes its time); otherwise the
+	// worker is gone, so they go at once, as a container's processes do
+	// when its main one exits. The group's id stays taken while any
+	// member lives, so the signal reaches no other process.
+	if pr.terminating && !s.hurry {
+		s.linger(pr)
+	} else {
+		pr.p.Signal(syscall.SIGKILL)
+	}
 	s.stopMonitor(pr)
 	for _, t := range []*time.Timer{pr.killer, pr.startTimer} {
 		if t != nil {
@@ -654,7 +668,7 @@ func (s *Supervisor) stopAll() {
 	if s.hurry {
 		s.killAll()
 	}
-	for len(s.procs) > 0 {
+	for len(s.procs) > 0 || len(s.lingering) > 0 {
 		fn := <-s.events
 		fn()
 	}
@@ -663,6 +677,37 @@ func (s *Supervisor) stopAll() {
 			ch <- ErrStopped
 		}
 	}
+}
+
+// linger gives what is left of stopped process pr's group the rest of
+// its grace period, then kills it. The stop waits for it.
+func (s *Supervisor) linger(pr *proc) {
+	if pr.p.Signal(0) != nil {
+		return // the group is empty: the usual case
+	}
+	s.lingering[pr] = struct{}{}
+	deadline := pr.termAt.Add(s.spec.Grace)
+	s.wg.Go(func() {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for time.Now().Before(deadline) && pr.p.Signal(0) == nil {
+			select {
+			case <-t.C:
+			case <-s.quit:
+				return // the stop was cut short (Hurry): killed already
+			}
+		}
+		s.send(func() {
+			if _, ok := s.lingering[pr]; !ok {
+				return // Hurry killed it
+			}
+			delete(s.lingering, pr)
+			if pr.p.Signal(0) == nil {
+				s.log.Warn("what a stopped worker started did not stop in time; killing it", "pid", pr.h.Pid(), "grace", s.spec.Grace)
+				pr.p.Signal(syscall.SIGKILL)
+			}
+		})
+	})
 }
 
 // Hurry cuts the stop's grace period short: once Run's context is done,
@@ -680,6 +725,10 @@ func (s *Supervisor) Hurry() {
 func (s *Supervisor) killAll() {
 	for pr := range s.procs {
 		pr.p.Signal(syscall.SIGKILL)
+	}
+	for pr := range s.lingering {
+		pr.p.Signal(syscall.SIGKILL)
+		delete(s.lingering, pr)
 	}
 }
 
