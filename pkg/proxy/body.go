@@ -194,28 +194,58 @@ func (b *trackedBody) revoke() bool {
 // more: net/http's background read, which watches from then on for the
 // client leaving while the worker answers, must not time out. After a
 // failed read the deadline stays, so that the server's draining of the
-// rest cannot wait for ever either. In HTTP/2 a read deadline is a
-// stream's timer that runs whether a read waits or not, so it is cleared
-// after every read: a client held back by a slow worker is not stalling.
+// rest cannot wait for ever either.
+//
+// In HTTP/2 a read deadline is a stream's timer that runs whether a read
+// waits or not (a client held back by a slow worker is not stalling),
+// and setting one is a message to the connection's goroutine: there a
+// timer of the guard's own, armed only while a read waits, sets a
+// deadline in the past when it fires.
 type stallGuard struct {
 	io.ReadCloser
 	rc    *http.ResponseController
 	d     time.Duration
 	h2    bool
 	ended bool
+
+	timer   *time.Timer // HTTP/2
+	reading atomic.Bool // HTTP/2: a read waits
 }
 
 func (g *stallGuard) Read(p []byte) (int, error) {
 	if g.ended {
 		return g.ReadCloser.Read(p)
 	}
+	if g.h2 {
+		return g.readH2(p)
+	}
 	g.rc.SetReadDeadline(time.Now().Add(g.d)) // not supported: no guard
 	n, err := g.ReadCloser.Read(p)
 	if err == io.EOF {
 		g.ended = true
 		g.rc.SetReadDeadline(time.Time{}) // as the background read does
-	} else if g.h2 && err == nil {
-		g.rc.SetReadDeadline(time.Time{})
 	}
 	return n, err
+}
+
+func (g *stallGuard) readH2(p []byte) (int, error) {
+	g.reading.Store(true)
+	if g.timer == nil {
+		g.timer = time.AfterFunc(g.d, g.expire)
+	} else {
+		g.timer.Reset(g.d)
+	}
+	n, err := g.ReadCloser.Read(p)
+	g.reading.Store(false)
+	g.timer.Stop()
+	if err == io.EOF {
+		g.ended = true
+	}
+	return n, err
+}
+
+func (g *stallGuard) expire() {
+	if g.reading.Load() {
+		g.rc.SetReadDeadline(time.Now())
+	}
 }

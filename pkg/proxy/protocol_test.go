@@ -530,3 +530,31 @@ func TestBodyTimeoutSlowWorker(t *testing.T) {
 		})
 	}
 }
+
+// TestStalledBodyGets408H2: the body timeout holds over h2c too, where
+// it is a timer of the guard's own: a stream that sends part of its body
+// and stalls gets 408.
+func TestStalledBodyGets408H2(t *testing.T) {
+	b := newBackend(t, "ok", nil)
+	px := New(newPool(b.srv.Listener.Addr().String()), Options{BodyTimeout: 200 * time.Millisecond})
+	srv := httptest.NewUnstartedServer(px)
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	t.Cleanup(func() { srv.Close(); px.CloseIdleConnections() })
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write([]byte("abc")) // then nothing, until the test ends
+	req, _ := http.NewRequest("POST", srv.URL+"/", pr)
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusRequestTimeout || b.hits.Load() != 0 {
+		t.Errorf("got %s %d, worker saw %d requests; want HTTP/2 408 and none", resp.Proto, resp.StatusCode, b.hits.Load())
+	}
+}

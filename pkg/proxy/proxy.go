@@ -124,7 +124,7 @@ func New(p *pool.Pool, o Options) *Proxy {
 
 // ServeHTTP forwards r to a worker.
 func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Body != nil && r.Body != http.NoBody {
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		// net/http's server bounds the header's time only: a client that
 		// stalls in its body would hold the connection, and the buffer
 		// readBody grows for it, for ever. On a copy of the request: the

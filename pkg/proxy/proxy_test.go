@@ -34,6 +34,8 @@ func TestMain(m *testing.M) {
 		// client's connection cleaner), which no test should wait for.
 		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
 		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),
+		// The benchmarks' fasthttp.Client cleans its host clients alike.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*Client).mCleaner"),
 	)
 }
 

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -259,6 +261,40 @@ func (p *osProcess) Signal(sig syscall.Signal) error {
 		return os.ErrProcessDone
 	}
 	return err
+}
+
+// groupRuns reports whether the process's group has a member that is not
+// a zombie: an orphan that whoever inherited it has not reaped yet still
+// answers signal 0. It reads /proc, all of it: call it seldom. True when
+// /proc cannot be read.
+func (p *osProcess) groupRuns() bool { return groupRuns(p.pid) }
+
+func groupRuns(pgid int) bool {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return true
+	}
+	want := strconv.Itoa(pgid)
+	for _, e := range entries {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces and
+		// parentheses, so the fields count from the last ')'.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) >= 3 && f[2] == want && f[0] != "Z" {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *osProcess) Wait() exitStatus {

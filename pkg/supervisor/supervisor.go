@@ -687,10 +687,16 @@ func (s *Supervisor) linger(pr *proc) {
 	}
 	s.lingering[pr] = struct{}{}
 	deadline := pr.termAt.Add(s.spec.Grace)
+	// kill(-pgid, 0) is cheap, but a zombie answers it too: every tenth
+	// look, the group is also looked for in /proc, where zombies show.
+	gr, _ := pr.p.(interface{ groupRuns() bool })
 	s.wg.Go(func() {
-		t := time.NewTicker(20 * time.Millisecond)
+		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
-		for time.Now().Before(deadline) && pr.p.Signal(0) == nil {
+		for i := 1; time.Now().Before(deadline) && pr.p.Signal(0) == nil; i++ {
+			if gr != nil && i%10 == 0 && !gr.groupRuns() {
+				break
+			}
 			select {
 			case <-t.C:
 			case <-s.quit:
@@ -702,7 +708,7 @@ func (s *Supervisor) linger(pr *proc) {
 				return // Hurry killed it
 			}
 			delete(s.lingering, pr)
-			if pr.p.Signal(0) == nil {
+			if pr.p.Signal(0) == nil && (gr == nil || gr.groupRuns()) {
 				s.log.Warn("what a stopped worker started did not stop in time; killing it", "pid", pr.h.Pid(), "grace", s.spec.Grace)
 				pr.p.Signal(syscall.SIGKILL)
 			}
