@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -137,24 +138,8 @@ func TestOutputForwardedLineByLine(t *testing.T) {
 // the worker's own sleep; the shell is killed with SIGKILL.
 func TestWorkerExitTakesItsGroup(t *testing.T) {
 	childFile := filepath.Join(t.TempDir(), "child")
-	p := pool.New(new(pool.RoundRobin))
-	s := newSupervisor(Spec{
-		Argv:         Command("sleep 300 & echo $! > " + childFile + "; sleep 301"),
-		Env:          os.Environ(),
-		Grace:        time.Second,
-		StartTimeout: time.Minute,
-		Backoff:      Backoff{Initial: time.Minute, Factor: 1, Max: time.Minute, Reset: time.Hour},
-		Check:        passCheck{},
-		Health:       health.Options{Interval: time.Hour, Timeout: time.Second, Rise: 1, Fall: 1, StartInterval: time.Hour},
-		Output:       TextOutput(io.Discard, io.Discard),
-	}, p, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, 1) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	p, stop := runReal(t, "sleep 300 & echo $! > "+childFile+"; sleep 301", time.Second)
+	defer stop()
 
 	var child int
 	waitFor(t, func() bool {
@@ -212,11 +197,26 @@ while :; do sleep 0.05; done
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	_, stop := runReal(t, "cd / && sh "+script, 5*time.Second)
+	waitFor(t, func() bool { _, err := os.Stat(startF); return err == nil })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(doneF); err != nil {
+		t.Error("the stop ended before the worker's program finished its graceful shutdown (or killed it)")
+	}
+}
+
+// runReal runs one real worker process, the command line cmdline, that
+// never restarts within a test; stop ends the supervisor's Run (once)
+// and returns its error.
+func runReal(t *testing.T, cmdline string, grace time.Duration) (*pool.Pool, func() error) {
+	t.Helper()
 	p := pool.New(new(pool.RoundRobin))
 	s := newSupervisor(Spec{
-		Argv:         Command("cd / && sh " + script),
+		Argv:         Command(cmdline),
 		Env:          os.Environ(),
-		Grace:        5 * time.Second,
+		Grace:        grace,
 		StartTimeout: time.Minute,
 		Backoff:      Backoff{Initial: time.Minute, Factor: 1, Max: time.Minute, Reset: time.Hour},
 		Check:        passCheck{},
@@ -226,12 +226,10 @@ while :; do sleep 0.05; done
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx, 1) }()
-	waitFor(t, func() bool { _, err := os.Stat(startF); return err == nil })
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(doneF); err != nil {
-		t.Error("the stop ended before the worker's program finished its graceful shutdown (or killed it)")
+	var once sync.Once
+	var err error
+	return p, func() error {
+		once.Do(func() { cancel(); err = <-done })
+		return err
 	}
 }
