@@ -210,20 +210,11 @@ func (f *Fast) Handle(ctx *fasthttp.RequestCtx) {
 	req := &ctx.Request
 	closeAfter := req.Header.ConnectionClose()
 	noHost := len(req.Header.Host()) == 0 // HTTP/1.0 may send none
-	var hop uint16
-	var listedBuf [4]string
-	listed := listedBuf[:0]
+	var hop hopScan
 	for k, v := range req.Header.All() {
-		b := hopBits(k)
-		if b == connectionBit {
-			listed = appendListed(listed, v)
-		}
-		hop |= b
+		hop.add(k, v)
 	}
-	delHop(hop, req.Header.Del)
-	for _, h := range listed {
-		req.Header.Del(h)
-	}
+	hop.del(req.Header.Del)
 	if closeAfter {
 		// Deleting Connection forgot the client's "close"; the server
 		// still owes it.
@@ -268,18 +259,34 @@ func (f *Fast) Handle(ctx *fasthttp.RequestCtx) {
 	}
 	// The body is in memory already: the request is done for the worker.
 	w.End(proc, true, false)
-	hop = 0
-	listed = listed[:0]
+	hop = hopScan{}
 	for k, v := range resp.Header.All() {
-		b := hopBits(k)
-		if b == connectionBit {
-			listed = appendListed(listed, v)
-		}
-		hop |= b
+		hop.add(k, v)
 	}
-	delHop(hop, resp.Header.Del)
-	for _, h := range listed {
-		resp.Header.Del(h)
+	hop.del(resp.Header.Del)
+}
+
+// hopScan gathers, in one pass over a header block, the hop-by-hop
+// headers it has: those of hopHeaders, and those its Connection header
+// lists.
+type hopScan struct {
+	found  uint16   // bits of hopHeaders
+	listed []string // named by Connection; nil in the usual case
+}
+
+func (h *hopScan) add(k, v []byte) {
+	b := hopBits(k)
+	if b == connectionBit {
+		h.listed = appendListed(h.listed, v)
+	}
+	h.found |= b
+}
+
+// del deletes what the pass found.
+func (h *hopScan) del(del func(string)) {
+	delHop(h.found, del)
+	for _, name := range h.listed {
+		del(name)
 	}
 }
 

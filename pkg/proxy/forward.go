@@ -72,13 +72,14 @@ func forward(p *pool.Pool, maxRetries int, log *slog.Logger, method string, body
 		if cerr := body.clientErr(); cerr != nil {
 			err = fmt.Errorf("%w: %w", errClientBody, cerr)
 		}
-		if cause := clientGone(err); errors.Is(cause, context.Canceled) || errors.Is(cause, errClientBody) {
+		cause := clientGone(err)
+		if errors.Is(cause, context.Canceled) || errors.Is(cause, errClientBody) {
 			// The client left, or sent a broken body: the worker did
 			// not fail, and no other worker would do better.
 			w.End(proc, true, false)
 			return nil, nil, err
 		}
-		if len(tried) > maxRetries || !retryable(method, clientGone(err), body.replayable(), bodyRead) {
+		if len(tried) > maxRetries || !retryable(method, cause, body.replayable(), bodyRead) {
 			w.End(proc, false, false)
 			return nil, nil, err
 		}

@@ -299,7 +299,7 @@ func (t *h1) conn(ctx context.Context, addr string, fresh bool) (*h1Conn, error)
 		s.nc.Close()
 	}
 	if c != nil {
-		if c.br.Buffered() == 0 && !c.unsolicited() {
+		if !c.unsolicited() { // (release kept none with bytes in its buffer)
 			c.reused = true
 			return c, nil
 		}
