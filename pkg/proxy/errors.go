@@ -27,7 +27,8 @@ const StatusClientClosed = 499
 // message of its JSON body. It is the one place where errors become
 // statuses: 503 when no worker is up, 504 when the worker timed out, 499
 // when the client went away, 400 when its body could not be read (408
-// when it stalled), 502 otherwise.
+// when it stalled, 413 when over the fasthttp engine's limit), 502
+// otherwise.
 func Status(r *http.Request, err error) (int, string) {
 	return statusOf(err, r.Context().Err() != nil && !errors.Is(r.Context().Err(), context.DeadlineExceeded))
 }
@@ -46,6 +47,8 @@ func statusOf(err error, clientGone bool) (int, string) {
 		return StatusClientClosed, "client closed request"
 	case errors.Is(err, errClientBody):
 		return http.StatusBadRequest, "bad request body"
+	case errors.Is(err, errBodyTooLarge):
+		return http.StatusRequestEntityTooLarge, "request body too large"
 	case isTimeout(err):
 		return http.StatusGatewayTimeout, "worker timed out"
 	default:

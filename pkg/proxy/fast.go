@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -195,8 +196,15 @@ func (f *Fast) CloseIdleConnections() {
 var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
-// Handle forwards one request. It is a fasthttp.RequestHandler.
-func (f *Fast) Handle(ctx *fasthttp.RequestCtx) {
+// Handle forwards one request. It is a fasthttp.RequestHandler. Under a
+// server with StreamRequestBody (as Server makes), it reads a streamed
+// body whole first, up to 4 MiB.
+func (f *Fast) Handle(ctx *fasthttp.RequestCtx) { f.handle(ctx, defaultMaxBody) }
+
+// defaultMaxBody is ServerOptions.MaxBodyBytes when zero.
+const defaultMaxBody = 4 << 20
+
+func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 	if f.opts.AccessLog != nil {
 		start := time.Now()
 		defer func() {
@@ -208,6 +216,15 @@ func (f *Fast) Handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req := &ctx.Request
+	if err := readStreamed(req, maxBody); err != nil {
+		// The client's fault, counted as the httputil engine counts it;
+		// what is left of the body is not read: the connection closes.
+		f.pool.CountRequest(false)
+		status, msg := statusOf(err, false)
+		writeFastError(ctx, status, msg)
+		ctx.SetConnectionClose() // after writeFastError, whose Reset clears it
+		return
+	}
 	closeAfter := req.Header.ConnectionClose()
 	noHost := len(req.Header.Host()) == 0 // HTTP/1.0 may send none
 	var hop hopScan
@@ -344,6 +361,41 @@ func delHop(found uint16, del func(string)) {
 	}
 }
 
+// errBodyTooLarge: the request body is over the engine's limit (413).
+var errBodyTooLarge = errors.New("request body too large")
+
+// readStreamed reads a streamed request body whole, up to limit bytes,
+// and puts it back in req as a plain body, which the worker's client can
+// send again. The buffer grows as the bytes come (readN), where
+// fasthttp's own whole-body read allocates the announced length at once:
+// a client that announces 4 MiB and sends nothing would have 4 MiB held
+// for it until body_timeout. A request without a streamed body is left
+// as it is.
+func readStreamed(req *fasthttp.Request, limit int) error {
+	if !req.IsBodyStream() {
+		return nil
+	}
+	r := req.BodyStream()
+	var buf []byte
+	var err error
+	switch n := req.Header.ContentLength(); {
+	case n > limit:
+		return errBodyTooLarge
+	case n >= 0:
+		buf, err = readN(r, n)
+	default: // chunked
+		buf, err = io.ReadAll(io.LimitReader(r, int64(limit)+1))
+		if err == nil && len(buf) > limit {
+			return errBodyTooLarge
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", errClientBody, err)
+	}
+	req.SetBodyRaw(buf)
+	return nil
+}
+
 // rejected answers 400 and reports true when the guard found the
 // request's framing ambiguous (Content-Length with Transfer-Encoding). It
 // pops the guard's verdict: call it once per request.
@@ -352,8 +404,8 @@ func rejected(ctx *fasthttp.RequestCtx) bool {
 	if err == nil {
 		return false
 	}
-	ctx.SetConnectionClose()
 	writeFastError(ctx, 400, err.Error())
+	ctx.SetConnectionClose() // after writeFastError, whose Reset clears it
 	return true
 }
 
@@ -389,7 +441,7 @@ type ServerOptions struct {
 	// (slowloris) is cut off; a request without a body, the whole request.
 	ReadTimeout time.Duration
 	// BodyTimeout bounds reading a request's body, once its header is in
-	// (fasthttp reads the body whole): 408 after it. Zero means 60s.
+	// (the engine reads the body whole): 408 after it. Zero means 60s.
 	BodyTimeout time.Duration
 	// IdleTimeout closes idle keep-alive client connections.
 	IdleTimeout time.Duration
@@ -405,7 +457,7 @@ type ServerOptions struct {
 // handler, for /stats) for the paths in otherPaths.
 func (f *Fast) Server(o ServerOptions, otherPaths []string, other http.Handler) *fasthttp.Server {
 	if o.MaxBodyBytes <= 0 {
-		o.MaxBodyBytes = 4 << 20
+		o.MaxBodyBytes = defaultMaxBody
 	}
 	if o.BodyTimeout <= 0 {
 		o.BodyTimeout = 60 * time.Second
@@ -423,7 +475,7 @@ func (f *Fast) Server(o ServerOptions, otherPaths []string, other http.Handler) 
 				}
 				return
 			}
-			f.Handle(ctx)
+			f.handle(ctx, o.MaxBodyBytes)
 		},
 		ReadTimeout: o.ReadTimeout,
 		// A body gets its own time, from the end of the header on, not
@@ -434,8 +486,23 @@ func (f *Fast) Server(o ServerOptions, otherPaths []string, other http.Handler) 
 			}
 			return fasthttp.RequestConfig{}
 		},
-		IdleTimeout:                  o.IdleTimeout,
-		ReadBufferSize:               min(o.MaxHeaderBytes, maxFastHeader),
+		IdleTimeout:    o.IdleTimeout,
+		ReadBufferSize: min(o.MaxHeaderBytes, maxFastHeader),
+		// The body comes to the handler as a stream, which readStreamed
+		// reads whole: the server reads only its first 8 KiB, and leaves
+		// the 413 to the handler, which gives it once those have come.
+		StreamRequestBody: true,
+		// A client that waits for "100 Continue" before it sends a body
+		// too large gets the 413 at once instead.
+		ExpectHandler: func(ctx *fasthttp.RequestCtx) int {
+			if ctx.Request.Header.ContentLength() <= o.MaxBodyBytes {
+				return fasthttp.StatusContinue
+			}
+			f.pool.CountRequest(false)
+			status, msg := statusOf(errBodyTooLarge, false)
+			writeFastError(ctx, status, msg)
+			return status
+		},
 		MaxRequestBodySize:           o.MaxBodyBytes,
 		NoDefaultServerHeader:        true,
 		NoDefaultContentType:         true,
@@ -448,14 +515,12 @@ func (f *Fast) Server(o ServerOptions, otherPaths []string, other http.Handler) 
 
 // fastServerError answers a request that fasthttp could not read, with
 // the status net/http's server gives and the JSON body of every other
-// error (fasthttp's own answers 400 to a body over the limit).
+// error. (A body over the limit is the handler's: readStreamed.)
 func fastServerError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.As(err, &small):
 		writeFastError(ctx, http.StatusRequestHeaderFieldsTooLarge, "request header too large")
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		writeFastError(ctx, http.StatusRequestEntityTooLarge, "request body too large")
 	case isTimeout(err):
 		writeFastError(ctx, http.StatusRequestTimeout, "request timeout")
 	default:

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -233,8 +235,15 @@ func rawExchange(t *testing.T, addr, raw string, halfClose bool) string {
 		return fmt.Sprintf("<nothing: %v>", err)
 	}
 	line, _, _ := strings.Cut(string(data), "\r\n")
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		line += leftOpen
+	}
 	return line
 }
+
+// leftOpen ends what rawExchange returns when the balancer had not closed
+// the connection by the deadline.
+const leftOpen = " (left open)"
 
 // TestHalfCloseNoFake200: a client that sends a whole request and then
 // half-closes (printf ... | nc -N) looks gone to net/http's server, which
@@ -277,16 +286,30 @@ func TestBadChunkedBodyIs400(t *testing.T) {
 	}
 }
 
-// TestFastBodyTooLargeIs413: ServerOptions.MaxBodyBytes says
-// "larger gets 413".
+// TestFastBodyTooLargeIs413: ServerOptions.MaxBodyBytes says "larger
+// gets 413": once the body's first bytes have come, or at once to a
+// client that waits for "100 Continue" (which it must not get); a chunked
+// body when it passes the limit. No worker sees the request, and the
+// balancer counts it as a failed request, as the httputil engine counts a
+// body it cannot read. The connection closes: the rest of the body is
+// never read.
 func TestFastBodyTooLargeIs413(t *testing.T) {
-	b := newBackend(t, "ok", nil)
-	url := serveFast(t, NewFast(newPool(b.srv.Listener.Addr().String()), Options{}))
-	got := rawExchange(t, strings.TrimPrefix(url, "http://"),
-		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n", false)
-	t.Logf("fasthttp, Content-Length 5000000 (limit 4 MiB): %q", got)
-	if !strings.Contains(got, " 413 ") {
-		t.Errorf("got %q; want 413", got)
+	chunk := fmt.Sprintf("%x\r\n%s\r\n", 600<<10, strings.Repeat("x", 600<<10))
+	for _, tc := range []struct{ name, raw string }{
+		{"Content-Length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n" + strings.Repeat("x", 16<<10)},
+		{"Expect", "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5000000\r\n\r\n"},
+		{"chunked", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + strings.Repeat(chunk, 2)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBackend(t, "ok", nil)
+			p := newPool(b.srv.Listener.Addr().String())
+			url := serveFastWith(t, NewFast(p, Options{}), ServerOptions{MaxHeaderBytes: 8 << 10, MaxBodyBytes: 1 << 20})
+			got := rawExchange(t, strings.TrimPrefix(url, "http://"), tc.raw, false)
+			t.Logf("limit 1 MiB: %q; worker hits %d, errors %d of %d", got, b.hits.Load(), p.Errors(), p.Requests())
+			if !strings.Contains(got, " 413 ") || strings.HasSuffix(got, leftOpen) || b.hits.Load() != 0 || p.Errors() != 1 {
+				t.Errorf("got %q, %d worker hits, %d errors; want 413 and the connection closed, no worker hit, 1 error", got, b.hits.Load(), p.Errors())
+			}
+		})
 	}
 }
 

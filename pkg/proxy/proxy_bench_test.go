@@ -5,7 +5,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -85,4 +88,49 @@ func BenchmarkHopHeaders(b *testing.B) {
 			delHop(hop, h.Del)
 		}
 	})
+}
+
+// BenchmarkStalledBody measures what the fasthttp engine holds, in heap
+// bytes per connection (heap-B/conn), for clients that announce a 4 MB
+// body, send 16 KiB of it and stall: what a client can make it keep until
+// body_timeout.
+func BenchmarkStalledBody(b *testing.B) {
+	worker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer worker.Close()
+	fx := NewFast(newPool(worker.Listener.Addr().String()), Options{})
+	defer fx.CloseIdleConnections()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := fx.Server(ServerOptions{MaxHeaderBytes: 8 << 10, BodyTimeout: time.Minute}, nil, nil)
+	go srv.Serve(ln)
+	defer srv.Shutdown()
+	const conns = 64
+	head := "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n" + strings.Repeat("x", 16<<10)
+	var held uint64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.GC() // twice: what the last round's connections left in sync.Pools goes too
+		runtime.ReadMemStats(&before)
+		var cs []net.Conn
+		for range conns {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			cs = append(cs, c)
+			io.WriteString(c, head)
+		}
+		time.Sleep(200 * time.Millisecond) // for the server to read what came
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		held += after.HeapAlloc - before.HeapAlloc
+		for _, c := range cs {
+			c.Close()
+		}
+		time.Sleep(200 * time.Millisecond) // for the server to let go of them
+	}
+	b.ReportMetric(float64(held)/float64(b.N*conns), "heap-B/conn")
 }
