@@ -217,12 +217,11 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 	}
 	req := &ctx.Request
 	if err := readStreamed(req, maxBody); err != nil {
-		// The client's fault, counted as the httputil engine counts it;
-		// what is left of the body is not read: the connection closes.
-		f.pool.CountRequest(false)
-		status, msg := statusOf(err, false)
-		writeFastError(ctx, status, msg)
-		ctx.SetConnectionClose() // after writeFastError, whose Reset clears it
+		// Answered, and the client's fault: no error of the balancer's.
+		// (A body that fails in its first 8 KiB, which the server reads
+		// before the handler, is answered by fastServerError, uncounted.)
+		f.pool.CountRequest(true)
+		bodyFailed(ctx, err)
 		return
 	}
 	closeAfter := req.Header.ConnectionClose()
@@ -266,9 +265,9 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 			return err
 		})
 	if err != nil {
-		f.pool.CountRequest(false)
 		status, msg := statusOf(err, false)
-		if status != 503 {
+		f.pool.CountRequest(status < 500)
+		if status >= 500 && status != 503 {
 			f.log.Warn("proxy error", "method", string(req.Header.Method()), "path", string(req.URI().Path()), "status", status, "err", err)
 		}
 		writeFastError(ctx, status, msg)
@@ -396,6 +395,15 @@ func readStreamed(req *fasthttp.Request, limit int) error {
 	return nil
 }
 
+// bodyFailed answers a request whose body readStreamed could not take
+// (400, 408, 413), and closes the connection: the rest of the body is
+// never read.
+func bodyFailed(ctx *fasthttp.RequestCtx, err error) {
+	status, msg := statusOf(err, false)
+	writeFastError(ctx, status, msg)
+	ctx.SetConnectionClose() // after writeFastError, whose Reset clears it
+}
+
 // rejected answers 400 and reports true when the guard found the
 // request's framing ambiguous (Content-Length with Transfer-Encoding). It
 // pops the guard's verdict: call it once per request.
@@ -467,15 +475,25 @@ func (f *Fast) Server(o ServerOptions, otherPaths []string, other http.Handler) 
 	if other != nil {
 		side = fasthttpadaptor.NewFastHTTPHandler(other)
 	}
+	isSide := func(ctx *fasthttp.RequestCtx) bool {
+		return side != nil && slices.Contains(otherPaths, string(ctx.Path()))
+	}
 	return &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
-			if side != nil && slices.Contains(otherPaths, string(ctx.Path())) {
-				if !rejected(ctx) {
-					side(ctx)
-				}
+			if !isSide(ctx) {
+				f.handle(ctx, o.MaxBodyBytes)
 				return
 			}
-			f.handle(ctx, o.MaxBodyBytes)
+			if rejected(ctx) {
+				return
+			}
+			// The same limit and timeout as a proxied body: the
+			// adaptor would read a stream whole, without either.
+			if err := readStreamed(&ctx.Request, o.MaxBodyBytes); err != nil {
+				bodyFailed(ctx, err)
+				return
+			}
+			side(ctx)
 		},
 		ReadTimeout: o.ReadTimeout,
 		// A body gets its own time, from the end of the header on, not
@@ -498,7 +516,9 @@ func (f *Fast) Server(o ServerOptions, otherPaths []string, other http.Handler) 
 			if ctx.Request.Header.ContentLength() <= o.MaxBodyBytes {
 				return fasthttp.StatusContinue
 			}
-			f.pool.CountRequest(false)
+			if !isSide(ctx) {
+				f.pool.CountRequest(true) // the client's fault, as in handle
+			}
 			status, msg := statusOf(errBodyTooLarge, false)
 			writeFastError(ctx, status, msg)
 			return status

@@ -271,7 +271,8 @@ func TestHalfCloseNoFake200(t *testing.T) {
 }
 
 // TestBadChunkedBodyIs400: a malformed chunked request body is the
-// client's fault: 400, not 502 "worker failed" with a WARN log line.
+// client's fault: 400, not 502 "worker failed" with a WARN log line, and
+// no error of the balancer's in /stats.
 func TestBadChunkedBodyIs400(t *testing.T) {
 	for _, engine := range []string{"httputil", "fasthttp"} {
 		b := newBackend(t, "ok", nil)
@@ -279,9 +280,9 @@ func TestBadChunkedBodyIs400(t *testing.T) {
 		url := serveEngine(t, engine, p, Options{})
 		got := rawExchange(t, strings.TrimPrefix(url, "http://"),
 			"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", false)
-		t.Logf("%s: %q; pool errors=%d", engine, got, p.Errors())
-		if !strings.Contains(got, " 400 ") {
-			t.Errorf("%s: got %q; want 400", engine, got)
+		t.Logf("%s: %q; pool requests=%d errors=%d", engine, got, p.Requests(), p.Errors())
+		if !strings.Contains(got, " 400 ") || p.Requests() != 1 || p.Errors() != 0 {
+			t.Errorf("%s: got %q, %d requests, %d errors; want 400, counted as a request and not as an error", engine, got, p.Requests(), p.Errors())
 		}
 	}
 }
@@ -291,8 +292,8 @@ func TestBadChunkedBodyIs400(t *testing.T) {
 // client that waits for "100 Continue" (which it must not get); a chunked
 // body when it passes the limit. No worker sees the request, and the
 // balancer counts it as a failed request, as the httputil engine counts a
-// body it cannot read. The connection closes: the rest of the body is
-// never read.
+// body it cannot read: answered, and no error of the balancer's. The
+// connection closes: the rest of the body is never read.
 func TestFastBodyTooLargeIs413(t *testing.T) {
 	chunk := fmt.Sprintf("%x\r\n%s\r\n", 600<<10, strings.Repeat("x", 600<<10))
 	for _, tc := range []struct{ name, raw string }{
@@ -306,10 +307,49 @@ func TestFastBodyTooLargeIs413(t *testing.T) {
 			url := serveFastWith(t, NewFast(p, Options{}), ServerOptions{MaxHeaderBytes: 8 << 10, MaxBodyBytes: 1 << 20})
 			got := rawExchange(t, strings.TrimPrefix(url, "http://"), tc.raw, false)
 			t.Logf("limit 1 MiB: %q; worker hits %d, errors %d of %d", got, b.hits.Load(), p.Errors(), p.Requests())
-			if !strings.Contains(got, " 413 ") || strings.HasSuffix(got, leftOpen) || b.hits.Load() != 0 || p.Errors() != 1 {
-				t.Errorf("got %q, %d worker hits, %d errors; want 413 and the connection closed, no worker hit, 1 error", got, b.hits.Load(), p.Errors())
+			if !strings.Contains(got, " 413 ") || strings.HasSuffix(got, leftOpen) || b.hits.Load() != 0 || p.Requests() != 1 || p.Errors() != 0 {
+				t.Errorf("got %q, %d worker hits, %d errors of %d requests; want 413 and the connection closed, no worker hit, 1 request and no error",
+					got, b.hits.Load(), p.Errors(), p.Requests())
 			}
 		})
+	}
+}
+
+// TestFastSidePathBody: the pages served beside the proxy on its
+// listener (/stats and the rest) keep the body limit and timeout: a body
+// too large gets 413, a stalled one 408, and neither is counted as a
+// proxied request. (With streamed bodies, the pages' adaptor had read any
+// body whole, and a stalled one's read error as its text.)
+func TestFastSidePathBody(t *testing.T) {
+	var read atomic.Int64
+	side := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		data, _ := io.ReadAll(r.Body)
+		read.Add(int64(len(data)))
+		io.WriteString(w, "stats")
+	})
+	p := newPool(newBackend(t, "ok", nil).srv.Listener.Addr().String())
+	fx := NewFast(p, Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := fx.Server(ServerOptions{MaxHeaderBytes: 8 << 10, MaxBodyBytes: 1 << 20, BodyTimeout: 300 * time.Millisecond, ReadTimeout: 5 * time.Second},
+		[]string{"/stats"}, side)
+	go fs.Serve(ln)
+	t.Cleanup(func() { fs.Shutdown(); fx.CloseIdleConnections() })
+	for _, tc := range []struct{ name, raw, want string }{
+		{"too large", "POST /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + strings.Repeat("a", 16<<10), " 413 "},
+		{"too large, Expect", "POST /stats HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n", " 413 "},
+		{"stalled", "POST /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("a", 20000), " 408 "},
+		{"whole", "POST /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 20000\r\n\r\n" + strings.Repeat("a", 20000), " 200 "},
+	} {
+		got := rawExchange(t, ln.Addr().String(), tc.raw, false)
+		if !strings.Contains(got, tc.want) {
+			t.Errorf("%s: got %q; want%s", tc.name, got, tc.want)
+		}
+	}
+	if read.Load() != 20000 || p.Requests() != 0 {
+		t.Errorf("the page read %d bytes in all, %d proxied requests counted; want 20000 (the whole body only) and 0", read.Load(), p.Requests())
 	}
 }
 

@@ -158,9 +158,11 @@ func (px *Proxy) CloseIdleConnections() {
 // handleError answers a request that got no response from any worker.
 func (px *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
 	status, msg := Status(r, err)
+	// A 4xx is the client's doing (it left, or its body broke or
+	// stalled): answered, but no error of the balancer's, and not worth
+	// a log line each.
+	px.pool.CountRequest(status < 500)
 	if status == StatusClientClosed {
-		// Not the worker's fault, and not worth a log line each.
-		px.pool.CountRequest(true)
 		if rec, ok := w.(*accessRecorder); ok {
 			rec.status = StatusClientClosed
 		}
@@ -169,8 +171,7 @@ func (px *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) 
 		// answer. Abort instead: the connection closes, no status sent.
 		panic(http.ErrAbortHandler)
 	}
-	px.pool.CountRequest(false)
-	if status != http.StatusServiceUnavailable {
+	if status >= 500 && status != http.StatusServiceUnavailable {
 		px.log.Warn("proxy error", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 	}
 	WriteError(w, status, msg)
