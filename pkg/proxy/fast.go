@@ -456,7 +456,7 @@ type ServerOptions struct {
 	// MaxHeaderBytes bounds the request header block: larger gets 431.
 	// The fasthttp engine caps it at 64 KiB (maxFastHeader).
 	MaxHeaderBytes int
-	// MaxBodyBytes bounds a request body, which fasthttp reads whole:
+	// MaxBodyBytes bounds a request body, which the engine reads whole:
 	// larger gets 413. Zero means 4 MiB.
 	MaxBodyBytes int
 }
@@ -516,11 +516,17 @@ func (f *Fast) Server(o ServerOptions, otherPaths []string, other http.Handler) 
 			if ctx.Request.Header.ContentLength() <= o.MaxBodyBytes {
 				return fasthttp.StatusContinue
 			}
-			if !isSide(ctx) {
-				f.pool.CountRequest(true) // the client's fault, as in handle
-			}
 			status, msg := statusOf(errBodyTooLarge, false)
 			writeFastError(ctx, status, msg)
+			if !isSide(ctx) {
+				// Counted and logged as handle would: the handler does
+				// not run.
+				f.pool.CountRequest(true)
+				if f.opts.AccessLog != nil {
+					logAccess(f.opts.AccessLog, ctx.RemoteAddr().String(), string(ctx.Method()), string(ctx.RequestURI()),
+						status, int64(len(ctx.Response.Body())), 0)
+				}
+			}
 			return status
 		},
 		MaxRequestBodySize:           o.MaxBodyBytes,

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterlb/clusterlb/internal/testutil"
 	"github.com/clusterlb/clusterlb/pkg/pool"
 )
 
@@ -292,8 +294,8 @@ func TestBadChunkedBodyIs400(t *testing.T) {
 // client that waits for "100 Continue" (which it must not get); a chunked
 // body when it passes the limit. No worker sees the request, and the
 // balancer counts it as a failed request, as the httputil engine counts a
-// body it cannot read: answered, and no error of the balancer's. The
-// connection closes: the rest of the body is never read.
+// body it cannot read: answered, and no error of the balancer's; and
+// logged. The connection closes: the rest of the body is never read.
 func TestFastBodyTooLargeIs413(t *testing.T) {
 	chunk := fmt.Sprintf("%x\r\n%s\r\n", 600<<10, strings.Repeat("x", 600<<10))
 	for _, tc := range []struct{ name, raw string }{
@@ -304,8 +306,13 @@ func TestFastBodyTooLargeIs413(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBackend(t, "ok", nil)
 			p := newPool(b.srv.Listener.Addr().String())
-			url := serveFastWith(t, NewFast(p, Options{}), ServerOptions{MaxHeaderBytes: 8 << 10, MaxBodyBytes: 1 << 20})
+			var logged testutil.SyncBuffer
+			fx := NewFast(p, Options{AccessLog: slog.New(slog.NewTextHandler(&logged, nil))})
+			url := serveFastWith(t, fx, ServerOptions{MaxHeaderBytes: 8 << 10, MaxBodyBytes: 1 << 20})
 			got := rawExchange(t, strings.TrimPrefix(url, "http://"), tc.raw, false)
+			if !strings.Contains(logged.String(), "status=413") {
+				t.Errorf("access log %q; want the 413", logged.String())
+			}
 			t.Logf("limit 1 MiB: %q; worker hits %d, errors %d of %d", got, b.hits.Load(), p.Errors(), p.Requests())
 			if !strings.Contains(got, " 413 ") || strings.HasSuffix(got, leftOpen) || b.hits.Load() != 0 || p.Requests() != 1 || p.Errors() != 0 {
 				t.Errorf("got %q, %d worker hits, %d errors of %d requests; want 413 and the connection closed, no worker hit, 1 request and no error",
