@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -397,11 +398,48 @@ func readStreamed(req *fasthttp.Request, limit int) error {
 
 // bodyFailed answers a request whose body readStreamed could not take
 // (400, 408, 413), and closes the connection: the rest of the body is
-// never read.
+// never read. A 413 goes out with a lingering close.
 func bodyFailed(ctx *fasthttp.RequestCtx, err error) {
 	status, msg := statusOf(err, false)
 	writeFastError(ctx, status, msg)
 	ctx.SetConnectionClose() // after writeFastError, whose Reset clears it
+	if status == http.StatusRequestEntityTooLarge {
+		lingerClose(ctx)
+	}
+}
+
+// Bounds of lingerClose's wait for the client to stop sending.
+const (
+	lingerTime  = 5 * time.Second
+	lingerBytes = 16 << 20
+)
+
+// lingerClose sends ctx's response itself once fasthttp's server hands
+// over the connection, then half-closes it and reads and discards what
+// the client still sends, until it stops (lingerTime, lingerBytes at
+// most), before closing it, as nginx's lingering_close does. A client
+// still uploading a body too large would otherwise have its connection
+// reset by the close with its bytes unread, and a reset makes its TCP
+// stack drop the 413 before the client reads it. (fasthttp's server
+// skips a hijack when the response says Connection: close, so the
+// answer is written here, not by the server.)
+func lingerClose(ctx *fasthttp.RequestCtx) {
+	resp := new(fasthttp.Response)
+	ctx.Response.CopyTo(resp)
+	raw := ctx.Conn()
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		deadline := time.Now().Add(lingerTime)
+		c.SetDeadline(deadline)
+		bw := bufio.NewWriter(c)
+		if resp.Write(bw) != nil || bw.Flush() != nil {
+			return
+		}
+		if cw, ok := raw.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		io.Copy(io.Discard, io.LimitReader(c, lingerBytes))
+	})
 }
 
 // rejected answers 400 and reports true when the guard found the

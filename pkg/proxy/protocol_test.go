@@ -322,6 +322,30 @@ func TestFastBodyTooLargeIs413(t *testing.T) {
 	}
 }
 
+// TestFast413ReachesUploader: a client still uploading a body over the
+// limit reads the 413, rather than a connection reset: the engine reads
+// and discards the rest for a while before it closes (a plain close with
+// the bytes unread resets the connection, and the client's TCP stack
+// drops the answer; 4 tries of 5 failed so).
+func TestFast413ReachesUploader(t *testing.T) {
+	b := newBackend(t, "ok", nil)
+	url := serveFastWith(t, NewFast(newPool(b.srv.Listener.Addr().String()), Options{}),
+		ServerOptions{MaxHeaderBytes: 8 << 10, MaxBodyBytes: 1 << 20})
+	big := bytes.Repeat([]byte("x"), 5<<20)
+	for try := range 5 {
+		resp, err := http.Post(url+"/", "application/octet-stream", bytes.NewReader(big))
+		if err != nil {
+			t.Errorf("try %d: %v; want a 413", try+1, err)
+			continue
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !resp.Close {
+			t.Errorf("try %d: got %d, close %v; want 413 and Connection: close", try+1, resp.StatusCode, resp.Close)
+		}
+	}
+}
+
 // TestFastSidePathBody: the pages served beside the proxy on its
 // listener (/stats and the rest) keep the body limit and timeout: a body
 // too large gets 413, a stalled one 408, and neither is counted as a
