@@ -122,6 +122,13 @@ func (b *body) attach(out *http.Request) {
 			}
 			return io.NopCloser(bytes.NewReader(buf)), nil
 		}
+		if len(out.Trailer) > 0 {
+			// Trailers need chunked framing; http.Transport writes them
+			// (h1 takes no body of unknown length).
+			out.ContentLength = -1
+			out.TransferEncoding = []string{"chunked"}
+			break
+		}
 		// A body that came chunked goes out with its length now.
 		out.ContentLength = int64(len(b.buf))
 		out.TransferEncoding = nil

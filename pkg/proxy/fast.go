@@ -195,7 +195,7 @@ func (f *Fast) CloseIdleConnections() {
 
 // hopHeaders are removed from both directions (RFC 9110 7.6.1).
 var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+	"Proxy-Authorization", "Te", "Transfer-Encoding", "Upgrade"}
 
 // Handle forwards one request. It is a fasthttp.RequestHandler. Under a
 // server with StreamRequestBody (as Server makes), it reads a streamed
@@ -313,17 +313,19 @@ func (h *hopScan) del(del func(string)) {
 // and response (about 3 % of the engine's CPU under load), to find none of
 // them in the usual case. The pass is written out where each block is: an
 // iterator handed to a helper costs two allocations per call. hopBits
-// gives the bit of header name k in hopHeaders, if any; a block with a Trailer header gets every Del, since
-// fasthttp keeps trailer fields apart, where the pass does not look.
+// gives the bit of header name k in hopHeaders, if any. A block that
+// announces trailers (a Trailer header, which is passed on: the trailers
+// go through) gets every Del, since fasthttp keeps the trailer fields
+// apart, where the pass does not look, and Del clears them there too.
 func hopBits(k []byte) uint16 {
 	for i, h := range hopHeaders {
 		// string(k) stays on the stack: no longer than h here.
 		if len(k) == len(h) && strings.EqualFold(string(k), h) {
-			if h == "Trailer" {
-				return 1<<len(hopHeaders) - 1
-			}
 			return 1 << i
 		}
+	}
+	if len(k) == len("Trailer") && strings.EqualFold(string(k), "Trailer") {
+		return 1<<len(hopHeaders) - 1
 	}
 	return 0
 }

@@ -346,6 +346,40 @@ func TestFast413ReachesUploader(t *testing.T) {
 	}
 }
 
+// TestTrailersPass: trailers go through both engines, both ways: a
+// request's, after a chunked body buffered whole (small) or streamed
+// (over the retry buffer), and a worker's answer's. (The httputil engine
+// had sent a streamed body's trailer names without their values, and
+// dropped a buffered body's; the fasthttp engine dropped them all.)
+func TestTrailersPass(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, size := range []int{0, 10, 2 << 20} {
+			t.Run(fmt.Sprintf("%s/%d-byte-body", engine, size), func(t *testing.T) {
+				b := newBackend(t, "ok", func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Trailer", "X-Answer-Sum")
+					fmt.Fprintf(w, "request trailer %q", r.Trailer.Get("X-Sum"))
+					w.Header().Set("X-Answer-Sum", "42")
+				})
+				url := serveEngine(t, engine, newPool(b.srv.Listener.Addr().String()), Options{})
+				pr, pw := io.Pipe()
+				go func() { pw.Write([]byte(strings.Repeat("x", size))); pw.Close() }()
+				req, _ := http.NewRequest("POST", url+"/", pr)
+				req.ContentLength = -1 // chunked, as trailers need
+				req.Trailer = http.Header{"X-Sum": {"abc"}}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if string(got) != `request trailer "abc"` || resp.Trailer.Get("X-Answer-Sum") != "42" {
+					t.Errorf("worker saw %s, answer's trailer %q; want \"abc\" and 42", got, resp.Trailer)
+				}
+			})
+		}
+	}
+}
+
 // TestFastSidePathBody: the pages served beside the proxy on its
 // listener (/stats and the rest) keep the body limit and timeout: a body
 // too large gets 413, a stalled one 408, and neither is counted as a

@@ -107,6 +107,12 @@ func New(p *pool.Pool, o Options) *Proxy {
 			// picks the worker. Out.Host keeps the client's Host.
 			pr.Out.URL.Host = "worker"
 			pr.SetXForwarded()
+			// The client's trailer values arrive in In.Trailer when its
+			// body ends; Out's is a copy made before, which would send
+			// the trailer names without their values. Sharing the map
+			// sends what came: the body's last read fills it, before
+			// the transport writes the trailers.
+			pr.Out.Trailer = pr.In.Trailer
 		},
 		Transport: &roundTripper{px: px},
 		// No timed flushing: net/http already flushes at once every
