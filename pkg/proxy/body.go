@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -255,4 +256,34 @@ func (g *stallGuard) expire() {
 	if g.reading.Load() {
 		g.rc.SetReadDeadline(time.Now())
 	}
+}
+
+// trailerScrub removes the hop-by-hop fields from a request's trailers
+// when its body ends: those of hopHeaders, Trailer, and those the
+// request's Connection header names (RFC 9110 7.6.1). net/http's server
+// puts every trailer field that came into the request's Trailer map at
+// the body's end, declared or not, and the ReverseProxy cleans the
+// header section only.
+type trailerScrub struct {
+	io.ReadCloser
+	trailer    http.Header
+	connection []string // the Connection header's values
+	done       bool
+}
+
+func (t *trailerScrub) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err == io.EOF && !t.done {
+		t.done = true
+		for _, h := range hopHeaders {
+			t.trailer.Del(h)
+		}
+		t.trailer.Del("Trailer")
+		for _, v := range t.connection {
+			for name := range strings.SplitSeq(v, ",") {
+				t.trailer.Del(strings.TrimSpace(name))
+			}
+		}
+	}
+	return n, err
 }

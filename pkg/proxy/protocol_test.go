@@ -380,6 +380,46 @@ func TestTrailersPass(t *testing.T) {
 	}
 }
 
+// TestHopTrailersDropped: hop-by-hop fields in a request's trailer
+// section, declared or not, do not reach the worker (RFC 9110 7.6.1); the
+// others do. (The fasthttp engine's parser refuses most such names: 400
+// is a right answer too.)
+func TestHopTrailersDropped(t *testing.T) {
+	hop := []string{"X-Hop", "Proxy-Authorization", "Upgrade", "Keep-Alive", "Connection", "Proxy-Connection", "Te"}
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, size := range []int{3, 2 << 20} {
+			t.Run(fmt.Sprintf("%s/%d-byte-body", engine, size), func(t *testing.T) {
+				got := make(chan http.Header, 1)
+				b := newBackend(t, "ok", func(w http.ResponseWriter, r *http.Request) { got <- r.Trailer.Clone() })
+				url := serveEngine(t, engine, newPool(b.srv.Listener.Addr().String()), Options{})
+				var tail strings.Builder
+				for _, k := range hop {
+					fmt.Fprintf(&tail, "%s: secret\r\n", k)
+				}
+				status := rawExchange(t, strings.TrimPrefix(url, "http://"), fmt.Sprintf(
+					"POST / HTTP/1.1\r\nHost: x\r\nConnection: close, X-Hop\r\nTrailer: X-Sum, Proxy-Authorization\r\n"+
+						"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\nX-Sum: abc\r\n%s\r\n",
+					size, strings.Repeat("x", size), tail.String()), false)
+				if engine == "fasthttp" && strings.Contains(status, " 400 ") {
+					return
+				}
+				if !strings.Contains(status, " 200 ") {
+					t.Fatalf("got %q; want 200 (or 400 from fasthttp)", status)
+				}
+				tr := <-got
+				for _, k := range hop {
+					if v := tr.Get(k); v != "" {
+						t.Errorf("the worker got the hop-by-hop trailer %s: %q", k, v)
+					}
+				}
+				if tr.Get("X-Sum") != "abc" {
+					t.Errorf("the worker got trailers %v; want X-Sum: abc among them", tr)
+				}
+			})
+		}
+	}
+}
+
 // TestFastSidePathBody: the pages served beside the proxy on its
 // listener (/stats and the rest) keep the body limit and timeout: a body
 // too large gets 413, a stalled one 408, and neither is counted as a

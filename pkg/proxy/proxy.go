@@ -107,12 +107,16 @@ func New(p *pool.Pool, o Options) *Proxy {
 			// picks the worker. Out.Host keeps the client's Host.
 			pr.Out.URL.Host = "worker"
 			pr.SetXForwarded()
-			// The client's trailer values arrive in In.Trailer when its
-			// body ends; Out's is a copy made before, which would send
-			// the trailer names without their values. Sharing the map
-			// sends what came: the body's last read fills it, before
-			// the transport writes the trailers.
-			pr.Out.Trailer = pr.In.Trailer
+			if pr.In.Trailer != nil && pr.Out.Body != nil {
+				// The client's trailer values arrive in In.Trailer when
+				// its body ends; Out's is a copy made before, which
+				// would send the trailer names without their values.
+				// Sharing the map sends what came, cleaned of the
+				// hop-by-hop fields once the body's last read filled it,
+				// before the transport writes the trailers.
+				pr.Out.Trailer = pr.In.Trailer
+				pr.Out.Body = &trailerScrub{ReadCloser: pr.Out.Body, trailer: pr.In.Trailer, connection: pr.In.Header["Connection"]}
+			}
 		},
 		Transport: &roundTripper{px: px},
 		// No timed flushing: net/http already flushes at once every
