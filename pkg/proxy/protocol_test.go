@@ -124,13 +124,7 @@ func TestConnectionNamedHeaders(t *testing.T) {
 		t.Run(engine, func(t *testing.T) {
 			addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nConnection: X-Resp-Hop\r\nX-Resp-Hop: leak\r\nContent-Length: 2\r\n\r\nok")
 			url := serveEngine(t, engine, newPool(addr), Options{})
-			c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: X-Hop\r\nX-Hop: secret\r\nForwarded: for=6.6.6.6;host=evil\r\n\r\n")
+			c := sendRaw(t, url, "GET / HTTP/1.1\r\nHost: x\r\nConnection: X-Hop\r\nX-Hop: secret\r\nForwarded: for=6.6.6.6;host=evil\r\n\r\n", 5*time.Second)
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 			if err != nil {
 				t.Fatal(err)
@@ -218,17 +212,27 @@ func TestBodyOnHeadNotGivenToNextClient(t *testing.T) {
 	}
 }
 
+// sendRaw dials addr (a host:port, or a test server's http:// URL),
+// sets the connection's deadline d ahead, and writes raw. The connection
+// is closed when the test ends.
+func sendRaw(t *testing.T, addr, raw string, d time.Duration) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(addr, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(d))
+	io.WriteString(c, raw)
+	return c
+}
+
 // rawExchange sends raw to addr, half-closing after it when halfClose,
 // and returns the first line of what comes back (or the read error).
 func rawExchange(t *testing.T, addr, raw string, halfClose bool) string {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := sendRaw(t, addr, raw, 8*time.Second)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(8 * time.Second))
-	io.WriteString(c, raw)
 	if halfClose {
 		c.(*net.TCPConn).CloseWrite()
 	}
@@ -262,10 +266,7 @@ func TestHalfCloseNoFake200(t *testing.T) {
 	got := rawExchange(t, strings.TrimPrefix(front.URL, "http://"), "GET / HTTP/1.1\r\nHost: x\r\n\r\n", true)
 	t.Logf("half-closed client got %q; worker saw %d requests", got, b.hits.Load())
 	if got == "HTTP/1.1 200 OK" {
-		c, _ := net.Dial("tcp", strings.TrimPrefix(front.URL, "http://"))
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		c := sendRaw(t, front.URL, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 5*time.Second)
 		c.(*net.TCPConn).CloseWrite()
 		all, _ := io.ReadAll(c)
 		t.Errorf("got a 200 that no worker sent:\n%s", all)
@@ -586,13 +587,7 @@ func TestExpectContinueEarlyAnswer(t *testing.T) {
 	t.Cleanup(worker.Close)
 	// A body past RetryBufferBytes is streamed: readBody does not ask for it.
 	url := serve(t, New(newPool(worker.Listener.Addr().String()), Options{BodyTimeout: 30 * time.Second})).URL
-	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2097152\r\n\r\n")
+	c := sendRaw(t, url, "POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2097152\r\n\r\n", 10*time.Second)
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil) // past any 100 Continue
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("got %v, %v; want the worker's 401", resp, err)
