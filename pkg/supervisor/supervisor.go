@@ -239,10 +239,15 @@ func (s *Supervisor) Run(ctx context.Context, n int) error {
 }
 
 // send hands fn to the loop goroutine; after the loop ended, fn is dropped.
-func (s *Supervisor) send(fn func()) {
+func (s *Supervisor) send(fn func()) { s.sendUnless(nil, fn) }
+
+// sendUnless is send that also gives up, dropping fn, once stop is closed
+// (a nil stop never is).
+func (s *Supervisor) sendUnless(stop <-chan struct{}, fn func()) {
 	select {
 	case s.events <- fn:
 	case <-s.quit:
+	case <-stop:
 	}
 }
 
@@ -352,15 +357,8 @@ func (s *Supervisor) monitor(sl *slot, pr *proc, target *pool.Worker) {
 	// The loop may be waiting in stopMonitor for this monitor to end,
 	// with the events channel full: a send then gives up on ctx, or the
 	// two would wait for each other.
-	send := func(fn func()) {
-		select {
-		case s.events <- fn:
-		case <-s.quit:
-		case <-ctx.Done():
-		}
-	}
-	opts.OnUp = func(*pool.Worker) { send(func() { s.up(sl, pr) }) }
-	opts.OnDown = func(*pool.Worker) { send(func() { s.failing(sl, pr) }) }
+	opts.OnUp = func(*pool.Worker) { s.sendUnless(ctx.Done(), func() { s.up(sl, pr) }) }
+	opts.OnDown = func(*pool.Worker) { s.sendUnless(ctx.Done(), func() { s.failing(sl, pr) }) }
 	opts.Progress = pr.h.Requests
 	check := s.spec.Check // read here: the loop owns s.spec, and Configure replaces it
 	s.wg.Go(func() {
