@@ -48,29 +48,40 @@ func readBody(req *http.Request, limit int64) (body, error) {
 	if req.Body == nil || req.Body == http.NoBody {
 		return body{}, nil
 	}
-	n := req.ContentLength
-	switch {
-	case limit < 0 || n > limit:
+	if limit < 0 {
 		return body{stream: req.Body}, nil
-	case n >= 0:
-		buf, err := readN(req.Body, int(n))
-		if err != nil {
-			return body{}, fmt.Errorf("%w: %w", errClientBody, err)
-		}
-		return body{buf: buf}, nil
 	}
-	probe := limit
-	if probe < math.MaxInt64 {
-		probe++ // one byte more tells a body that does not fit
-	}
-	buf, err := io.ReadAll(io.LimitReader(req.Body, probe))
-	if err != nil {
+	buf, fits, err := readWhole(req.Body, req.ContentLength, limit)
+	switch {
+	case err != nil:
 		return body{}, fmt.Errorf("%w: %w", errClientBody, err)
-	}
-	if int64(len(buf)) > limit {
+	case !fits && buf == nil:
+		return body{stream: req.Body}, nil
+	case !fits:
 		return body{stream: io.MultiReader(bytes.NewReader(buf), req.Body)}, nil
 	}
 	return body{buf: buf}, nil
+}
+
+// readWhole reads a body of length n (< 0: unknown, read to its end)
+// whole, if it has at most limit bytes. When it has more, fits is false
+// and buf holds what was read of it: nothing of a body of known length,
+// the first limit+1 bytes of one of unknown length, which tell that it
+// does not fit.
+func readWhole(r io.Reader, n, limit int64) (buf []byte, fits bool, err error) {
+	switch {
+	case n > limit:
+		return nil, false, nil
+	case n >= 0:
+		buf, err = readN(r, int(n))
+		return buf, true, err
+	}
+	probe := limit
+	if probe < math.MaxInt64 {
+		probe++
+	}
+	buf, err = io.ReadAll(io.LimitReader(r, probe))
+	return buf, int64(len(buf)) <= limit, err
 }
 
 // readN reads the n bytes of a body of known length. The buffer grows

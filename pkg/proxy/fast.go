@@ -208,10 +208,7 @@ const defaultMaxBody = 4 << 20
 func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 	if f.opts.AccessLog != nil {
 		start := time.Now()
-		defer func() {
-			logAccess(f.opts.AccessLog, ctx.RemoteAddr().String(), string(ctx.Method()), string(ctx.RequestURI()),
-				ctx.Response.StatusCode(), int64(len(ctx.Response.Body())), time.Since(start))
-		}()
+		defer func() { f.accessLine(ctx, time.Since(start)) }()
 	}
 	if rejected(ctx) {
 		return
@@ -281,6 +278,13 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 		hop.add(k, v)
 	}
 	hop.del(resp.Header.Del)
+}
+
+// accessLine writes the access log line of ctx's request, answered in d.
+// Call it only when there is an access log.
+func (f *Fast) accessLine(ctx *fasthttp.RequestCtx, d time.Duration) {
+	logAccess(f.opts.AccessLog, ctx.RemoteAddr().String(), string(ctx.Method()), string(ctx.RequestURI()),
+		ctx.Response.StatusCode(), int64(len(ctx.Response.Body())), d)
 }
 
 // hopScan gathers, in one pass over a header block, the hop-by-hop
@@ -377,22 +381,13 @@ func readStreamed(req *fasthttp.Request, limit int) error {
 	if !req.IsBodyStream() {
 		return nil
 	}
-	r := req.BodyStream()
-	var buf []byte
-	var err error
-	switch n := req.Header.ContentLength(); {
-	case n > limit:
-		return errBodyTooLarge
-	case n >= 0:
-		buf, err = readN(r, n)
-	default: // chunked
-		buf, err = io.ReadAll(io.LimitReader(r, int64(limit)+1))
-		if err == nil && len(buf) > limit {
-			return errBodyTooLarge
-		}
-	}
-	if err != nil {
+	// ContentLength is -1 for a chunked body: read to its end.
+	buf, fits, err := readWhole(req.BodyStream(), int64(req.Header.ContentLength()), int64(limit))
+	switch {
+	case err != nil:
 		return fmt.Errorf("%w: %w", errClientBody, err)
+	case !fits:
+		return errBodyTooLarge
 	}
 	req.SetBodyRaw(buf)
 	return nil
@@ -431,8 +426,7 @@ func lingerClose(ctx *fasthttp.RequestCtx) {
 	raw := ctx.Conn()
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
-		deadline := time.Now().Add(lingerTime)
-		c.SetDeadline(deadline)
+		c.SetDeadline(time.Now().Add(lingerTime))
 		bw := bufio.NewWriter(c)
 		if resp.Write(bw) != nil || bw.Flush() != nil {
 			return
@@ -563,8 +557,7 @@ func (f *Fast) Server(o ServerOptions, otherPaths []string, other http.Handler) 
 				// not run.
 				f.pool.CountRequest(true)
 				if f.opts.AccessLog != nil {
-					logAccess(f.opts.AccessLog, ctx.RemoteAddr().String(), string(ctx.Method()), string(ctx.RequestURI()),
-						status, int64(len(ctx.Response.Body())), 0)
+					f.accessLine(ctx, 0)
 				}
 			}
 			return status
