@@ -28,6 +28,8 @@ func TestCommandRealProcess(t *testing.T) {
 		{"simple command is exec'ed", "sleep 30", "sleep"},
 		{"assignment goes through env", "FOO=1 sleep 30", "sleep"},
 		{"quoted arguments", "sleep '30'", "sleep"},
+		{"an exec of the user's own", "exec sleep 30", "sleep"},
+		{"an exec of the user's own, indented", "  exec  sleep 30", "sleep"},
 		{"control operators keep the shell", "true && sleep 30", "sh"},
 	}
 	st := newOSStarter(TextOutput(io.Discard, io.Discard))

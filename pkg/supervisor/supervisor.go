@@ -99,10 +99,14 @@ func (sp *Spec) fill() {
 // "NAME=value prog" goes through env(1) for that, since exec takes no
 // assignments. A command line with control operators (;, &&, |, ...)
 // keeps the shell as the worker; signals reach its children anyway, as
-// they go to the whole process group.
+// they go to the whole process group. A command line that starts with
+// exec already is left as it is ("exec exec prog" would look for a
+// program named exec).
 func Command(cmdline string) []string {
 	switch {
 	case strings.ContainsAny(cmdline, ";&|()`\n<>") || strings.Contains(cmdline, "$("):
+		return []string{"/bin/sh", "-c", cmdline}
+	case firstWord(cmdline) == "exec":
 		return []string{"/bin/sh", "-c", cmdline}
 	case leadingAssignment(cmdline):
 		return []string{"/bin/sh", "-c", "exec env " + cmdline}
@@ -111,11 +115,17 @@ func Command(cmdline string) []string {
 	}
 }
 
+// firstWord returns the command line's first blank-separated word.
+func firstWord(cmdline string) string {
+	word, _, _ := strings.Cut(strings.TrimLeft(cmdline, " \t"), " ")
+	word, _, _ = strings.Cut(word, "\t")
+	return word
+}
+
 // leadingAssignment reports whether the command line starts with a
 // NAME=value word.
 func leadingAssignment(cmdline string) bool {
-	word, _, _ := strings.Cut(strings.TrimSpace(cmdline), " ")
-	name, _, ok := strings.Cut(word, "=")
+	name, _, ok := strings.Cut(firstWord(cmdline), "=")
 	if !ok || name == "" {
 		return false
 	}
