@@ -11,29 +11,66 @@ func TestThroughputGoal(t *testing.T) {
 	ok := func(rps float64, p99 time.Duration, errs int64) summary {
 		return summary{OK: true, Runs: 1, RPS: rps, P99: p99, Errors: errs}
 	}
+	failedRep := ok(1200, ms, 0)
+	failedRep.Failed = 1
 	tests := []struct {
-		name          string
-		got, ref      summary
-		min           float64
-		p99, noErrors bool
-		wantMet       bool
-		wantGot       string
+		name     string
+		got, ref summary
+		min      float64
+		p99      bool
+		wantMet  bool
+		wantGot  string
 	}{
-		{"above the ratio", ok(700, ms, 0), ok(1000, ms, 0), 0.6, false, false, true, "0.70×"},
-		{"below the ratio", ok(500, ms, 0), ok(1000, ms, 0), 0.6, false, false, false, "0.50×"},
-		{"exactly the ratio", ok(1000, ms, 0), ok(1000, ms, 0), 1.0, false, false, true, "1.00×"},
-		{"fast enough but slower p99", ok(1200, 3*ms, 0), ok(1000, 2*ms, 0), 1.0, true, false, false, "p99 3.00 ms vs 2.00 ms"},
-		{"errors fail a zero-error goal", ok(1200, ms, 4), ok(1000, ms, 0), 1.0, false, true, false, "4 errors"},
-		{"target failed", summary{Err: "engine: want one of httputil"}, ok(1000, ms, 0), 1.0, false, false, false, "no figure: engine"},
-		{"reference failed", ok(1000, ms, 0), summary{Err: "nginx is not installed"}, 1.0, false, false, false, "no nginx figure"},
+		{"above the ratio", ok(700, ms, 0), ok(1000, ms, 0), 0.6, false, true, "0.70×"},
+		{"below the ratio", ok(500, ms, 0), ok(1000, ms, 0), 0.6, false, false, "0.50×"},
+		{"exactly the ratio", ok(1000, ms, 0), ok(1000, ms, 0), 1.0, false, true, "1.00×"},
+		{"fast enough but slower p99", ok(1200, 3*ms, 0), ok(1000, 2*ms, 0), 1.0, true, false, "p99 3.00 ms vs 2.00 ms"},
+		{"no errors shown", ok(1200, ms, 0), ok(1000, ms, 0), 1.0, false, true, "errors 0 vs 0"},
+		{"errors on the measured side", ok(1200, ms, 4), ok(1000, ms, 0), 1.0, false, false, "errors 4 vs 0"},
+		{"errors on the reference side", ok(1200, ms, 0), ok(1000, ms, 7), 0.6, false, false, "errors 0 vs 7"},
+		{"a failed repetition", failedRep, ok(1000, ms, 0), 1.0, false, false, "failed repetitions 1 vs 0"},
+		{"target failed", summary{Err: "engine: want one of httputil"}, ok(1000, ms, 0), 1.0, false, false, "no figure: engine"},
+		{"reference failed", ok(1000, ms, 0), summary{Err: "nginx is not installed"}, 1.0, false, false, "no nginx figure"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := throughputGoal("g", "w", tt.got, tt.ref, "nginx", tt.min, tt.p99, tt.noErrors)
+			g := throughputGoal("g", "w", tt.got, tt.ref, "nginx", tt.min, tt.p99)
 			if g.Met != tt.wantMet || !strings.Contains(g.Got, tt.wantGot) {
 				t.Errorf("got met=%v %q; want met=%v and %q in it", g.Met, g.Got, tt.wantMet, tt.wantGot)
 			}
 		})
+	}
+}
+
+// TestEvalGoalsErrors: a balancer that answers every request with an
+// error at once shows a high req/s in wrk's figures; no goal may read
+// that as met, and the row must say why.
+func TestEvalGoalsErrors(t *testing.T) {
+	ms := time.Millisecond
+	r := &results{}
+	for range 3 {
+		r.add(key{Scenario: "a", Target: "balancer-fasthttp", Endpoint: "simple"}, sample{RPS: 30000, P99: ms, Requests: 300000, Errors: 300000})
+		r.add(key{Scenario: "a", Target: "nginx", Endpoint: "simple"}, sample{RPS: 20000, P99: 2 * ms, Requests: 200000})
+		r.add(key{Scenario: "b", Target: "balancer-fasthttp", Endpoint: "simple"}, sample{RPS: 9000, P99: ms, Requests: 90000})
+		r.add(key{Scenario: "b", Target: "node-cluster", Endpoint: "simple"}, sample{RPS: 8000, P99: ms, Requests: 80000, Errors: 12})
+	}
+	var seen int
+	for _, g := range evalGoals(r) {
+		switch g.Name {
+		case "fasthttp vs nginx (a, simple)":
+			seen++
+			if g.Met || !strings.Contains(g.Got, "errors 900000 vs 0") {
+				t.Errorf("%s: got met=%v %q; want not met, with errors 900000 vs 0", g.Name, g.Met, g.Got)
+			}
+		case "-cmd node, fasthttp vs Node cluster (b, simple)":
+			seen++
+			if g.Met || !strings.Contains(g.Got, "errors 0 vs 36") {
+				t.Errorf("%s: got met=%v %q; want not met, with errors 0 vs 36", g.Name, g.Met, g.Got)
+			}
+		}
+	}
+	if seen != 2 {
+		t.Errorf("got %d of the goals; want 2", seen)
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -115,5 +116,26 @@ func TestBalancerArgs(t *testing.T) {
 		"-upstream", "127.0.0.1:2", "-upstream", "127.0.0.1:3", "-engine", "fasthttp"}
 	if !slices.Equal(args, want) || n != 2 {
 		t.Errorf("upstreams: got %q, %d; want %q, 2", args, n, want)
+	}
+}
+
+// TestAliveFollowsHost: in scenario a, direct and the proxies over the
+// host's workers are measured only while the host runs.
+func TestAliveFollowsHost(t *testing.T) {
+	done := make(chan struct{})
+	close(done)
+	host := &target{name: "balancer-httputil", proc: &proc{name: "balancer-httputil", done: done, waitErr: errors.New("signal: killed")}}
+	running := &proc{name: "nginx", done: make(chan struct{})}
+	for _, tt := range []*target{
+		{name: "direct", direct: true, host: host},
+		{name: "nginx", proc: running, host: host},
+	} {
+		err := tt.alive()
+		if err == nil || !strings.Contains(err.Error(), "signal: killed") {
+			t.Errorf("%s.alive() = %v; want the host's exit", tt.name, err)
+		}
+	}
+	if err := (&target{name: "nginx", proc: running}).alive(); err != nil {
+		t.Errorf("a running target without a host: alive() = %v; want nil", err)
 	}
 }

@@ -110,7 +110,10 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	p("and wrk would count the queueing as socket errors and leave those requests out of its latency figures.\n\n")
 
 	p("## Goals\n\n")
-	p("A throughput goal is judged on the ratio of the medians (and, where the goal says so, on the median p99 and the errors too). Each repetition runs every target once, so its own ratio is measured under the same load from the rest of the machine: ")
+	p("A throughput goal is judged on the ratio of the medians (and, where the goal says so, on the median p99 too). ")
+	p("It is not met when either side of the ratio had errors (wrk's socket errors or non-2xx answers, summed over the repetitions) or a failed repetition, ")
+	p("since wrk counts an error answered at once as a request per second like any other; \"errors\" gives both sides' counts. ")
+	p("Each repetition runs every target once, so its own ratio is measured under the same load from the rest of the machine: ")
 	p("\"per repetition\" gives the lowest and highest of those ratios, and how many reached the goal's ratio, to show how near the line the verdict is.\n\n")
 	p("| goal | wanted | measured | |\n|---|---|---|---|\n")
 	for _, g := range evalGoals(res) {

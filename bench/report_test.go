@@ -48,7 +48,7 @@ func TestReportWrite(t *testing.T) {
 		"2026-11-26 15:00 UTC", "Test CPU", "Quick mode", "go run ./bench",
 		"| balancer-httputil | 7 000 | 0.70× | 0.58× |",
 		"| balancer-fasthttp | failed |",
-		"| httputil vs nginx (a, simple) | ≥ 0.60× nginx req/s | 0.70× (7 000 vs 10 000 req/s) | **met** |",
+		"| httputil vs nginx (a, simple) | ≥ 0.60× nginx req/s | 0.70× (7 000 vs 10 000 req/s); errors 0 vs 0 | **met** |",
 		"| fasthttp vs nginx (a, simple) | ≥ 1.00× nginx req/s, p99 ≤ nginx's | no figure: engine",
 		"| 18.0 MiB | scenario a, 2 workers |",
 		"![requests per second on /operacion-simple](a_simple.png)",
@@ -96,7 +96,7 @@ func TestReportScenarioB(t *testing.T) {
 	for _, want := range []string{
 		"| balancer-fasthttp-least-conn | simple | 9 000 | 0.90× | 30.00 ms | 1.50× | 0 |",
 		"| balancer-fasthttp | simple | 6 000 | 0.60× |",
-		"-cmd node, fasthttp vs Node cluster (b, simple) | 0.60× (6 000 vs 10 000 req/s) | false",
+		"-cmd node, fasthttp vs Node cluster (b, simple) | 0.60× (6 000 vs 10 000 req/s); errors 0 vs 0 | false",
 	} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, md.String())

@@ -136,7 +136,7 @@ func TestPairedRatios(t *testing.T) {
 	if got, want := pairedRatios(a, b), []float64{0.9, 1.2}; !slices.Equal(got, want) {
 		t.Errorf("pairedRatios = %v; want %v", got, want)
 	}
-	g := throughputGoal("x", "≥ 1.00×", a, b, "ref", 1.0, false, false)
+	g := throughputGoal("x", "≥ 1.00×", a, b, "ref", 1.0, false)
 	if !strings.Contains(g.Got, "per repetition 0.90×–1.20×, 1 of 2 at ≥ 1.00×") {
 		t.Errorf("goal text %q lacks the per-repetition spread", g.Got)
 	}

@@ -30,13 +30,22 @@ type target struct {
 	restarts int64 // worker restarts seen so far in /stats
 }
 
-// alive says why the target cannot take a run, or nil.
+// alive says why the target cannot take a run, or nil. A target that
+// loads another balancer's workers (host set) is down when that balancer
+// is: its workers die with it, and nginx, haproxy or a balancer in front
+// of them would answer 502s at a rate that reads like a figure, while
+// direct, which has no process of its own, would only fail to connect.
 func (t *target) alive() error {
 	if t.err != nil {
 		return t.err
 	}
 	if t.proc != nil && t.proc.exited() {
 		return fmt.Errorf("%s exited: %v: %s", t.name, t.proc.waitErr, t.proc.logTail())
+	}
+	if t.host != nil {
+		if err := t.host.alive(); err != nil {
+			return fmt.Errorf("%s: the balancer that runs its workers is down: %w", t.name, err)
+		}
 	}
 	return nil
 }
