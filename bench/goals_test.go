@@ -74,6 +74,32 @@ func TestEvalGoalsErrors(t *testing.T) {
 	}
 }
 
+// TestPerRepetitionRange: the ends of the per-repetition range are not
+// rounded onto the goal's line, as the headline ratio is not.
+func TestPerRepetitionRange(t *testing.T) {
+	perRep := func(rps ...float64) summary {
+		return summary{OK: true, Runs: len(rps), RPS: median(rps), PerRep: rps}
+	}
+	tests := []struct {
+		name     string
+		got, ref summary
+		min      float64
+		want     string
+	}{
+		{"lowest just under the line", perRep(947.7, 1060), perRep(1000, 1000), 0.95, "per repetition 0.948×–1.06×, 1 of 2 at ≥ 0.95×"},
+		{"highest just under the line", perRep(990, 998.1), perRep(1000, 1000), 1.0, "per repetition 0.99×–0.998×, 0 of 2 at ≥ 1.00×"},
+		{"clear of the line", perRep(900, 1100), perRep(1000, 1000), 0.95, "per repetition 0.90×–1.10×, 1 of 2 at ≥ 0.95×"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := throughputGoal("g", "w", tt.got, tt.ref, "ref", tt.min, false)
+			if !strings.Contains(g.Got, tt.want) {
+				t.Errorf("got %q; want %q in it", g.Got, tt.want)
+			}
+		})
+	}
+}
+
 func TestEvalGoalsRSS(t *testing.T) {
 	r := &results{}
 	r.add(key{Scenario: "a", Target: "balancer-httputil", Endpoint: "simple"}, sample{RPS: 1, RSS: 20 << 20})
