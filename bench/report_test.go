@@ -162,3 +162,40 @@ func TestRenderRefusesOldResults(t *testing.T) {
 		t.Error("render wrote a report from an old results.json")
 	}
 }
+
+// TestReportRSSSweep: the memory section shows scenario e's RSS at every
+// number of connections, and what the process held at 64 before and after
+// it had served 512, computed from the samples.
+func TestReportRSSSweep(t *testing.T) {
+	ms := time.Millisecond
+	res := &results{Started: time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC), Reps: 3, Duration: 2 * time.Second}
+	for _, c := range eConns {
+		for rep := range 3 {
+			rss := int64(20+c/16) << 20 // 20, 20, 24, 36, 52 MiB
+			if c == 64 && rep > 0 {
+				rss = int64(36+2*rep) << 20 // 38, 40 MiB after the burst
+			}
+			res.add(key{Scenario: "e-conc", Target: "fasthttp", Endpoint: "simple", Param: c}, sample{RPS: 1000, P99: ms, RSS: rss})
+		}
+	}
+	opts, err := parseFlags([]string{"-only", "e"}, &strings.Builder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := &report{res: res, opts: opts, cores: 2, mach: machine{CPU: "Test CPU", Cores: 2}}
+	var md strings.Builder
+	rep.markdown(&md, nil)
+	for _, want := range []string{
+		"| 512 | – | – | 52.0 MiB | 52.0 MiB |",
+		"| 64 | – | – | 38.0 MiB | 40.0 MiB |",
+		"The fasthttp balancer's first run at 64 connections, before it had served more than 64, peaked at 24.0 MiB; its 2 later ones, each in the same process after its runs at 512 connections, at 39.0 MiB (median; highest 40.0 MiB).",
+		"A process that has served 512 connections holds more at 64",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, md.String())
+		}
+	}
+	if strings.Contains(md.String(), "The httputil balancer's first run") {
+		t.Errorf("report speaks of httputil's first run, which has no figure")
+	}
+}

@@ -52,6 +52,7 @@ type summary struct {
 	OKCount      int64         // total 200s (artillery)
 	VUsersFailed int64         // total (artillery)
 	RSS          int64         // median of the per-run peaks, 0 if none
+	RSSMax       int64         // highest of the per-run peaks, 0 if none
 	PerRep       []float64     // req/s of each repetition in order, NaN where it failed
 }
 
@@ -77,6 +78,7 @@ func (s *series) summary() summary {
 		out.VUsersFailed += smp.VUsersFailed
 		if smp.RSS > 0 {
 			rss = append(rss, float64(smp.RSS))
+			out.RSSMax = max(out.RSSMax, smp.RSS)
 		}
 	}
 	out.OK = out.Runs > 0
@@ -214,10 +216,24 @@ func pairedRatios(a, b summary) []float64 {
 	return out
 }
 
-// rotate returns xs started at index i mod len(xs): repetition i runs the
-// targets in the order A B C, B C A, C A B, ... so that no target always
-// runs first (on a cold cache) or last (after the others warmed the
-// machine).
+// order is the order of xs in repetition rep: rotated by one every
+// second repetition and reversed in the odd ones (A B C, C B A, B C A,
+// A C B, C A B, B A C, ...). The reversal pairs each order with its
+// mirror image, so that across a pair every target runs as often early
+// as late, and a target does not always follow the same one, as it would
+// in a rotation alone; the rotation then moves who runs first, so that
+// with 3 repetitions of 5 targets three different ones open a repetition.
+// Repetition 0 keeps xs as given: scenario e's RSS section relies on the
+// first repetition of the connection sweep running 1 → 512 in order.
+func order[T any](xs []T, rep int) []T {
+	out := rotate(xs, rep/2)
+	if rep%2 == 1 {
+		slices.Reverse(out)
+	}
+	return out
+}
+
+// rotate returns xs started at index i mod len(xs).
 func rotate[T any](xs []T, i int) []T {
 	if len(xs) == 0 {
 		return nil

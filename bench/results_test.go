@@ -88,6 +88,28 @@ func TestRotate(t *testing.T) {
 	}
 }
 
+func TestOrder(t *testing.T) {
+	xs := []string{"A", "B", "C"}
+	want := [][]string{{"A", "B", "C"}, {"C", "B", "A"}, {"B", "C", "A"}, {"A", "C", "B"}, {"C", "A", "B"}, {"B", "A", "C"}, {"A", "B", "C"}}
+	for i, w := range want {
+		if got := order(xs, i); !slices.Equal(got, w) {
+			t.Errorf("order(%v, %d) = %v; want %v", xs, i, got, w)
+		}
+	}
+	if !slices.Equal(xs, []string{"A", "B", "C"}) {
+		t.Errorf("order changed its input: %v", xs)
+	}
+	// Five targets, three repetitions (the default): three different
+	// ones go first.
+	firsts := map[int]bool{}
+	for rep := range 3 {
+		firsts[order([]int{0, 1, 2, 3, 4}, rep)[0]] = true
+	}
+	if len(firsts) != 3 {
+		t.Errorf("order: %d different targets first in 3 repetitions; want 3", len(firsts))
+	}
+}
+
 func TestSummary(t *testing.T) {
 	ms := time.Millisecond
 	s := &series{Samples: []sample{
@@ -97,7 +119,7 @@ func TestSummary(t *testing.T) {
 		{RPS: 200, P99: 2 * ms, RSS: 12 << 20},
 	}}
 	got := s.summary()
-	want := summary{OK: true, Err: "wrk: boom", Runs: 3, Failed: 1, RPS: 200, P99: 2 * ms, Errors: 3, RSS: 12 << 20}
+	want := summary{OK: true, Err: "wrk: boom", Runs: 3, Failed: 1, RPS: 200, P99: 2 * ms, Errors: 3, RSS: 12 << 20, RSSMax: 14 << 20}
 	perRep := got.PerRep
 	got.PerRep = nil
 	if !reflect.DeepEqual(got, want) {

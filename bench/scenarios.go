@@ -47,9 +47,9 @@ func (p *progress) next() string {
 }
 
 // runMatrix measures each group of jobs (one group per target) reps
-// times, rotating the order of the groups in every repetition. A target
-// gets a short unrecorded warm-up before its first run. before, if not
-// nil, runs ahead of each job.
+// times, the groups and the jobs inside each group in the order of the
+// repetition (see order). A target gets a short unrecorded warm-up before
+// its first run. before, if not nil, runs ahead of each job.
 func (b *bench) runMatrix(ctx context.Context, scen string, groups [][]job, before func(context.Context, job)) {
 	total := 0
 	for _, g := range groups {
@@ -64,8 +64,12 @@ func (b *bench) runMatrix(ctx context.Context, scen string, groups [][]job, befo
 	}
 	warm := map[instance]bool{}
 	for rep := range b.opts.reps {
-		for _, g := range rotate(groups, rep) {
-			for _, j := range g {
+		for _, g := range order(groups, rep) {
+			// Inside a group too: scenario e's connection sweep would
+			// otherwise take every c=64 sample right after c=8, and,
+			// after the first repetition, in a process that has served
+			// 512 connections in every case.
+			for _, j := range order(g, rep) {
 				if ctx.Err() != nil {
 					return
 				}
@@ -105,7 +109,9 @@ func (b *bench) wrkRuns(t *target, path string, conns int, d time.Duration) []wr
 
 // measureWrk runs one job and records it. A target that is down records a
 // failed sample, so the report says so instead of leaving a gap. The
-// balancer's RSS is sampled during the runs on simple at 64 connections.
+// balancer's RSS is sampled during its runs on simple, at every number of
+// connections: the goal reads it at 64, and scenario e's sweep shows what
+// the other loads leave behind.
 func (b *bench) measureWrk(ctx context.Context, label string, rep int, j job) {
 	row := j.k.Target + paramLabel(j.k)
 	if err := j.t.alive(); err != nil {
@@ -120,7 +126,7 @@ func (b *bench) measureWrk(ctx context.Context, label string, rep int, j job) {
 	settle(ctx)
 	var stopRSS chan struct{}
 	var peak <-chan int64
-	if j.t.rssPID > 0 && j.path == pathSimple && j.conns == 64 {
+	if j.t.rssPID > 0 && j.path == pathSimple {
 		stopRSS = make(chan struct{})
 		peak = sampleRSS(j.t.rssPID, stopRSS)
 	}
@@ -351,8 +357,8 @@ func (b *bench) scenarioC(ctx context.Context) {
 	b.noteFailures("c", ts...)
 	pr := &progress{scen: "c", total: b.opts.reps * len(ts) * len(endpoints)}
 	for rep := range b.opts.reps {
-		for _, t := range rotate(ts, rep) {
-			for _, ep := range endpoints {
+		for _, t := range order(ts, rep) {
+			for _, ep := range order(endpoints, rep) {
 				if ctx.Err() != nil {
 					return
 				}
@@ -395,7 +401,7 @@ func (b *bench) scenarioD(ctx context.Context) {
 	b.noteFailures("d", ts...)
 	pr := &progress{scen: "d", total: b.opts.reps * len(ts)}
 	for rep := range b.opts.reps {
-		for _, t := range rotate(ts, rep) {
+		for _, t := range order(ts, rep) {
 			if ctx.Err() != nil {
 				return
 			}
