@@ -39,6 +39,15 @@ const (
 	defaultDuration, quickDuration = 10 * time.Second, 2 * time.Second
 )
 
+// warmupFor is the unrecorded warm-up a process gets before its first
+// measured run, in a full run or a quick one.
+func warmupFor(quick bool) time.Duration {
+	if quick {
+		return time.Second
+	}
+	return 2 * time.Second
+}
+
 // options are the command-line settings.
 type options struct {
 	quick    bool
@@ -81,7 +90,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 		return o, nil
 	}
-	o.artCount, o.artNum, o.warmup = 40, 50, 2*time.Second
+	o.artCount, o.artNum, o.warmup = 40, 50, warmupFor(false)
 	if o.quick {
 		if !set["reps"] {
 			o.reps = quickReps
@@ -89,7 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		if !set["duration"] {
 			o.duration = quickDuration
 		}
-		o.artCount, o.artNum, o.warmup = 10, 20, time.Second
+		o.artCount, o.artNum, o.warmup = 10, 20, warmupFor(true)
 	}
 	if o.reps < 1 {
 		return o, fmt.Errorf("-reps: want at least 1; got %d", o.reps)
@@ -174,7 +183,7 @@ func run(args []string) int {
 		procs: &procs{dir: tmp},
 		cores: runtime.NumCPU(),
 		out:   os.Stdout,
-		res:   &results{Started: time.Now(), Quick: opts.quick, Reps: opts.reps, Duration: opts.duration},
+		res:   &results{Started: time.Now(), Quick: opts.quick, Reps: opts.reps, Duration: opts.duration, Order: "mirrored", BusyRecorded: true},
 	}
 	defer b.procs.stopAll()
 

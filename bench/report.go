@@ -97,10 +97,18 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	p("```\n\n")
 	p("It installs what is missing (`apt-get install -y wrk nginx-light haproxy` as root, Artillery %s with npm into `bench/.cache/`, ", artilleryVersion)
 	p("`npm ci` in `bench/node`), builds `./balancer` and `./backend` into a temporary directory, runs everything on 127.0.0.1 ")
-	p("and stops every process it started. In each repetition the targets take turns in a rotated order (A B C, then B C A, ...), ")
-	p("and each target gets a short unrecorded warm-up before its first run. ")
-	p("Every measured run starts on idle CPUs: the bench first waits until /proc/stat shows them less than %.0f%% busy over %s (%s at most), ", settleBusy*100, settleWindow, settleMax)
-	p("because wrk stops with up to 64 requests still in the workers, which on /operacion-compleja are about a second of work that would otherwise slow the next target's run. ")
+	p("and stops every process it started. ")
+	if res.Order == "mirrored" {
+		p("In each repetition the targets take turns, and so do each target's runs, in an order rotated every second repetition and reversed in the odd ones ")
+		p("(A B C, C B A, B C A, A C B, ...), so that no target always runs first or always follows the same one. ")
+	} else {
+		p("In each repetition of this run the targets took turns in a rotated order (A B C, then B C A, ...), and each target's runs kept one order (simple before compleja, connections 1 to 512): the bench of that time. ")
+	}
+	p("In scenarios a, b and e, each process under test gets an unrecorded warm-up (%s of wrk at 64 connections on /operacion-simple) before its first measured run, and again if it is restarted; ", warmupFor(res.Quick))
+	p("c (Artillery) and d (mixed load) have none, so their first repetition is cold for every target alike. ")
+	p("Before every measured run the bench waits until /proc/stat shows the CPUs less than %.0f%% busy over %s, ", settleBusy*100, settleWindow)
+	p("because wrk stops with up to 64 requests still in the workers, which on /operacion-compleja are about a second of work that would otherwise slow the next target's run; ")
+	p("after %s it gives up and runs all the same, and results.json marks that run (`busy_start`). %s ", settleMax, r.busyCount())
 	p("wrk runs as `wrk -t2 -c64 -d%ds --timeout 10s --latency URL`", int(res.Duration.Seconds()))
 	if res.Duration < minComplejaRun {
 		p(" (at least -d%ds on /operacion-compleja, where 64 requests share the workers' cores and finish in bursts about a second apart)", int(minComplejaRun.Seconds()))
@@ -138,7 +146,7 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	}
 	r.sectionRSS(w)
 
-	if len(res.Notes) > 0 || r.failures() != nil {
+	if len(res.Notes) > 0 || r.failures() != nil || r.busyRuns() != nil {
 		p("## What did not run\n\n")
 		for _, n := range res.Notes {
 			p("- %s\n", oneLine(n))
@@ -146,8 +154,59 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 		for _, f := range r.failures() {
 			p("- %s\n", f)
 		}
+		for _, f := range r.busyRuns() {
+			p("- %s\n", f)
+		}
 		p("\n")
 	}
+}
+
+// busyCount says how many of the measured runs started on busy CPUs.
+func (r *report) busyCount() string {
+	if !r.res.BusyRecorded {
+		return "(This results.json was written before the bench recorded it.)"
+	}
+	var busy, all int
+	for _, s := range r.res.Series {
+		for _, smp := range s.Samples {
+			if smp.Err != "" {
+				continue
+			}
+			all++
+			if smp.Busy {
+				busy++
+			}
+		}
+	}
+	if busy == 0 {
+		return fmt.Sprintf("In this run none of the %d measurements did.", all)
+	}
+	return fmt.Sprintf("In this run **%d of the %d measurements** did (listed under \"What did not run\").", busy, all)
+}
+
+// busyRuns lists the series with runs that started on busy CPUs.
+func (r *report) busyRuns() []string {
+	var out []string
+	for _, s := range r.res.Series {
+		n := 0
+		for _, smp := range s.Samples {
+			if smp.Err == "" && smp.Busy {
+				n++
+			}
+		}
+		if n > 0 {
+			out = append(out, fmt.Sprintf("%s: %d of %d repetitions started before the CPUs were idle (the wait gave up after %s)", seriesName(s.key), n, len(s.Samples), settleMax))
+		}
+	}
+	return out
+}
+
+func seriesName(k key) string {
+	line := fmt.Sprintf("%s %s %s", k.Scenario, k.Target, k.Endpoint)
+	if k.Param != 0 {
+		line += fmt.Sprintf(" (%d)", k.Param)
+	}
+	return line
 }
 
 func (r *report) flagsUsed() string {
@@ -190,11 +249,7 @@ func (r *report) failures() []string {
 		if sm.Failed == 0 {
 			continue
 		}
-		line := fmt.Sprintf("%s %s %s", s.Scenario, s.Target, s.Endpoint)
-		if s.Param != 0 {
-			line += fmt.Sprintf(" (%d)", s.Param)
-		}
-		out = append(out, fmt.Sprintf("%s: %d of %d repetitions failed: %s", line, sm.Failed, len(s.Samples), oneLine(sm.Err)))
+		out = append(out, fmt.Sprintf("%s: %d of %d repetitions failed: %s", seriesName(s.key), sm.Failed, len(s.Samples), oneLine(sm.Err)))
 	}
 	return out
 }

@@ -199,3 +199,36 @@ func TestReportRSSSweep(t *testing.T) {
 		t.Errorf("report speaks of httputil's first run, which has no figure")
 	}
 }
+
+// TestReportBusyStarts: runs that started before the CPUs were idle are
+// counted in the method text and listed; a results.json from before that
+// was recorded says so instead of claiming none.
+func TestReportBusyStarts(t *testing.T) {
+	ms := time.Millisecond
+	res := &results{Started: time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC), Reps: 2, Duration: 2 * time.Second, BusyRecorded: true}
+	k := key{Scenario: "d", Target: "round-robin", Endpoint: "simple"}
+	res.add(k, sample{RPS: 1000, P99: ms})
+	res.add(k, sample{RPS: 1000, P99: ms, Busy: true})
+	opts, err := parseFlags([]string{"-only", "d"}, &strings.Builder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := &report{res: res, opts: opts, cores: 2, mach: machine{CPU: "Test CPU", Cores: 2}}
+	var md strings.Builder
+	rep.markdown(&md, nil)
+	for _, want := range []string{
+		"In this run **1 of the 2 measurements** did",
+		"- d round-robin simple: 1 of 2 repetitions started before the CPUs were idle",
+		"c (Artillery) and d (mixed load) have none",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, md.String())
+		}
+	}
+	res.BusyRecorded = false
+	md.Reset()
+	rep.markdown(&md, nil)
+	if !strings.Contains(md.String(), "written before the bench recorded it") {
+		t.Errorf("an old results.json: report lacks that it did not record busy starts:\n%s", md.String())
+	}
+}

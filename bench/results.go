@@ -32,7 +32,10 @@ type sample struct {
 	OK           int64         `json:"ok,omitempty"`
 	VUsersFailed int64         `json:"vusers_failed,omitempty"`
 	RSS          int64         `json:"rss_bytes,omitempty"`
-	Err          string        `json:"error,omitempty"`
+	// Busy: the wait for idle CPUs before the run gave up (settleMax)
+	// with them still busy, so the run shared them with leftover work.
+	Busy bool   `json:"busy_start,omitempty"`
+	Err  string `json:"error,omitempty"`
 }
 
 // series is every repetition of one key.
@@ -101,6 +104,13 @@ type results struct {
 	Scenarios []string `json:"scenarios"` // the ones run, in order
 	ArtCount  int      `json:"artillery_count,omitempty"`
 	ArtNum    int      `json:"artillery_num,omitempty"`
+	// Order is how the repetitions ordered the runs (see order):
+	// "mirrored"; "" in files written when each repetition only rotated
+	// the targets and kept each target's runs in one order.
+	Order string `json:"order,omitempty"`
+	// BusyRecorded: the samples say whether their run started on busy
+	// CPUs (sample.Busy); files written before that was recorded lack it.
+	BusyRecorded bool `json:"busy_recorded,omitempty"`
 	// Notes are things the report must say: what failed to start, what
 	// was measured differently from the plan.
 	Notes []string `json:"notes,omitempty"`

@@ -123,7 +123,7 @@ func (b *bench) measureWrk(ctx context.Context, label string, rep int, j job) {
 		b.res.add(j.k, sample{Err: "wrk is not installed"})
 		return
 	}
-	settle(ctx)
+	idle := settle(ctx)
 	var stopRSS chan struct{}
 	var peak <-chan int64
 	if j.t.rssPID > 0 && j.path == pathSimple {
@@ -147,7 +147,7 @@ func (b *bench) measureWrk(ctx context.Context, label string, rep int, j job) {
 		b.progress(label, rep, row, "%-9s FAILED: %v", j.k.Endpoint, short(err))
 		return
 	}
-	s := sample{RPS: r.RPS, P99: r.P99, Requests: r.Requests, Errors: r.Errors(), RSS: rss}
+	s := sample{RPS: r.RPS, P99: r.P99, Requests: r.Requests, Errors: r.Errors(), RSS: rss, Busy: !idle}
 	b.res.add(j.k, s)
 	extra := ""
 	if rss > 0 {
@@ -369,8 +369,9 @@ func (b *bench) scenarioC(ctx context.Context) {
 					err = fmt.Errorf("artillery is not installed")
 				}
 				var r artilleryResult
+				idle := true
 				if err == nil {
-					settle(ctx)
+					idle = settle(ctx)
 					r, err = runArtillery(ctx, b.tools.artillery, b.tmp, artilleryRun{URL: t.base + ep.path, Count: b.opts.artCount, Num: b.opts.artNum})
 				}
 				if err != nil {
@@ -379,7 +380,7 @@ func (b *bench) scenarioC(ctx context.Context) {
 					continue
 				}
 				p99 := time.Duration(r.P99 * float64(time.Millisecond))
-				b.res.add(k, sample{RPS: r.Rate, P99: p99, Requests: r.Requests, Errors: r.Failed(), OK: r.Codes200, VUsersFailed: r.VUsersFailed})
+				b.res.add(k, sample{RPS: r.Rate, P99: p99, Requests: r.Requests, Errors: r.Failed(), OK: r.Codes200, VUsersFailed: r.VUsersFailed, Busy: !idle})
 				b.progress(label, rep, t.name, "%-9s 200s %d/%d  vusers.failed %d  p99 %s  errors %d%s",
 					ep.name, r.Codes200, b.opts.artCount*b.opts.artNum, r.VUsersFailed, fmtDur(p99), r.Failed(),
 					b.checkRestarts(ctx, t, k))
@@ -410,8 +411,9 @@ func (b *bench) scenarioD(ctx context.Context) {
 			kc := key{Scenario: "d", Target: t.name, Endpoint: "compleja"}
 			err := t.alive()
 			var rs, rc wrkResult
+			idle := true
 			if err == nil {
-				settle(ctx)
+				idle = settle(ctx)
 				var errS, errC error
 				done := make(chan struct{})
 				go func() {
@@ -428,8 +430,8 @@ func (b *bench) scenarioD(ctx context.Context) {
 				b.progress(label, rep, t.name, "FAILED: %v", short(err))
 				continue
 			}
-			b.res.add(ks, sample{RPS: rs.RPS, P99: rs.P99, Requests: rs.Requests, Errors: rs.Errors()})
-			b.res.add(kc, sample{RPS: rc.RPS, P99: rc.P99, Requests: rc.Requests, Errors: rc.Errors()})
+			b.res.add(ks, sample{RPS: rs.RPS, P99: rs.P99, Requests: rs.Requests, Errors: rs.Errors(), Busy: !idle})
+			b.res.add(kc, sample{RPS: rc.RPS, P99: rc.P99, Requests: rc.Requests, Errors: rc.Errors(), Busy: !idle})
 			b.progress(label, rep, t.name, "simple %7.0f req/s p99 %-9s | compleja %5.1f req/s p99 %-9s errors %d%s",
 				rs.RPS, fmtDur(rs.P99), rc.RPS, fmtDur(rc.P99), rs.Errors()+rc.Errors(), b.checkRestarts(ctx, t, ks))
 		}

@@ -70,28 +70,34 @@ func busyShare(a, b cpuTimes) float64 {
 	return float64(b.busy-a.busy) / float64(b.total-a.total)
 }
 
-// settle waits until the CPUs were idle over one window, or settleMax. It
-// reports how long it waited; without /proc/stat it does not wait.
-func settle(ctx context.Context) time.Duration {
+// settle waits until the CPUs were idle over one window, or settleMax.
+// It reports false when it gave up with the CPUs still busy, so that the
+// run that follows can be marked; without /proc/stat it does not wait,
+// and reports true.
+func settle(ctx context.Context) (idle bool) {
+	return settleWith(ctx, sampleCPUTimes, settleWindow, settleMax)
+}
+
+func settleWith(ctx context.Context, sample func() (cpuTimes, error), window, limit time.Duration) bool {
 	start := time.Now()
-	prev, err := sampleCPUTimes()
+	prev, err := sample()
 	if err != nil {
-		return 0
+		return true
 	}
-	for time.Since(start) < settleMax {
+	for time.Since(start) < limit {
 		select {
 		case <-ctx.Done():
-			return time.Since(start)
-		case <-time.After(settleWindow):
+			return true // interrupted: the run will not be recorded
+		case <-time.After(window):
 		}
-		cur, err := sampleCPUTimes()
+		cur, err := sample()
 		if err != nil {
-			break
+			return true
 		}
 		if busyShare(prev, cur) < settleBusy {
-			break
+			return true
 		}
 		prev = cur
 	}
-	return time.Since(start)
+	return false
 }

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestReadCPUTimes(t *testing.T) {
@@ -38,5 +40,25 @@ func TestBusyShare(t *testing.T) {
 	}
 	if got := busyShare(a, a); got != 0 {
 		t.Errorf("no time passed: got %v; want 0", got)
+	}
+}
+
+// TestSettleReportsGivingUp: settle says when it stopped waiting with the
+// CPUs still busy, so that the run after it can be marked.
+func TestSettleReportsGivingUp(t *testing.T) {
+	clock := func(busyPerTick uint64) func() (cpuTimes, error) {
+		var c cpuTimes
+		return func() (cpuTimes, error) {
+			c.busy += busyPerTick
+			c.total += 100
+			return c, nil
+		}
+	}
+	ctx := context.Background()
+	if idle := settleWith(ctx, clock(90), time.Millisecond, 20*time.Millisecond); idle {
+		t.Errorf("CPUs 90%% busy throughout: got idle=true; want false")
+	}
+	if idle := settleWith(ctx, clock(5), time.Millisecond, 20*time.Millisecond); !idle {
+		t.Errorf("CPUs 5%% busy: got idle=false; want true")
 	}
 }
