@@ -124,10 +124,27 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	p("Each repetition runs every target once, so its own ratio is measured under the same load from the rest of the machine: ")
 	p("\"per repetition\" gives the lowest and highest of those ratios, and how many reached the goal's ratio, to show how near the line the verdict is.\n\n")
 	p("| goal | wanted | measured | |\n|---|---|---|---|\n")
-	for _, g := range evalGoals(res) {
+	gs := evalGoals(res)
+	for _, g := range gs {
 		p("| %s | %s | %s | %s |\n", g.Name, g.Want, g.Got, metWord(g.Met))
 	}
 	p("\n")
+	// Why a goal is missed is not in these figures: the profiles and
+	// by-hand measurements that explain it are in tuning.md, written by
+	// hand, so the report links there instead of guessing.
+	var missed []goal
+	for _, g := range gs {
+		if !g.Met {
+			missed = append(missed, g)
+		}
+	}
+	if len(missed) > 0 {
+		p("For the goals not met in this run, what is known of why (from profiles and measurements made by hand, not from these figures) is in [tuning.md](%s):\n\n", tuningWhy)
+		for _, g := range missed {
+			p("- %s: [where the time goes now](%s)\n", g.Name, tuningWhy)
+		}
+		p("\n")
+	}
 
 	if r.opts.only["a"] {
 		r.sectionA(w, plots)
@@ -253,6 +270,10 @@ func (r *report) failures() []string {
 	}
 	return out
 }
+
+// tuningWhy is the section of docs/bench/tuning.md that discusses where
+// the balancer's time and memory go, and so why a goal can be missed.
+const tuningWhy = "tuning.md#where-the-time-goes-now"
 
 func metWord(ok bool) string {
 	if ok {

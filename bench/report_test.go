@@ -232,3 +232,27 @@ func TestReportBusyStarts(t *testing.T) {
 		t.Errorf("an old results.json: report lacks that it did not record busy starts:\n%s", md.String())
 	}
 }
+
+// TestReportLinksMissedGoals: each goal not met links to tuning.md's
+// discussion; a met one does not.
+func TestReportLinksMissedGoals(t *testing.T) {
+	ms := time.Millisecond
+	res := &results{Started: time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC), Reps: 1, Duration: 2 * time.Second}
+	for _, ep := range []string{"simple", "compleja"} {
+		res.add(key{Scenario: "b", Target: "balancer-fasthttp", Endpoint: ep}, sample{RPS: 9000, P99: ms})
+		res.add(key{Scenario: "b", Target: "node-cluster", Endpoint: ep}, sample{RPS: 10000, P99: ms})
+	}
+	opts, err := parseFlags([]string{"-only", "b"}, &strings.Builder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := &report{res: res, opts: opts, cores: 2, mach: machine{CPU: "Test CPU", Cores: 2}}
+	var md strings.Builder
+	rep.markdown(&md, nil)
+	if want := "- -cmd node, fasthttp vs Node cluster (b, compleja): [where the time goes now](tuning.md#where-the-time-goes-now)"; !strings.Contains(md.String(), want) {
+		t.Errorf("report lacks %q:\n%s", want, md.String())
+	}
+	if strings.Contains(md.String(), "- -cmd node, fasthttp vs Node cluster (b, simple): [where") {
+		t.Errorf("report links a goal that was met:\n%s", md.String())
+	}
+}
