@@ -89,31 +89,49 @@ func idempotent(method string) bool {
 	return false
 }
 
+// resendable reports whether a request may be sent again after an
+// attempt that may have reached its worker: its method is idempotent, or
+// its client says it is with an Idempotency-Key header (or the older
+// X-Idempotency-Key), as net/http's Transport takes it. RFC 9110 9.2.2:
+// a non-idempotent request is not retried without some means to know
+// that it is safe, for the worker may have acted on it before it died.
+func resendable(method string, idempotencyKey bool) bool {
+	return idempotencyKey || idempotent(method)
+}
+
+// errStaleConn means a kept-alive connection was found closed by its
+// worker before the request was written to it: nothing was sent.
+var errStaleConn = errors.New("kept-alive connection closed by the worker before the request was written")
+
+// notSent reports whether a failed attempt never reached its worker: the
+// connection was refused, or found closed before anything was written.
+func notSent(err error) bool {
+	return isRefused(err) || errors.Is(err, errStaleConn)
+}
+
 // retryable is the retry rule, the one both engines follow. An attempt
 // failed with err before any byte of the response came back; it reports
 // whether the request may be sent to another worker. The inputs are the
-// engine's own: the method; err, which wraps context.Canceled when the
-// client went away; whether the body can be sent again whole (there is
-// none, or it was buffered); and, for a body that cannot, whether any
-// attempt has read from it yet.
+// engine's own: whether the request may be sent twice (resendable);
+// err, which wraps context.Canceled when the client went away; whether
+// the body can be sent again whole (there is none, or it was buffered);
+// and, for a body that cannot, whether any attempt has read from it yet.
 //
 // Never when the client went away, its body could not be read, or the
 // worker timed out: another worker would only do the same work again, or
-// get the same broken body. Otherwise the worker is taken
-// to have died (refused, reset, EOF), and a replayable request is retried
-// whatever its method, since the next worker gets the same bytes. A
-// streamed body that an attempt has read from is partly gone, so that
-// request is never retried, not even after a refused connection. A
-// streamed body not read yet is retried when the connection was refused,
-// since the worker saw nothing, or when the method is idempotent.
-func retryable(method string, err error, replayable, bodyRead bool) bool {
+// get the same broken body. Never when the body is partly gone (a
+// streamed body an attempt has read from). Otherwise the worker is taken
+// to have died (refused, reset, EOF), and the request goes to another
+// worker if it may be sent twice, or if the worker never got it: the
+// connection was refused, or was found closed before the request went
+// out. A POST that a worker may have acted on before it died gets a 502,
+// never a second run.
+func retryable(resendable bool, err error, replayable, bodyRead bool) bool {
 	switch {
 	case errors.Is(err, context.Canceled) || isTimeout(err) || errors.Is(err, errClientBody):
 		return false
-	case replayable:
-		return true
-	case bodyRead:
+	case !replayable && bodyRead:
 		return false
 	}
-	return isRefused(err) || idempotent(method)
+	return resendable || notSent(err)
 }

@@ -64,10 +64,37 @@ type fastWorker struct {
 }
 
 // fastConn is a connection to a worker that leaves its worker's set when
-// closed.
+// closed, and is looked at before it is written to after a rest.
 type fastConn struct {
 	net.Conn
-	fw *fastWorker
+	fw   *fastWorker
+	last time.Time // the last read or write
+	peek idlePeek
+}
+
+// peekAfter is how long a connection to a worker rests before it is
+// looked at (idlePeek) ahead of the next request: a worker closes an
+// idle connection after a second or more (Node's HTTP server after 5 s),
+// and under load a connection rests far less, so the look costs nothing
+// there. A connection found closed fails the write with errStaleConn:
+// nothing was sent, so any request may go again, on a new connection
+// (the worker's other idle ones are closed too: they are as old).
+const peekAfter = 10 * time.Millisecond
+
+func (c *fastConn) Write(b []byte) (int, error) {
+	now := time.Now()
+	if now.Sub(c.last) > peekAfter && c.peek.unsolicited() {
+		c.fw.hc.CloseIdleConnections()
+		return 0, errStaleConn
+	}
+	c.last = now
+	return c.Conn.Write(b)
+}
+
+func (c *fastConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.last = time.Now()
+	return n, err
 }
 
 func (c *fastConn) Close() error {
@@ -77,12 +104,19 @@ func (c *fastConn) Close() error {
 	return c.Conn.Close()
 }
 
+// fastResendable is resendable for a fasthttp request.
+func fastResendable(req *fasthttp.Request) bool {
+	return idempotent(string(req.Header.Method())) ||
+		len(req.Header.Peek("Idempotency-Key")) > 0 || len(req.Header.Peek("X-Idempotency-Key")) > 0
+}
+
 func (fw *fastWorker) dial(addr string) (net.Conn, error) {
 	nc, err := fw.dialer.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	c := &fastConn{Conn: nc, fw: fw}
+	c := &fastConn{Conn: nc, fw: fw, last: time.Now()}
+	c.peek.init(nc)
 	fw.mu.Lock()
 	fw.conns[c] = struct{}{}
 	fw.mu.Unlock()
@@ -149,13 +183,13 @@ func (f *Fast) worker(proc *pool.Process) *fastWorker {
 		ReadTimeout:         f.opts.UpstreamTimeout,
 		WriteTimeout:        f.opts.UpstreamTimeout,
 		// One more try on the same worker when the connection failed (a
-		// kept-alive connection the worker had closed; the body is held
-		// whole, so forward's rule would send it to another worker
-		// anyway), not when the worker was cut off or timed out: a slow
+		// kept-alive connection the worker had closed) and the request
+		// may be sent twice, or was not sent (found closed before it was
+		// written); not when the worker was cut off or timed out: a slow
 		// worker may still be doing the work, and forward answers 504.
 		MaxIdemponentCallAttempts: 2,
-		RetryIfErr: func(_ *fasthttp.Request, _ int, err error) (bool, bool) {
-			return false, !fw.cut.Load() && !isTimeout(err)
+		RetryIfErr: func(req *fasthttp.Request, _ int, err error) (bool, bool) {
+			return false, !fw.cut.Load() && !isTimeout(err) && (errors.Is(err, errStaleConn) || fastResendable(req))
 		},
 		NoDefaultUserAgentHeader: true,
 		DisablePathNormalizing:   true,
@@ -244,7 +278,7 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 	req.Header.SetNoDefaultContentType(true)
 
 	resp := &ctx.Response
-	w, proc, err := forward(f.pool, f.opts.MaxRetries, f.log, string(req.Header.Method()), wholeBody{},
+	w, proc, err := forward(f.pool, f.opts.MaxRetries, f.log, fastResendable(req), wholeBody{},
 		func(err error) error { return err },
 		func(proc *pool.Process, retry bool) error {
 			if retry {

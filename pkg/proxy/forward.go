@@ -37,7 +37,8 @@ func (wholeBody) clientErr() error { return nil }
 // the response is done; pool.CountRequest(true) is already counted. On
 // failure it returns the error to map with Status; the worker's End is
 // done. clientGone wraps err with the client's cancel, if any.
-func forward(p *pool.Pool, maxRetries int, log *slog.Logger, method string, body replayer,
+// resendable says whether the request may be sent twice (see resendable).
+func forward(p *pool.Pool, maxRetries int, log *slog.Logger, resendable bool, body replayer,
 	clientGone func(error) error, try func(proc *pool.Process, retry bool) error) (*pool.Worker, *pool.Process, error) {
 	if maxRetries == 0 {
 		maxRetries = len(p.Workers()) - 1
@@ -79,7 +80,7 @@ func forward(p *pool.Pool, maxRetries int, log *slog.Logger, method string, body
 			w.End(proc, true, false)
 			return nil, nil, err
 		}
-		if len(tried) > maxRetries || !retryable(method, cause, body.replayable(), bodyRead) {
+		if len(tried) > maxRetries || !retryable(resendable, cause, body.replayable(), bodyRead) {
 			w.End(proc, false, false)
 			return nil, nil, err
 		}

@@ -77,17 +77,8 @@ type h1Conn struct {
 	abortedBy            atomic.Int32 // 0, abortClient or abortDown
 	onClient, onDown     func()       // made once per connection, so arming a watch allocates less
 
-	// The look at an idle connection before it is reused (unsolicited):
-	// made once per connection, so a look allocates nothing.
-	raw    syscall.RawConn
-	peek   func(fd uintptr)
-	peeked peekResult
-}
-
-type peekResult struct {
-	n   int
-	err error
-	buf [1]byte
+	// The look at an idle connection before it is reused.
+	peek idlePeek
 }
 
 const (
@@ -121,16 +112,14 @@ func (t *h1) roundTrip(req *http.Request, down context.Context) (*http.Response,
 		if err == nil {
 			return resp, nil
 		}
-		if errors.Is(err, errStale) && req.Context().Err() == nil {
-			// The worker had closed the kept-alive connection, most
-			// likely before it read the request, so the request goes
-			// again, on a new connection, once. net/http does the same
-			// for idempotent requests only (its retry on
-			// errServerClosedIdle); here every request h1 takes has a
-			// body held whole, and forward's retry rule sends such a
-			// request to another worker after the same error anyway.
-			// The other idle connections may be as stale: the next one
-			// is new.
+		if errors.Is(err, errStale) && req.Context().Err() == nil && resendable(req.Method, idempotencyKey(req.Header)) {
+			// The worker closed the kept-alive connection after it
+			// passed the look before reuse: most likely before it read
+			// the request, but it may have acted on it and died, so
+			// the request goes again, on a new connection, once, only
+			// if it may be sent twice (as net/http's retry on
+			// errServerClosedIdle). The other idle connections may be
+			// as stale: the next one is new.
 			if req.GetBody != nil {
 				if req.Body, err = req.GetBody(); err != nil {
 					return nil, err
@@ -144,8 +133,9 @@ func (t *h1) roundTrip(req *http.Request, down context.Context) (*http.Response,
 }
 
 // errStale means a reused connection failed before any byte of the
-// response: the worker closed it while it sat idle.
-var errStale = errors.New("kept-alive connection closed by the worker")
+// response: the worker closed it, most likely while it sat idle (after
+// the look before reuse, which would have found it closed).
+var errStale = errors.New("kept-alive connection closed by the worker before it answered")
 
 func (c *h1Conn) roundTrip(req *http.Request, down context.Context) (*http.Response, error) {
 	if c.t.headerTimeout > 0 {
@@ -299,7 +289,7 @@ func (t *h1) conn(ctx context.Context, addr string, fresh bool) (*h1Conn, error)
 		s.nc.Close()
 	}
 	if c != nil {
-		if !c.unsolicited() { // (release kept none with bytes in its buffer)
+		if !c.peek.unsolicited() { // (release kept none with bytes in its buffer)
 			c.reused = true
 			return c, nil
 		}
@@ -317,32 +307,8 @@ func (t *h1) conn(ctx context.Context, addr string, fresh bool) (*h1Conn, error)
 	c = &h1Conn{t: t, addr: addr, nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}
 	c.onClient = func() { c.abort(abortClient) }
 	c.onDown = func() { c.abort(abortDown) }
-	if sc, ok := nc.(syscall.Conn); ok {
-		c.raw, _ = sc.SyscallConn()
-	}
-	c.peek = func(fd uintptr) {
-		c.peeked.n, _, c.peeked.err = syscall.Recvfrom(int(fd), c.peeked.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	}
+	c.peek.init(nc)
 	return c, nil
-}
-
-// unsolicited reports whether the worker sent anything on the idle
-// connection, or closed it. Bytes that no request asked for (a body after
-// a HEAD answer, a 204 or a 304, which a worker must not send) would be
-// read as the answer to the next request, another client's; net/http's
-// Transport, whose read loop watches every idle connection, closes such a
-// connection too. A connection the worker closed would fail the request.
-// One non-blocking peek, no allocation.
-func (c *h1Conn) unsolicited() bool {
-	if c.raw == nil {
-		return false
-	}
-	if err := c.raw.Control(c.peek); err != nil {
-		return true
-	}
-	// EAGAIN: nothing there, the usual case. Anything else is data
-	// (n > 0), the worker's close (n == 0) or a socket error.
-	return c.peeked.err != syscall.EAGAIN
 }
 
 // put keeps c for the next request to its worker.

@@ -199,6 +199,16 @@ func WriteError(w http.ResponseWriter, status int, msg string) {
 	io.WriteString(w, `{"error":`+strconv.Quote(msg)+"}\n")
 }
 
+// idempotencyKey reports whether the request carries an Idempotency-Key
+// (or X-Idempotency-Key) header, which says it may be sent twice.
+func idempotencyKey(h http.Header) bool {
+	if _, ok := h["Idempotency-Key"]; ok {
+		return true
+	}
+	_, ok := h["X-Idempotency-Key"]
+	return ok
+}
+
 // roundTripper picks the worker for each attempt and retries on the next
 // one when the attempt failed in a way that is safe to replay.
 type roundTripper struct{ px *Proxy }
@@ -211,7 +221,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var resp *http.Response
 	var stopAttempt func() // ends the last attempt's context
-	w, proc, err := forward(px.pool, px.opts.MaxRetries, px.log, req.Method, &b,
+	w, proc, err := forward(px.pool, px.opts.MaxRetries, px.log, resendable(req.Method, idempotencyKey(req.Header)), &b,
 		func(err error) error { return withClientGone(req.Context(), err) },
 		func(proc *pool.Process, retry bool) error {
 			// req is the ReverseProxy's own clone of the inbound

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -283,6 +284,12 @@ func TestErrorStatuses(t *testing.T) {
 // so that it goes out chunked.
 func send(t *testing.T, front *httptest.Server, method, body string, chunked bool) (int, string) {
 	t.Helper()
+	return sendHeader(t, front, method, body, chunked, nil)
+}
+
+// sendHeader is send with header fields of its own.
+func sendHeader(t *testing.T, front *httptest.Server, method, body string, chunked bool, h http.Header) (int, string) {
+	t.Helper()
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)
@@ -294,6 +301,7 @@ func send(t *testing.T, front *httptest.Server, method, body string, chunked boo
 	if err != nil {
 		t.Fatal(err)
 	}
+	maps.Copy(req.Header, h)
 	resp, err := front.Client().Do(req)
 	if err != nil {
 		t.Fatalf("%s: %v", method, err)
@@ -380,6 +388,10 @@ func resetter(t *testing.T) (addr string, hits *atomic.Int64) {
 	return l.Addr().String(), hits
 }
 
+// TestResetBeforeResponse: a worker that reads a request and dies before
+// it answers. The request goes to another worker if it may be sent twice
+// and its body is still whole; a POST or PATCH, which the worker may have
+// acted on, only with an Idempotency-Key.
 func TestResetBeforeResponse(t *testing.T) {
 	small := strings.Repeat("s", 10<<10)
 	large := strings.Repeat("L", 64<<10)
@@ -388,20 +400,24 @@ func TestResetBeforeResponse(t *testing.T) {
 		method  string
 		body    string
 		chunked bool
+		key     bool // sent with an Idempotency-Key
 		opts    Options
 		status  int
 	}{
-		{"GET without a body is replayed", http.MethodGet, "", false, Options{}, 200},
-		{"DELETE is replayed", http.MethodDelete, "", false, Options{}, 200},
-		{"POST without a body counts as buffered", http.MethodPost, "", false, Options{}, 200},
-		{"buffered POST is replayed", http.MethodPost, small, false, Options{}, 200},
-		{"POST of exactly the buffer size is replayed", http.MethodPost, small, false, Options{RetryBufferBytes: int64(len(small))}, 200},
-		{"chunked POST that fits is buffered and replayed", http.MethodPost, small, true, Options{}, 200},
-		{"buffered PATCH is replayed", http.MethodPatch, small, false, Options{}, 200},
-		{"POST larger than the buffer is not replayed", http.MethodPost, large, false, Options{RetryBufferBytes: 1 << 10}, 502},
-		{"chunked POST larger than the buffer is not replayed", http.MethodPost, large, true, Options{RetryBufferBytes: 1 << 10}, 502},
-		{"PUT larger than the buffer is not replayed once read", http.MethodPut, large, false, Options{RetryBufferBytes: 1 << 10}, 502},
-		{"POST is not replayed when buffering is off", http.MethodPost, small, false, Options{RetryBufferBytes: -1}, 502},
+		{"GET without a body is replayed", http.MethodGet, "", false, false, Options{}, 200},
+		{"DELETE is replayed", http.MethodDelete, "", false, false, Options{}, 200},
+		{"buffered PUT is replayed", http.MethodPut, small, false, false, Options{}, 200},
+		{"chunked PUT that fits is buffered and replayed", http.MethodPut, small, true, false, Options{}, 200},
+		{"PUT of exactly the buffer size is replayed", http.MethodPut, small, false, false, Options{RetryBufferBytes: int64(len(small))}, 200},
+		{"POST without a body is not replayed", http.MethodPost, "", false, false, Options{}, 502},
+		{"buffered POST is not replayed", http.MethodPost, small, false, false, Options{}, 502},
+		{"buffered PATCH is not replayed", http.MethodPatch, small, false, false, Options{}, 502},
+		{"buffered POST with an Idempotency-Key is replayed", http.MethodPost, small, false, true, Options{}, 200},
+		{"chunked POST with an Idempotency-Key that fits is replayed", http.MethodPost, small, true, true, Options{}, 200},
+		{"POST with an Idempotency-Key larger than the buffer is not replayed", http.MethodPost, large, false, true, Options{RetryBufferBytes: 1 << 10}, 502},
+		{"PUT larger than the buffer is not replayed once read", http.MethodPut, large, false, false, Options{RetryBufferBytes: 1 << 10}, 502},
+		{"chunked PUT larger than the buffer is not replayed", http.MethodPut, large, true, false, Options{RetryBufferBytes: 1 << 10}, 502},
+		{"PUT is not replayed when buffering is off", http.MethodPut, small, false, false, Options{RetryBufferBytes: -1}, 502},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -409,7 +425,11 @@ func TestResetBeforeResponse(t *testing.T) {
 			reset, resets := resetter(t)
 			p := newPool(reset, live.srv.Listener.Addr().String())
 			front, done := serveSync(t, New(p, tt.opts))
-			status, answer := send(t, front, tt.method, tt.body, tt.chunked)
+			var h http.Header
+			if tt.key {
+				h = http.Header{"Idempotency-Key": {"k1"}}
+			}
+			status, answer := sendHeader(t, front, tt.method, tt.body, tt.chunked, h)
 			<-done
 			if status != tt.status {
 				t.Fatalf("got status %d %q; want %d", status, answer, tt.status)
@@ -454,6 +474,102 @@ func TestResetBeforeResponse(t *testing.T) {
 				t.Errorf("reset worker is %v; want still up (only a refusal marks it down)", dying.State())
 			}
 		})
+	}
+}
+
+// secondDies is a worker that answers the first request on each
+// connection, keeps the connection, and dies on the second: it reads it
+// whole and resets the connection, as a worker killed while it works.
+// hits counts the requests it read.
+func secondDies(t *testing.T) (addr string, hits *atomic.Int64) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	hits = new(atomic.Int64)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for n := 1; ; n++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					hits.Add(1)
+					if n == 2 {
+						c.(*net.TCPConn).SetLinger(0)
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	return l.Addr().String(), hits
+}
+
+// TestWorkerDiesWithPost: a POST that reached a worker which then died is
+// not sent again, by either engine, not even on the same worker over a new
+// connection: the worker may have acted on it. With an Idempotency-Key it
+// is; and a GET always is.
+func TestWorkerDiesWithPost(t *testing.T) {
+	tests := []struct {
+		method   string
+		key      bool
+		status   int
+		wantHits int64 // requests the worker read, the first GET's included
+	}{
+		{http.MethodPost, false, 502, 2},
+		{http.MethodPatch, false, 502, 2},
+		{http.MethodPost, true, 200, 3},
+		{http.MethodGet, false, 200, 3},
+	}
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%s/%s/key=%v", engine, tt.method, tt.key), func(t *testing.T) {
+				addr, hits := secondDies(t)
+				p := newPool(addr)
+				url := serveEngine(t, engine, p, Options{MaxRetries: -1})
+				c := &http.Client{}
+				defer c.CloseIdleConnections()
+				// The first request leaves a kept-alive connection to
+				// the worker, which the second reuses.
+				do := func(method string, h http.Header) (int, string) {
+					req, _ := http.NewRequest(method, url+"/", strings.NewReader("pay 10"))
+					maps.Copy(req.Header, h)
+					resp, err := c.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer resp.Body.Close()
+					data, _ := io.ReadAll(resp.Body)
+					return resp.StatusCode, string(data)
+				}
+				if status, _ := do(http.MethodGet, nil); status != 200 {
+					t.Fatalf("first request: got %d; want 200", status)
+				}
+				var h http.Header
+				if tt.key {
+					h = http.Header{"Idempotency-Key": {"k1"}}
+				}
+				status, answer := do(tt.method, h)
+				if status != tt.status {
+					t.Errorf("got %d %q; want %d", status, answer, tt.status)
+				}
+				if got := hits.Load(); got != tt.wantHits {
+					t.Errorf("the worker read %d requests; want %d", got, tt.wantHits)
+				}
+			})
+		}
 	}
 }
 
@@ -504,31 +620,39 @@ func TestRetriesBounded(t *testing.T) {
 func TestRetryable(t *testing.T) {
 	reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	stale := fmt.Errorf("write: %w", errStaleConn)
+	const (
+		resend = true  // an idempotent method, or an Idempotency-Key
+		once   = false // POST, PATCH without a key
+	)
 	tests := []struct {
 		name       string
-		method     string
+		resendable bool
 		err        error
 		replayable bool
 		bodyRead   bool
 		want       bool
 	}{
-		{"GET reset", http.MethodGet, reset, true, false, true},
-		{"GET at EOF", http.MethodGet, io.EOF, true, false, true},
-		{"buffered POST reset", http.MethodPost, reset, true, false, true},
-		{"buffered POST reset after it was read", http.MethodPost, reset, true, true, true},
-		{"streamed POST reset before it was read", http.MethodPost, reset, false, false, false},
-		{"streamed POST refused", http.MethodPost, refused, false, false, true},
-		{"streamed PUT reset before it was read", http.MethodPut, reset, false, false, true},
-		{"streamed PUT reset after it was read", http.MethodPut, reset, false, true, false},
-		{"streamed PUT refused after it was read", http.MethodPut, refused, false, true, false},
-		{"refusal as a bare errno", http.MethodPost, syscall.ECONNREFUSED, false, false, true},
-		{"timeout", http.MethodGet, &net.OpError{Op: "read", Err: timeoutErr{}}, true, false, false},
-		{"deadline", http.MethodGet, context.DeadlineExceeded, true, false, false},
-		{"client gone", http.MethodGet, fmt.Errorf("%w: %w", context.Canceled, reset), true, false, false},
+		{"GET reset", resend, reset, true, false, true},
+		{"GET at EOF", resend, io.EOF, true, false, true},
+		{"buffered POST reset: the worker may have acted on it", once, reset, true, false, false},
+		{"buffered POST at EOF", once, io.EOF, true, true, false},
+		{"buffered POST refused: never sent", once, refused, true, false, true},
+		{"buffered POST on a connection found closed: never sent", once, stale, true, false, true},
+		{"buffered POST with an Idempotency-Key reset", resend, reset, true, true, true},
+		{"streamed POST reset before it was read", once, reset, false, false, false},
+		{"streamed POST refused", once, refused, false, false, true},
+		{"streamed PUT reset before it was read", resend, reset, false, false, true},
+		{"streamed PUT reset after it was read", resend, reset, false, true, false},
+		{"streamed PUT refused after it was read", resend, refused, false, true, false},
+		{"refusal as a bare errno", once, syscall.ECONNREFUSED, false, false, true},
+		{"timeout", resend, &net.OpError{Op: "read", Err: timeoutErr{}}, true, false, false},
+		{"deadline", resend, context.DeadlineExceeded, true, false, false},
+		{"client gone", resend, fmt.Errorf("%w: %w", context.Canceled, reset), true, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := retryable(tt.method, tt.err, tt.replayable, tt.bodyRead); got != tt.want {
+			if got := retryable(tt.resendable, tt.err, tt.replayable, tt.bodyRead); got != tt.want {
 				t.Errorf("got %v; want %v", got, tt.want)
 			}
 		})

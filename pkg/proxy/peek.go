@@ -1,0 +1,45 @@
+package proxy
+
+import (
+	"net"
+	"syscall"
+)
+
+// idlePeek looks at an idle connection to a worker before it is reused:
+// whether the worker sent anything on it, or closed it. Bytes that no
+// request asked for (a body after a HEAD answer, a 204 or a 304, which a
+// worker must not send) would be read as the answer to the next request,
+// another client's; net/http's Transport, whose read loop watches every
+// idle connection, closes such a connection too. A connection the worker
+// closed would fail the request after it was written, when the worker
+// may or may not have seen it; found before, the request was not sent.
+type idlePeek struct {
+	raw syscall.RawConn
+	fn  func(fd uintptr) // made once per connection, so a look allocates nothing
+	n   int
+	err error
+	buf [1]byte
+}
+
+func (p *idlePeek) init(nc net.Conn) {
+	if sc, ok := nc.(syscall.Conn); ok {
+		p.raw, _ = sc.SyscallConn()
+	}
+	p.fn = func(fd uintptr) {
+		p.n, _, p.err = syscall.Recvfrom(int(fd), p.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	}
+}
+
+// unsolicited reports whether the worker sent anything on the idle
+// connection, or closed it. One non-blocking peek.
+func (p *idlePeek) unsolicited() bool {
+	if p.raw == nil {
+		return false
+	}
+	if err := p.raw.Control(p.fn); err != nil {
+		return true
+	}
+	// EAGAIN: nothing there, the usual case. Anything else is data
+	// (n > 0), the worker's close (n == 0) or a socket error.
+	return p.err != syscall.EAGAIN
+}
