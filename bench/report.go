@@ -95,7 +95,8 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	p("go run ./bench -only a,b -reps 5 -duration 20s\n")
 	p("go run ./bench -render docs/bench/results.json   # this page again from its figures, measuring nothing\n")
 	p("```\n\n")
-	p("It installs what is missing (`apt-get install -y wrk nginx-light haproxy` as root, Artillery %s with npm into `bench/.cache/`, ", artilleryVersion)
+	p("It installs what is missing (`apt-get install -y wrk nginx-light haproxy` as root, with a temporary `/usr/sbin/policy-rc.d` that keeps Debian from starting the packages' nginx and haproxy services; ")
+	p("Artillery %s with npm into `bench/.cache/`; ", artilleryVersion)
 	p("`npm ci` in `bench/node`), builds `./balancer` and `./backend` into a temporary directory, runs everything on 127.0.0.1 ")
 	p("and stops every process it started. ")
 	if res.Order == "mirrored" {

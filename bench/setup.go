@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,9 +87,11 @@ func ensureTools(ctx context.Context, root string, n need, logf func(string, ...
 				logf("apt-get update: %v: %s", err, tail(out, 3))
 			}
 			args := append([]string{"apt-get", "install", "-y", "--no-install-recommends"}, pkgs...)
-			if out, err := output(ctx, env, "", args...); err != nil {
-				logf("apt-get install: %v: %s", err, tail(out, 3))
-			}
+			withoutServiceStarts(policyRCD, logf, func() {
+				if out, err := output(ctx, env, "", args...); err != nil {
+					logf("apt-get install: %v: %s", err, tail(out, 3))
+				}
+			})
 			find()
 		}
 	}
@@ -128,6 +131,49 @@ func ensureTools(ctx context.Context, root string, n need, logf func(string, ...
 		}
 	}
 	return t
+}
+
+// policyRCD is the local policy that Debian's maintainer scripts ask
+// (through invoke-rc.d or deb-systemd-invoke) before they start a service.
+const policyRCD = "/usr/sbin/policy-rc.d"
+
+// denyAll is a policy-rc.d that forbids every action: exit code 101.
+const denyAll = "#!/bin/sh\n# Written by go run ./bench for the length of its apt-get install.\nexit 101\n"
+
+// withoutServiceStarts runs install with a policy-rc.d at path that
+// forbids starting services, and removes it afterwards, if it wrote it.
+//
+// Installing nginx-light and haproxy starts their system services: nginx
+// on port 80 of every address, haproxy with the packaged config. They
+// would run through the measurements, and after the bench, outside its
+// bookkeeping of what it started. Keeping them from starting is safer
+// than stopping them after the install: nothing binds port 80 even for
+// a moment, and a postinst whose start fails (port 80 taken) does not
+// fail the install. The services stay enabled for the next boot, as
+// Debian installs them. A policy-rc.d that is already there belongs to
+// the machine's admin: it is left as it is, and decides.
+func withoutServiceStarts(path string, logf func(string, ...any), install func()) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			logf("%s exists: left as it is, it decides whether the installed services start", path)
+		} else {
+			logf("%v: the installed nginx and haproxy services may start; `systemctl stop nginx haproxy` stops them", err)
+		}
+		install()
+		return
+	}
+	_, err = f.WriteString(denyAll)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	defer os.Remove(path)
+	if err != nil {
+		logf("write %s: %v: the installed nginx and haproxy services may start", path, err)
+	} else {
+		logf("installing with %s denying service starts: the packages' nginx and haproxy services are not started (they stay enabled for the next boot)", path)
+	}
+	install()
 }
 
 // build compiles the balancer and the backend into dir.
