@@ -188,6 +188,9 @@ func run(args []string) int {
 	defer b.procs.stopAll()
 
 	b.tools = ensureTools(ctx, root, needsFor(opts.only), logf)
+	if b.res.Commit, b.res.Dirty, err = gitState(ctx, root); err != nil {
+		logf("the commit measured will not be in the report: %v", err)
+	}
 	logf("building ./balancer and ./backend")
 	b.tools.balancer, b.tools.backend, err = build(ctx, root, tmp)
 	if err != nil {
@@ -221,6 +224,7 @@ func run(args []string) int {
 		logf("interrupted: processes stopped, no report written")
 		return 130
 	}
+	b.res.Ended = time.Now()
 
 	rep := &report{res: b.res, mach: mach, opts: opts, cores: b.cores}
 	if err := rep.write(outDir); err != nil {

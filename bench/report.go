@@ -66,7 +66,7 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	res := r.res
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("# Benchmarks\n\n")
-	p("Measured on %s by `go run ./bench%s`: ", res.Started.UTC().Format("2006-01-02 15:04 MST"), r.flagsUsed())
+	p("Measured %s by `go run ./bench%s`: ", r.runIdentity(), r.flagsUsed())
 	p("%d repetition(s) of %s per wrk run; every figure is the median over the repetitions, errors the total. ", res.Reps, res.Duration)
 	p("Generated file: rerun the bench rather than edit it; after a change to the bench's text, `go run ./bench -render docs/bench/results.json` writes it again from the same figures. ")
 	p("Every repetition's figures are in [results.json](results.json).\n\n")
@@ -177,6 +177,37 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 		}
 		p("\n")
 	}
+}
+
+// runIdentity says when the run was and which code it measured, as far as
+// its results.json recorded them.
+func (r *report) runIdentity() string {
+	res := r.res
+	const layout = "2006-01-02 15:04 MST"
+	s := "on " + res.Started.UTC().Format(layout)
+	if !res.Ended.IsZero() {
+		end := res.Ended.UTC().Format(layout)
+		if res.Ended.UTC().Format("2006-01-02") == res.Started.UTC().Format("2006-01-02") {
+			end = res.Ended.UTC().Format("15:04 MST")
+		}
+		s = fmt.Sprintf("from %s to %s", res.Started.UTC().Format(layout), end)
+	}
+	switch {
+	case res.Commit == "":
+		s += " (the commit measured was not recorded)"
+	case res.Dirty:
+		s += fmt.Sprintf(" on commit `%s` with changes not committed", shortCommit(res.Commit))
+	default:
+		s += fmt.Sprintf(" on commit `%s`", shortCommit(res.Commit))
+	}
+	return s
+}
+
+func shortCommit(c string) string {
+	if len(c) > 12 {
+		return c[:12]
+	}
+	return c
 }
 
 // busyCount says how many of the measured runs started on busy CPUs.

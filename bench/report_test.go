@@ -256,3 +256,38 @@ func TestReportLinksMissedGoals(t *testing.T) {
 		t.Errorf("report links a goal that was met:\n%s", md.String())
 	}
 }
+
+// TestReportRunIdentity: the report names the commit measured, whether the
+// tree had changes, and when the run started and ended; a results.json
+// without them still renders, and says the commit is unknown.
+func TestReportRunIdentity(t *testing.T) {
+	start := time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		res  results
+		want string
+	}{
+		{"recorded", results{Started: start, Ended: start.Add(41 * time.Minute), Commit: "0123456789abcdef0123456789abcdef01234567"},
+			"Measured from 2026-11-27 03:00 UTC to 03:41 UTC on commit `0123456789ab` by"},
+		{"dirty, past midnight", results{Started: start.Add(-4 * time.Hour), Ended: start.Add(time.Minute), Commit: "0123456789abcdef", Dirty: true},
+			"Measured from 2026-11-26 23:00 UTC to 2026-11-27 03:01 UTC on commit `0123456789ab` with changes not committed by"},
+		{"an older file", results{Started: start},
+			"Measured on 2026-11-27 03:00 UTC (the commit measured was not recorded) by"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := tt.res
+			res.Reps, res.Duration = 1, 2*time.Second
+			opts, err := parseFlags([]string{"-only", "d"}, &strings.Builder{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep := &report{res: &res, opts: opts, cores: 2, mach: machine{CPU: "Test CPU", Cores: 2}}
+			var md strings.Builder
+			rep.markdown(&md, nil)
+			if !strings.Contains(md.String(), tt.want) {
+				t.Errorf("report lacks %q:\n%s", tt.want, md.String()[:400])
+			}
+		})
+	}
+}

@@ -93,7 +93,15 @@ func (s *series) summary() summary {
 
 // results collects every series of a bench run, in the order measured.
 type results struct {
-	Started  time.Time     `json:"started"`
+	Started time.Time `json:"started"`
+	// Ended is when the last measurement finished; zero in files
+	// written before it was recorded.
+	Ended time.Time `json:"ended,omitzero"`
+	// Commit is the checkout the balancer was built from (git rev-parse
+	// HEAD), and Dirty whether it had changes not in that commit, so a
+	// figure can be matched with the code it measured. "" when unknown.
+	Commit   string        `json:"commit,omitempty"`
+	Dirty    bool          `json:"dirty,omitempty"`
 	Quick    bool          `json:"quick"`
 	Reps     int           `json:"reps"`
 	Duration time.Duration `json:"duration_ns"`

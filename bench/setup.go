@@ -176,6 +176,22 @@ func withoutServiceStarts(path string, logf func(string, ...any), install func()
 	install()
 }
 
+// gitState is the commit checked out at root and whether the tree has
+// changes not in it (untracked files included: a new source file is
+// built too).
+func gitState(ctx context.Context, root string) (commit string, dirty bool, err error) {
+	out, err := output(ctx, nil, root, "git", "rev-parse", "HEAD")
+	if err != nil {
+		return "", false, fmt.Errorf("git rev-parse HEAD: %w: %s", err, tail(out, 1))
+	}
+	commit = strings.TrimSpace(out)
+	out, err = output(ctx, nil, root, "git", "status", "--porcelain")
+	if err != nil {
+		return commit, false, fmt.Errorf("git status: %w: %s", err, tail(out, 1))
+	}
+	return commit, strings.TrimSpace(out) != "", nil
+}
+
 // build compiles the balancer and the backend into dir.
 func build(ctx context.Context, root, dir string) (balancer, backend string, err error) {
 	out, err := output(ctx, nil, root, "go", "build", "-o", dir+string(os.PathSeparator), "./balancer", "./backend")
