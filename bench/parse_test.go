@@ -139,3 +139,13 @@ func TestAliveFollowsHost(t *testing.T) {
 		t.Errorf("a running target without a host: alive() = %v; want nil", err)
 	}
 }
+
+// TestChildEnv: a HOST from the bench's own environment does not reach the
+// children, which would listen on it instead of 127.0.0.1.
+func TestChildEnv(t *testing.T) {
+	got := childEnv([]string{"PATH=/bin", "HOST=0.0.0.0", "HOSTNAME=box", "HOME=/root"}, []string{"PORT=8080"})
+	want := []string{"PATH=/bin", "HOSTNAME=box", "HOME=/root", "PORT=8080"}
+	if !slices.Equal(got, want) {
+		t.Errorf("childEnv = %q; want %q", got, want)
+	}
+}

@@ -71,13 +71,21 @@ type procs struct {
 }
 
 // start runs argv in the background with its output in dir/name.log.
-// env entries are added to the bench's own environment.
+// env entries are added to the bench's own environment, without HOST
+// (see childEnv).
 //
 // Each child leads a process group of its own: Ctrl-C in the terminal
 // then reaches only the bench, which stops the children in order, and
-// a last SIGKILL to the group also takes whatever the child forked
-// (nginx's and the balancer's workers). Pdeathsig covers the bench
-// itself being killed with SIGKILL.
+// a last SIGKILL to the group also takes what the child forked into its
+// own group: nginx's worker processes, Node's cluster workers. The
+// balancer's workers are not in it: the balancer starts each one in a
+// process group of its own. They end with the balancer: on SIGTERM it
+// stops them itself (SIGTERM, then SIGKILL after its grace period), and
+// should it die first, by SIGKILL, each worker gets SIGKILL from its
+// Pdeathsig (set from a thread that lives as long as the balancer), and
+// the built-in backend also exits when it sees its parent pid change.
+// Pdeathsig on the bench's children covers the bench itself being
+// killed with SIGKILL.
 func (ps *procs) start(name string, env []string, argv ...string) (*proc, error) {
 	logPath := fmt.Sprintf("%s/%s.log", ps.dir, name)
 	f, err := os.Create(logPath)
@@ -86,7 +94,7 @@ func (ps *procs) start(name string, env []string, argv ...string) (*proc, error)
 	}
 	defer f.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = childEnv(os.Environ(), env)
 	cmd.Stdout = f
 	cmd.Stderr = f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -102,6 +110,20 @@ func (ps *procs) start(name string, env []string, argv ...string) (*proc, error)
 	ps.list = append(ps.list, p)
 	ps.mu.Unlock()
 	return p, nil
+}
+
+// childEnv is base without HOST, plus extra. The built-in backend and
+// bench/node/app.js listen on HOST when it is set, and every address the
+// bench loads is 127.0.0.1: a HOST inherited from the shell would make
+// them listen elsewhere, and the runs fail.
+func childEnv(base, extra []string) []string {
+	var env []string
+	for _, kv := range base {
+		if !strings.HasPrefix(kv, "HOST=") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
 }
 
 // stop sends SIGTERM to the child's pid, waits up to grace for it to

@@ -96,7 +96,7 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	p("go run ./bench -render docs/bench/results.json   # this page again from its figures, measuring nothing\n")
 	p("```\n\n")
 	p("It installs what is missing (`apt-get install -y wrk nginx-light haproxy` as root, with a temporary `/usr/sbin/policy-rc.d` that keeps Debian from starting the packages' nginx and haproxy services; ")
-	p("Artillery %s with npm into `bench/.cache/`; ", artilleryVersion)
+	p("for Artillery the `artillery` on PATH if there is one, else artillery@%s installed with npm into `bench/.cache/`%s; ", artilleryVersion, r.artilleryUsed())
 	p("`npm ci` in `bench/node`), builds `./balancer` and `./backend` into a temporary directory, runs everything on 127.0.0.1 ")
 	p("and stops every process it started. ")
 	if res.Order == "mirrored" {
@@ -110,12 +110,14 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	p("Before every measured run the bench waits until /proc/stat shows the CPUs less than %.0f%% busy over %s, ", settleBusy*100, settleWindow)
 	p("because wrk stops with up to 64 requests still in the workers, which on /operacion-compleja are about a second of work that would otherwise slow the next target's run; ")
 	p("after %s it gives up and runs all the same, and results.json marks that run (`busy_start`). %s ", settleMax, r.busyCount())
-	p("wrk runs as `wrk -t2 -c64 -d%ds --timeout 10s --latency URL`", int(res.Duration.Seconds()))
+	d := int(res.Duration.Seconds())
+	p("wrk runs as `wrk -t2 -c64 -d%ds --timeout 10s --latency URL` against the targets of a and b and the balancers of e's worker sweep", d)
 	if res.Duration < minComplejaRun {
 		p(" (at least -d%ds on /operacion-compleja, where 64 requests share the workers' cores and finish in bursts about a second apart)", int(minComplejaRun.Seconds()))
 	}
-	p("; ")
-	p("the timeout is raised from wrk's 2 s because /operacion-compleja at 64 connections on %d cores queues for longer than that, ", r.mach.Cores)
+	p("; against **direct** as two `wrk -t1 -c32` at once, one per worker; in e's connection sweep as `wrk -t2 -cN -d%ds` for N = %s (`-t1` for N = 1); ", d, joinInts(eConns))
+	p("in d as `wrk -t1 -c1 -d%ds` on /operacion-compleja next to `wrk -t1 -c8 -d%ds` on /operacion-simple; all with `--timeout 10s --latency`. ", d, d)
+	p("The timeout is raised from wrk's 2 s because /operacion-compleja at 64 connections on %d cores queues for longer than that, ", r.mach.Cores)
 	p("and wrk would count the queueing as socket errors and leave those requests out of its latency figures.\n\n")
 
 	p("## Goals\n\n")
@@ -177,6 +179,30 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 		}
 		p("\n")
 	}
+}
+
+// artilleryUsed says which Artillery this run used, as far as its
+// results.json recorded it.
+func (r *report) artilleryUsed() string {
+	if !r.opts.only["c"] {
+		return ""
+	}
+	v, ok := r.mach.Versions["artillery"]
+	if !ok {
+		return " (this run found none)"
+	}
+	if r.mach.ArtilleryFrom == "" {
+		return fmt.Sprintf(" (this run: %s; where from was not recorded)", v)
+	}
+	return fmt.Sprintf(" (this run: %s, %s)", v, r.mach.ArtilleryFrom)
+}
+
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, ", ")
 }
 
 // runIdentity says when the run was and which code it measured, as far as

@@ -291,3 +291,27 @@ func TestReportRunIdentity(t *testing.T) {
 		})
 	}
 }
+
+// TestReportMethodText: the method text gives each scenario's wrk command
+// and says which Artillery ran.
+func TestReportMethodText(t *testing.T) {
+	res := &results{Started: time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC), Reps: 3, Duration: 10 * time.Second}
+	opts, err := parseFlags([]string{"-only", "a,c,d,e"}, &strings.Builder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mach := machine{CPU: "Test CPU", Cores: 2, Versions: map[string]string{"artillery": "Artillery 2.0.99"}, ArtilleryFrom: "found on PATH"}
+	rep := &report{res: res, opts: opts, cores: 2, mach: mach}
+	var md strings.Builder
+	rep.markdown(&md, nil)
+	for _, want := range []string{
+		"against **direct** as two `wrk -t1 -c32` at once",
+		"`wrk -t2 -cN -d10s` for N = 1, 8, 64, 256, 512 (`-t1` for N = 1)",
+		"in d as `wrk -t1 -c1 -d10s` on /operacion-compleja next to `wrk -t1 -c8 -d10s` on /operacion-simple",
+		"(this run: Artillery 2.0.99, found on PATH)",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, md.String())
+		}
+	}
+}

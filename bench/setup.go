@@ -15,7 +15,8 @@ import (
 )
 
 // artilleryVersion is the Artillery the course uses; bench/README.md
-// installs the same one.
+// installs the same one. The bench installs it only when no artillery is
+// on PATH; the report says which one ran.
 const artilleryVersion = "2.0.34"
 
 // tools are the programs the scenarios run, as absolute paths; "" means
@@ -23,6 +24,8 @@ const artilleryVersion = "2.0.34"
 type tools struct {
 	wrk, nginx, haproxy, node, npm, artillery string
 	balancer, backend                         string // built by the bench
+	// artilleryFrom says where artillery was found, for the report.
+	artilleryFrom string
 }
 
 // lookTool finds name on PATH or in the sbin directories, where Debian
@@ -108,11 +111,15 @@ func ensureTools(ctx context.Context, root string, n need, logf func(string, ...
 
 	if n.artillery {
 		t.artillery = lookTool("artillery")
+		if t.artillery != "" {
+			t.artilleryFrom = "found on PATH"
+		}
 		cache := filepath.Join(root, "bench", ".cache", "artillery")
 		local := filepath.Join(cache, "node_modules", ".bin", "artillery")
+		const fromCache = "from bench/.cache/artillery"
 		if t.artillery == "" {
 			if _, err := os.Stat(local); err == nil {
-				t.artillery = local
+				t.artillery, t.artilleryFrom = local, fromCache
 			}
 		}
 		if t.artillery == "" && t.npm != "" {
@@ -126,7 +133,7 @@ func ensureTools(ctx context.Context, root string, n need, logf func(string, ...
 			if err != nil {
 				logf("npm install artillery: %v: %s", err, tail(out, 3))
 			} else if _, err := os.Stat(local); err == nil {
-				t.artillery = local
+				t.artillery, t.artilleryFrom = local, fromCache
 			}
 		}
 	}
@@ -227,6 +234,9 @@ type machine struct {
 	Cores    int               `json:"cores"`
 	Kernel   string            `json:"kernel"`
 	Versions map[string]string `json:"versions"` // tool -> version line
+	// ArtilleryFrom says whether the Artillery that ran was found on PATH
+	// (whatever its version) or installed by the bench; "" when unknown.
+	ArtilleryFrom string `json:"artillery_from,omitempty"`
 }
 
 func describeMachine(ctx context.Context, t tools) machine {
@@ -251,6 +261,7 @@ func describeMachine(ctx context.Context, t tools) machine {
 	ver("wrk", t.wrk, "-v")
 	if t.artillery != "" {
 		ver("artillery", t.artillery, "--version")
+		m.ArtilleryFrom = t.artilleryFrom
 	}
 	return m
 }
