@@ -58,6 +58,8 @@ type options struct {
 	// artillery's --count and --num: the course's 40 × 50, fewer in quick mode.
 	artCount, artNum int
 	warmup           time.Duration
+	// proxyThreads is nginx's worker_processes and haproxy's nbthread.
+	proxyThreads int
 	// render, when set, is a results.json to write the report from,
 	// measuring nothing.
 	render string
@@ -73,6 +75,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "duration", defaultDuration, "wrk duration per run (whole seconds)")
 	fs.StringVar(&o.out, "out", "docs/bench", "report `DIR`, relative to the repository root")
 	fs.StringVar(&only, "only", strings.Join(scenarioNames, ","), "scenarios to run, comma-separated: a (proxies), b (Node), c (artillery), d (mixed load), e (scaling)")
+	fs.IntVar(&o.proxyThreads, "proxy-threads", 1, "nginx's worker processes and haproxy's threads in scenario a (the goal's reference is nginx with one worker; the balancer uses every CPU)")
 	fs.StringVar(&o.render, "render", "", "write the report again from `FILE`, the results.json of an earlier run, measuring nothing (after a change to the report's text)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -83,7 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if o.render != "" {
-		for _, f := range []string{"quick", "reps", "duration", "only"} {
+		for _, f := range []string{"quick", "reps", "duration", "only", "proxy-threads"} {
 			if set[f] {
 				return o, fmt.Errorf("-%s: -render measures nothing; the run's own settings are in its results.json", f)
 			}
@@ -99,6 +102,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			o.duration = quickDuration
 		}
 		o.artCount, o.artNum, o.warmup = 10, 20, warmupFor(true)
+	}
+	if o.proxyThreads < 1 {
+		return o, fmt.Errorf("-proxy-threads: want at least 1; got %d", o.proxyThreads)
 	}
 	if o.reps < 1 {
 		return o, fmt.Errorf("-reps: want at least 1; got %d", o.reps)
@@ -183,7 +189,8 @@ func run(args []string) int {
 		procs: &procs{dir: tmp},
 		cores: runtime.NumCPU(),
 		out:   os.Stdout,
-		res:   &results{Started: time.Now(), Quick: opts.quick, Reps: opts.reps, Duration: opts.duration, Order: "mirrored", BusyRecorded: true},
+		res: &results{Started: time.Now(), Quick: opts.quick, Reps: opts.reps, Duration: opts.duration, Order: "mirrored", BusyRecorded: true,
+			ProxyThreads: opts.proxyThreads, GoMaxProcs: runtime.GOMAXPROCS(0)},
 	}
 	defer b.procs.stopAll()
 
@@ -245,7 +252,7 @@ func render(path, outDir string, w io.Writer) error {
 		return err
 	}
 	opts := options{quick: res.Quick, reps: res.Reps, duration: res.Duration,
-		artCount: res.ArtCount, artNum: res.ArtNum, only: map[string]bool{}}
+		artCount: res.ArtCount, artNum: res.ArtNum, proxyThreads: max(1, res.ProxyThreads), only: map[string]bool{}}
 	for _, s := range res.Scenarios {
 		opts.only[s] = true
 	}

@@ -40,7 +40,7 @@ func TestUpWorkers(t *testing.T) {
 
 func TestProxyConfs(t *testing.T) {
 	up := []string{"127.0.0.1:4001", "127.0.0.1:4002"}
-	ngx := nginxConf("/tmp/x", "127.0.0.1:9000", up)
+	ngx := nginxConf("/tmp/x", "127.0.0.1:9000", up, 1)
 	for _, want := range []string{
 		"worker_processes 1;", "server 127.0.0.1:4001;", "server 127.0.0.1:4002;", "keepalive 64;",
 		"proxy_http_version 1.1;", `proxy_set_header Connection "";`, "access_log off;", "listen 127.0.0.1:9000;",
@@ -50,7 +50,7 @@ func TestProxyConfs(t *testing.T) {
 			t.Errorf("nginx.conf lacks %q:\n%s", want, ngx)
 		}
 	}
-	hap := haproxyConf("127.0.0.1:9001", up)
+	hap := haproxyConf("127.0.0.1:9001", up, 1)
 	for _, want := range []string{
 		"nbthread 1", "http-reuse always", "option http-keep-alive", "bind 127.0.0.1:9001",
 		"server w1 127.0.0.1:4001", "server w2 127.0.0.1:4002",
@@ -58,6 +58,12 @@ func TestProxyConfs(t *testing.T) {
 		if !strings.Contains(hap, want) {
 			t.Errorf("haproxy.cfg lacks %q:\n%s", want, hap)
 		}
+	}
+	if ngx := nginxConf("/tmp/x", "127.0.0.1:9000", up, 4); !strings.Contains(ngx, "worker_processes 4;") {
+		t.Errorf("-proxy-threads 4: nginx.conf lacks worker_processes 4:\n%s", ngx)
+	}
+	if hap := haproxyConf("127.0.0.1:9001", up, 4); !strings.Contains(hap, "nbthread 4\n") {
+		t.Errorf("-proxy-threads 4: haproxy.cfg lacks nbthread 4:\n%s", hap)
 	}
 }
 
@@ -81,7 +87,8 @@ func TestParseFlags(t *testing.T) {
 		t.Errorf("-render with -out: got %q, %q, %v", o.render, o.out, err)
 	}
 	for _, bad := range [][]string{{"-only", "z"}, {"-reps", "0"}, {"-duration", "500ms"}, {"stray"},
-		{"-render", "r.json", "-only", "a"}, {"-render", "r.json", "-quick"}} {
+		{"-render", "r.json", "-only", "a"}, {"-render", "r.json", "-quick"},
+		{"-proxy-threads", "0"}, {"-render", "r.json", "-proxy-threads", "2"}} {
 		if _, err := parseFlags(bad, &strings.Builder{}); err == nil {
 			t.Errorf("parseFlags(%q): got no error", bad)
 		}

@@ -205,6 +205,21 @@ func joinInts(xs []int) string {
 	return strings.Join(s, ", ")
 }
 
+// balancerThreads says how many threads the balancer's Go code ran on.
+func (r *report) balancerThreads() string {
+	if n := r.res.GoMaxProcs; n > 0 {
+		return fmt.Sprintf("GOMAXPROCS %d (the Go runtime's default, one per CPU it may use; %d CPUs here)", n, r.mach.Cores)
+	}
+	return fmt.Sprintf("the Go runtime's default GOMAXPROCS, one per CPU (%d here)", r.mach.Cores)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
 // runIdentity says when the run was and which code it measured, as far as
 // its results.json recorded them.
 func (r *report) runIdentity() string {
@@ -301,6 +316,9 @@ func (r *report) flagsUsed() string {
 	if r.opts.duration != dur {
 		f = append(f, "-duration "+r.opts.duration.String())
 	}
+	if r.opts.proxyThreads > 1 {
+		f = append(f, fmt.Sprintf("-proxy-threads %d", r.opts.proxyThreads))
+	}
 	if len(r.opts.only) < len(scenarioNames) {
 		var s []string
 		for _, n := range scenarioNames {
@@ -391,10 +409,16 @@ func (r *report) sectionA(w io.Writer, plots map[string]string) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("## a. The balancer against nginx, haproxy and direct access\n\n")
 	p("One balancer (`-engine httputil -workers 2`) hosts two workers of the built-in backend. The fasthttp balancer ")
-	p("(`-engine fasthttp -local-workers=false -upstream A -upstream B`, no workers of its own), nginx (1 worker process, upstream keepalive 64, ")
-	p("HTTP/1.1 to the upstreams, no access log) and haproxy (nbthread 1, `http-reuse always`, `option http-keep-alive`) proxy to those same ")
+	th := max(1, r.opts.proxyThreads)
+	p("(`-engine fasthttp -local-workers=false -upstream A -upstream B`, no workers of its own), nginx (`worker_processes %d`, upstream keepalive 64, ", th)
+	p("HTTP/1.1 to the upstreams, no access log) and haproxy (`nbthread %d`, `http-reuse always`, `option http-keep-alive`) proxy to those same ", th)
 	p("two processes, their addresses read from the host's /stats. **direct** is two wrk at once, 32 connections each, one per worker: throughput summed, the higher p99. ")
 	p("So all five targets share the same two worker processes. 64 connections in all. ")
+	p("Threads: nginx and haproxy %s; each balancer runs with %s; each worker with one (the balancer gives its workers GOMAXPROCS=1). ", plural(th, "thread (worker process) each", "threads (worker processes) each"), r.balancerThreads())
+	if th == 1 {
+		p("The goal's reference is nginx with one worker, as the project's issue states it, so on /operacion-simple, where the proxy is the bottleneck, the ratio sets the balancer's threads against nginx's one; ")
+		p("the more cores the machine has, the more that favours the balancer (`-proxy-threads N` gives nginx and haproxy N each). ")
+	}
 	p("Both balancers run with `-health-timeout 5s` (default 1 s): the workers also serve nginx, haproxy and direct, whose traffic the balancers never see, ")
 	p("so a worker busy with their queued /operacion-compleja requests would miss its /health while answering none of the balancer's requests, which is what a hung worker looks like. ")
 	p("(In real use the traffic goes through the balancer, which counts it: busy is not hung.) ")

@@ -315,3 +315,34 @@ func TestReportMethodText(t *testing.T) {
 		}
 	}
 }
+
+// TestReportThreads: scenario a's text gives every target's threads, from
+// what the run recorded.
+func TestReportThreads(t *testing.T) {
+	dir := t.TempDir()
+	res := &results{Started: time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC), Reps: 1, Duration: 10 * time.Second,
+		ProxyThreads: 4, GoMaxProcs: 8, Scenarios: []string{"a"}, Machine: machine{CPU: "Test CPU", Cores: 8}}
+	path := filepath.Join(dir, "results.json")
+	if err := res.save(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := render(path, dir, &strings.Builder{}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"`go run ./bench -reps 1 -proxy-threads 4 -only a`",
+		"nginx (`worker_processes 4`", "haproxy (`nbthread 4`",
+		"nginx and haproxy 4 threads (worker processes) each; each balancer runs with GOMAXPROCS 8",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("report lacks %q:\n%s", want, b)
+		}
+	}
+	if strings.Contains(string(b), "The goal's reference is nginx with one worker") {
+		t.Errorf("report explains one nginx worker, with 4")
+	}
+}

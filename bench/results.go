@@ -116,6 +116,13 @@ type results struct {
 	// "mirrored"; "" in files written when each repetition only rotated
 	// the targets and kept each target's runs in one order.
 	Order string `json:"order,omitempty"`
+	// ProxyThreads is nginx's worker_processes and haproxy's nbthread
+	// (-proxy-threads); 0 in files written when both were always 1.
+	ProxyThreads int `json:"proxy_threads,omitempty"`
+	// GoMaxProcs is the bench's own GOMAXPROCS, which is the balancer's:
+	// it inherits the bench's environment and CPU limits, and the bench
+	// sets no GOMAXPROCS for it. 0 where it was not recorded.
+	GoMaxProcs int `json:"gomaxprocs,omitempty"`
 	// BusyRecorded: the samples say whether their run started on busy
 	// CPUs (sample.Busy); files written before that was recorded lack it.
 	BusyRecorded bool `json:"busy_recorded,omitempty"`

@@ -273,7 +273,7 @@ func (b *bench) startProxy(ctx context.Context, name string, workers []string) *
 			return t
 		}
 		conf := filepath.Join(dir, "nginx.conf")
-		if err := os.WriteFile(conf, []byte(nginxConf(dir, listen, workers)), 0o644); err != nil {
+		if err := os.WriteFile(conf, []byte(nginxConf(dir, listen, workers, b.opts.proxyThreads)), 0o644); err != nil {
 			t.err = err
 			return t
 		}
@@ -286,7 +286,7 @@ func (b *bench) startProxy(ctx context.Context, name string, workers []string) *
 			return t
 		}
 		conf := filepath.Join(dir, "haproxy.cfg")
-		if err := os.WriteFile(conf, []byte(haproxyConf(listen, workers)), 0o644); err != nil {
+		if err := os.WriteFile(conf, []byte(haproxyConf(listen, workers, b.opts.proxyThreads)), 0o644); err != nil {
 			t.err = err
 			return t
 		}
