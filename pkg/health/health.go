@@ -2,11 +2,13 @@ package health
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/clusterlb/clusterlb/pkg/pool"
@@ -30,7 +32,12 @@ func (TCP) Check(ctx context.Context, addr string) error {
 	return c.Close()
 }
 
-// HTTP passes when GET Path answers 2xx or 3xx.
+// HTTP passes when GET Path answers 2xx or 3xx. Path "*" (Ping) sends
+// OPTIONS * instead, a request to the server itself (RFC 9110 9.3.7), and
+// passes on any answer at all: for a worker whose paths are not known, it
+// tells a process that answers HTTP from one that only lets the kernel
+// accept its connections (stopped, or stuck in an endless loop), which a
+// TCP connect cannot.
 type HTTP struct {
 	Path   string
 	Client *http.Client // nil: a client without keep-alive
@@ -47,9 +54,21 @@ func NewHTTP(path string) *HTTP {
 	}}
 }
 
+// Ping is the HTTP path that asks for an OPTIONS * check.
+const Ping = "*"
+
 // Check GETs the path on addr.
 func (h *HTTP) Check(ctx context.Context, addr string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+h.Path, nil)
+	var req *http.Request
+	var err error
+	if h.Path == Ping {
+		req, err = http.NewRequestWithContext(ctx, http.MethodOptions, "http://"+addr, nil)
+		if err == nil {
+			req.URL = &url.URL{Scheme: "http", Host: addr, Opaque: "*"}
+		}
+	} else {
+		req, err = http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+h.Path, nil)
+	}
 	if err != nil {
 		return err
 	}
@@ -59,7 +78,7 @@ func (h *HTTP) Check(ctx context.Context, addr string) error {
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	if resp.StatusCode >= 400 {
+	if h.Path != Ping && resp.StatusCode >= 400 {
 		return fmt.Errorf("GET %s: status %d", h.Path, resp.StatusCode)
 	}
 	return nil
@@ -121,9 +140,11 @@ type Options struct {
 	// OnUp, if not nil, is called when the checks mark the worker up.
 	OnUp func(w *pool.Worker)
 	// Progress, if not nil, counts the responses the worker gave. A
-	// check that fails while the count grew since the last check is
+	// check that timed out while the count grew since the last check is
 	// taken as passed: the worker is busy (a CPU-bound request queue can
-	// delay /health past its timeout), not hung.
+	// delay /health past its timeout), not hung. A check the worker
+	// answered with a failure (a 503 from its /health) or refused
+	// counts as failed, busy or not.
 	Progress func() int64
 }
 
@@ -159,7 +180,7 @@ func Monitor(ctx context.Context, w *pool.Worker, addr string, check Checker, o 
 		}
 		if o.Progress != nil {
 			n := o.Progress()
-			if err != nil && n > progress && w.State() != pool.Starting {
+			if err != nil && timedOut(err) && n > progress && w.State() != pool.Starting {
 				err = nil // answering requests, so alive: only slow to check
 			}
 			progress = n
@@ -205,4 +226,10 @@ func Monitor(ctx context.Context, w *pool.Worker, addr string, check Checker, o 
 			t.Reset(o.Interval)
 		}
 	}
+}
+
+// timedOut reports whether a check failed for want of an answer in time.
+func timedOut(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &te) && te.Timeout()
 }

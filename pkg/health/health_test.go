@@ -190,3 +190,68 @@ func TestBusyWorkerIsNotDown(t *testing.T) {
 	answering.Wait()
 	waitState(t, w, pool.Down)
 }
+
+// TestBusyWorkerSaying503IsDown: a worker that answers its health check
+// with a failure is down, however many requests it answers meanwhile:
+// only a check that timed out is excused by the worker's progress.
+func TestBusyWorkerSaying503IsDown(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	addr := srv.Listener.Addr().String()
+	w := pool.NewWorker(1)
+	w.SetProcess(pool.NewProcess(1, addr, time.Now()), pool.Up)
+	var answered atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		Monitor(ctx, w, addr, NewHTTP("/health"), Options{
+			Interval: 10 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2,
+			Progress: func() int64 { return answered.Add(1) }, // always progressing
+		})
+	})
+	defer func() { cancel(); wg.Wait() }()
+	waitState(t, w, pool.Down)
+}
+
+// TestPing: the OPTIONS * check passes on any answer (paths of a -cmd
+// worker are not known) and fails on a port whose process does not
+// answer, though the kernel accepts its connections, as for a stopped or
+// stuck worker, where a TCP connect passes.
+func TestPing(t *testing.T) {
+	var got atomic.Pointer[string]
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		line := r.Method + " " + r.RequestURI
+		got.Store(&line)
+		w.WriteHeader(http.StatusNotImplemented)
+	}))
+	srv.Config.DisableGeneralOptionsHandler = true // net/http would answer OPTIONS * itself
+	srv.Start()
+	defer srv.Close()
+	ping := NewHTTP(Ping)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ping.Check(ctx, srv.Listener.Addr().String()); err != nil {
+		t.Errorf("a worker answering 501: got %v; want a pass", err)
+	}
+	if p := got.Load(); p == nil || *p != "OPTIONS *" {
+		t.Errorf("the worker got %v; want OPTIONS *", p)
+	}
+
+	// A listener nobody accepts from: the kernel completes the handshake.
+	mute, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	addr := mute.Addr().String()
+	if err := (TCP{}).Check(ctx, addr); err != nil {
+		t.Fatalf("tcp check of the mute port: %v; want a pass (this is what it cannot see)", err)
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	if err := ping.Check(short, addr); err == nil {
+		t.Error("a port that never answers: got a pass; want a failure")
+	}
+}
