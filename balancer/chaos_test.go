@@ -132,11 +132,22 @@ func testChaosKillWorkers(t *testing.T, engine string) {
 	}
 }
 
-func TestChaosStoppedWorker(t *testing.T) { forEngines(t, testChaosStoppedWorker) }
+func TestChaosStoppedWorker(t *testing.T) {
+	forEngines(t, func(t *testing.T, engine string) { testChaosStoppedWorker(t, engine) })
+}
 
-func testChaosStoppedWorker(t *testing.T, engine string) {
+// TestChaosStoppedCmdWorker: the same with any program as worker, whose
+// default check (OPTIONS *, any answer) sees what a TCP connect cannot:
+// the kernel still accepts a stopped process's connections.
+func TestChaosStoppedCmdWorker(t *testing.T) {
+	forEngines(t, func(t *testing.T, engine string) {
+		testChaosStoppedWorker(t, engine, "-cmd", "PATH="+binDir+":$PATH backend")
+	})
+}
+
+func testChaosStoppedWorker(t *testing.T, engine string, args ...string) {
 	skipShort(t)
-	c := start(t, 2, "-engine", engine, "-workers", "2", "-admin-listen", "")
+	c := start(t, 2, append([]string{"-engine", engine, "-workers", "2", "-admin-listen", ""}, args...)...)
 	s, _ := c.stats()
 	victim := s.Workers[0]
 	syscall.Kill(victim.Pid, syscall.SIGSTOP)

@@ -66,7 +66,8 @@ type Config struct {
 
 	// HealthPath is the active health check: an HTTP path, "tcp" for a
 	// TCP connect, or "" for the default: /health for the built-in
-	// backend and tcp for -cmd workers.
+	// backend, and for -cmd workers OPTIONS * (health.Ping), which any
+	// answer passes.
 	HealthPath     string        `yaml:"health_path"`
 	HealthInterval time.Duration `yaml:"health_interval"`
 	HealthTimeout  time.Duration `yaml:"health_timeout"`
@@ -209,15 +210,17 @@ func (c Config) WorkerCount() int {
 	return cpus.Count(os.DirFS("/"), runtime.NumCPU())
 }
 
-// HealthCheck resolves HealthPath: it returns the HTTP path to GET, or ""
-// for a TCP connect check.
+// HealthCheck resolves HealthPath: it returns the HTTP path to GET, "*"
+// for an OPTIONS * that any answer passes (a -cmd worker's paths are not
+// known, but a stopped or stuck process answers nothing, though the
+// kernel still accepts its connections), or "" for a TCP connect check.
 func (c Config) HealthCheck() string {
 	switch c.HealthPath {
 	case HealthTCP:
 		return ""
 	case "":
 		if c.Cmd != "" {
-			return ""
+			return "*"
 		}
 		return "/health"
 	}
@@ -497,7 +500,7 @@ func newFlagSet(name string, c *Config, output io.Writer) *flag.FlagSet {
 		return nil
 	})
 	fs.BoolVar(&c.LocalWorkers, "local-workers", c.LocalWorkers, "run worker processes; false = only -upstream backends")
-	fs.StringVar(&c.HealthPath, "health-path", c.HealthPath, "health check `PATH`, or \"tcp\"; empty = /health for the built-in backend, tcp for -cmd")
+	fs.StringVar(&c.HealthPath, "health-path", c.HealthPath, "health check `PATH`, or \"tcp\"; empty = /health for the built-in backend, for -cmd an OPTIONS * that any answer passes")
 	fs.DurationVar(&c.HealthInterval, "health-interval", c.HealthInterval, "time between health checks")
 	fs.DurationVar(&c.HealthTimeout, "health-timeout", c.HealthTimeout, "timeout of one health check")
 	fs.IntVar(&c.HealthRise, "health-rise", c.HealthRise, "passed checks in a row that mark a worker up")

@@ -130,7 +130,8 @@ func TestHealthCheckResolution(t *testing.T) {
 		name, cmd, path, want string
 	}{
 		{"built-in default", "", "", "/health"},
-		{"cmd default is tcp", "node app.js", "", ""},
+		{"cmd default is OPTIONS *", "node app.js", "", "*"},
+		{"cmd with tcp", "node app.js", "tcp", ""},
 		{"cmd with path", "node app.js", "/ping", "/ping"},
 		{"explicit tcp", "", "tcp", ""},
 	}

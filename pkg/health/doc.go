@@ -1,7 +1,10 @@
 // Package health runs the active health checks of one worker process and
 // turns their results into the worker's state in the pool.
 //
-// A check is an HTTP GET of a path (2xx or 3xx passes) or a TCP connect.
+// A check is an HTTP GET of a path (2xx or 3xx passes), an OPTIONS * that
+// any answer passes (for workers whose paths are not known), or a TCP
+// connect.
+//
 // A starting worker is checked every few milliseconds so that it takes
 // traffic as soon as it listens; an up worker at the configured interval.
 // Rise passes in a row mark it up, fall failures in a row mark it down.
