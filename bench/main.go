@@ -189,7 +189,7 @@ func run(args []string) int {
 		procs: &procs{dir: tmp},
 		cores: runtime.NumCPU(),
 		out:   os.Stdout,
-		res: &results{Started: time.Now(), Quick: opts.quick, Reps: opts.reps, Duration: opts.duration, Order: "mirrored", BusyRecorded: true,
+		res: &results{Started: time.Now(), Quick: opts.quick, Reps: opts.reps, Duration: opts.duration, Order: "mirrored", BusyRecorded: true, WorkerSweepPerRun: true,
 			ProxyThreads: opts.proxyThreads, GoMaxProcs: runtime.GOMAXPROCS(0)},
 	}
 	defer b.procs.stopAll()

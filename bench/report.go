@@ -506,7 +506,13 @@ func (r *report) sectionE(w io.Writer, plots map[string]string) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("## e. How the cost grows\n\n")
 	p("/operacion-simple through the balancer, per engine: against the number of workers at 64 connections, ")
-	p("and against the number of connections with %d workers (one per core).\n\n", r.cores)
+	p("and against the number of connections with %d workers (one per core). ", r.cores)
+	if r.res.WorkerSweepPerRun {
+		p("In the worker sweep each balancer runs only for its own run (started, warmed up, measured, stopped), the two engines at one worker count back to back; ")
+	} else {
+		p("In this run's worker sweep every balancer of the sweep, %d in all with their workers, was started at once and ran through all of the sweep's measurements (the bench of that time); ", 2*len(eWorkerCounts(r.cores)))
+	}
+	p("the connection sweep runs in one balancer process per engine.\n\n")
 	sweep := func(scen, col string, params []int, plot string) {
 		p("| %s | httputil req/s | httputil p99 | fasthttp req/s | fasthttp p99 | errors |\n|--:|--:|--:|--:|--:|--:|\n", col)
 		for _, n := range params {
@@ -527,11 +533,7 @@ func (r *report) sectionE(w io.Writer, plots map[string]string) {
 			p("![%s](%s)\n\n", plot, f)
 		}
 	}
-	var ws []int
-	for i := 1; i <= 2*r.cores; i++ {
-		ws = append(ws, i)
-	}
-	sweep("e-workers", "workers", ws, "e_workers.png")
+	sweep("e-workers", "workers", eWorkerCounts(r.cores), "e_workers.png")
 	sweep("e-conc", "connections", eConns, "e_connections.png")
 }
 

@@ -123,6 +123,10 @@ type results struct {
 	// it inherits the bench's environment and CPU limits, and the bench
 	// sets no GOMAXPROCS for it. 0 where it was not recorded.
 	GoMaxProcs int `json:"gomaxprocs,omitempty"`
+	// WorkerSweepPerRun: scenario e's worker sweep started each balancer
+	// for its own run only; false in files written when the sweep
+	// started them all at once.
+	WorkerSweepPerRun bool `json:"e_workers_per_run,omitempty"`
 	// BusyRecorded: the samples say whether their run started on busy
 	// CPUs (sample.Busy); files written before that was recorded lack it.
 	BusyRecorded bool `json:"busy_recorded,omitempty"`

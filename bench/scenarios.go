@@ -48,21 +48,13 @@ func (p *progress) next() string {
 
 // runMatrix measures each group of jobs (one group per target) reps
 // times, the groups and the jobs inside each group in the order of the
-// repetition (see order). A target gets a short unrecorded warm-up before
-// its first run. before, if not nil, runs ahead of each job.
+// repetition (see order). before, if not nil, runs ahead of each job.
 func (b *bench) runMatrix(ctx context.Context, scen string, groups [][]job, before func(context.Context, job)) {
 	total := 0
 	for _, g := range groups {
 		total += len(g)
 	}
-	pr := &progress{scen: scen, total: total * b.opts.reps}
-	// Warmed per process, not per target: a target that before restarts
-	// (scenario a's follow) is a new process, as cold as at the start.
-	type instance struct {
-		t *target
-		p *proc
-	}
-	warm := map[instance]bool{}
+	ru := b.newRunner(scen, total*b.opts.reps)
 	for rep := range b.opts.reps {
 		for _, g := range order(groups, rep) {
 			// Inside a group too: scenario e's connection sweep would
@@ -76,14 +68,38 @@ func (b *bench) runMatrix(ctx context.Context, scen string, groups [][]job, befo
 				if before != nil {
 					before(ctx, j)
 				}
-				if in := (instance{j.t, j.t.proc}); !warm[in] && j.t.alive() == nil {
-					warm[in] = true
-					b.warmUp(ctx, j.t)
-				}
-				b.measureWrk(ctx, pr.next(), rep, j)
+				ru.run(ctx, rep, j)
 			}
 		}
 	}
+}
+
+// runner measures jobs one after the other, numbering them on the
+// progress lines. A process gets a short unrecorded warm-up before its
+// first run: warmed per process, not per target, since a target that is
+// restarted (scenario a's follow, scenario e's worker sweep) is a new
+// process, as cold as at the start.
+type runner struct {
+	b    *bench
+	pr   *progress
+	warm map[instance]bool
+}
+
+type instance struct {
+	t *target
+	p *proc
+}
+
+func (b *bench) newRunner(scen string, total int) *runner {
+	return &runner{b: b, pr: &progress{scen: scen, total: total}, warm: map[instance]bool{}}
+}
+
+func (ru *runner) run(ctx context.Context, rep int, j job) {
+	if in := (instance{j.t, j.t.proc}); !ru.warm[in] && j.t.alive() == nil {
+		ru.warm[in] = true
+		ru.b.warmUp(ctx, j.t)
+	}
+	ru.b.measureWrk(ctx, ru.pr.next(), rep, j)
 }
 
 // warmUp loads t briefly on simple, unrecorded: JIT (Node), connection
@@ -449,8 +465,11 @@ func firstErr(errs ...error) error {
 
 // eWorkers and eConns are scenario e's sweeps: 1..2×cores workers at 64
 // connections, and connections at the default worker count.
-func (b *bench) eWorkers() []int {
-	ns := make([]int, 2*b.cores)
+func (b *bench) eWorkers() []int { return eWorkerCounts(b.cores) }
+
+// eWorkerCounts is 1..2×cores.
+func eWorkerCounts(cores int) []int {
+	ns := make([]int, 2*cores)
 	for i := range ns {
 		ns[i] = i + 1
 	}
@@ -459,23 +478,39 @@ func (b *bench) eWorkers() []int {
 
 var eConns = []int{1, 8, 64, 256, 512}
 
+// eWorkerSweep measures each engine with 1..2×cores workers. Each
+// balancer runs only around its own run: started, warmed up, measured,
+// stopped. Started all at once, the sweep's balancers and their workers
+// (2·c(2c+1) worker processes on c cores: over a thousand on 16) would
+// all run, health-checking, through every measurement, a background load
+// that grows with the machine. The two engines at one worker count run
+// back to back, in the order of the repetition, so that each pair is
+// measured under the same conditions.
+func (b *bench) eWorkerSweep(ctx context.Context) {
+	ns := b.eWorkers()
+	ru := b.newRunner("e-workers", b.opts.reps*len(ns)*len(engines))
+	for rep := range b.opts.reps {
+		for _, n := range order(ns, rep) {
+			for _, e := range order(engines, rep) {
+				if ctx.Err() != nil {
+					return
+				}
+				t := b.startBalancer(ctx, fmt.Sprintf("%s-w%d", e, n), balancerOpts{engine: e, workers: n})
+				b.noteFailures("e", t)
+				ru.run(ctx, rep, job{t: t, k: key{Scenario: "e-workers", Target: e, Endpoint: "simple", Param: n}, path: pathSimple, conns: 64})
+				b.stopTargets(t)
+			}
+		}
+	}
+}
+
 // scenarioE: how throughput and p99 on simple grow with the number of
 // workers and with concurrency, per engine.
 func (b *bench) scenarioE(ctx context.Context) {
 	fmt.Fprintf(b.out, "== e: scaling on simple: workers %v at c=64; connections %v at %d workers\n", b.eWorkers(), eConns, b.cores)
+	b.eWorkerSweep(ctx)
 	var ts []*target
-	var wgroups, cgroups [][]job
-	for _, e := range engines {
-		for _, n := range b.eWorkers() {
-			t := b.startBalancer(ctx, fmt.Sprintf("%s-w%d", e, n), balancerOpts{engine: e, workers: n})
-			ts = append(ts, t)
-			wgroups = append(wgroups, []job{{t: t, k: key{Scenario: "e-workers", Target: e, Endpoint: "simple", Param: n}, path: pathSimple, conns: 64}})
-		}
-	}
-	b.noteFailures("e", ts...)
-	b.runMatrix(ctx, "e-workers", wgroups, nil)
-	b.stopTargets(ts...)
-	ts = ts[:0]
+	var cgroups [][]job
 	for _, e := range engines {
 		t := b.startBalancer(ctx, e+"-default", balancerOpts{engine: e, workers: b.cores})
 		ts = append(ts, t)
