@@ -33,8 +33,8 @@ var (
 	_ Selector = (*P2C)(nil)
 )
 
-// RoundRobin hands requests to the available workers in turn. A worker
-// that is not available is skipped, and its turn goes to the next one.
+// RoundRobin hands requests to the available workers in turn; a worker
+// that is not available has no turn.
 //
 // A worker whose turn comes while it already holds more than its share of
 // the requests in flight, a quarter more than the average over the
@@ -70,8 +70,21 @@ func (r *RoundRobin) Select(workers []*Worker) *Worker {
 	// ceil(1.25 * (total+1) / avail), the request counted in the total;
 	// the least busy worker always may.
 	limit := (5*(total+1) + 4*avail - 1) / (4 * avail)
+	// The turns go over the available workers only: counted over all
+	// of them, a worker that is down would hand each of its turns to
+	// the one after it, which would get twice the others' share.
+	turn := (r.next.Add(1) - 1) % uint64(avail)
 	n := uint64(len(workers))
-	start := r.next.Add(1) - 1
+	var start uint64
+	for i, w := range workers {
+		if w.Available() {
+			if turn == 0 {
+				start = uint64(i)
+				break
+			}
+			turn--
+		}
+	}
 	var first *Worker
 	for i := range n {
 		w := workers[(start+i)%n]
@@ -133,29 +146,40 @@ func (*P2C) Name() string { return "p2c" }
 
 // Select returns the less busy of two random available workers.
 func (P2C) Select(workers []*Worker) *Worker {
-	n := len(workers)
-	if n == 0 {
-		return nil
+	avail := 0
+	for _, w := range workers {
+		if w.Available() {
+			avail++
+		}
 	}
-	a := randomAvailable(workers, rand.IntN(n), nil)
-	if a == nil || n == 1 {
-		return a
+	if avail <= 1 {
+		return nthAvailable(workers, 0, nil)
 	}
-	b := randomAvailable(workers, rand.IntN(n), a)
-	if b != nil && b.InFlight() < a.InFlight() {
+	// Drawn among the available workers only: a random index among all
+	// of them, moved on to the next available one, would draw the worker
+	// after one that is down twice as often.
+	a := nthAvailable(workers, rand.IntN(avail), nil)
+	b := nthAvailable(workers, rand.IntN(avail-1), a)
+	switch {
+	case a == nil: // states changed between the count and the draws
+		return nthAvailable(workers, 0, nil)
+	case b != nil && b.InFlight() < a.InFlight():
 		return b
 	}
 	return a
 }
 
-// randomAvailable returns the first available worker other than not from
-// index start on, wrapping around.
-func randomAvailable(workers []*Worker, start int, not *Worker) *Worker {
-	n := len(workers)
-	for i := range n {
-		if w := workers[(start+i)%n]; w != not && w.Available() {
+// nthAvailable returns the k-th (from 0) available worker other than
+// not, or nil if there are not that many.
+func nthAvailable(workers []*Worker, k int, not *Worker) *Worker {
+	for _, w := range workers {
+		if w == not || !w.Available() {
+			continue
+		}
+		if k == 0 {
 			return w
 		}
+		k--
 	}
 	return nil
 }

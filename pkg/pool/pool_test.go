@@ -39,7 +39,8 @@ func TestRoundRobin(t *testing.T) {
 		want     []int   // ids picked by successive calls; 0 = nil
 	}{
 		{"all up take turns", []State{Up, Up, Up}, nil, []int{1, 2, 3, 1, 2, 3}},
-		{"down worker skipped", []State{Up, Down, Up}, nil, []int{1, 3, 3, 1, 3, 3}},
+		{"down worker has no turn", []State{Up, Down, Up}, nil, []int{1, 3, 1, 3, 1, 3}},
+		{"down workers have no turns", []State{Down, Up, Down, Down, Up, Up}, nil, []int{2, 5, 6, 2, 5, 6}},
 		{"starting and backoff skipped", []State{Starting, Up, Backoff}, nil, []int{2, 2, 2}},
 		{"none up", []State{Down, Stopped}, nil, []int{0, 0}},
 		{"empty", nil, nil, []int{0}},
@@ -135,6 +136,19 @@ func TestP2C(t *testing.T) {
 				}
 			}
 		})
+	}
+	// Equal loads: the up workers share the picks evenly, whatever is
+	// down between them.
+	ws := makeWorkers([]State{Up, Down, Up, Up}, nil)
+	counts := map[int]int{}
+	const draws = 3000
+	for range draws {
+		counts[(P2C{}).Select(ws).ID()]++
+	}
+	for _, id := range []int{1, 3, 4} {
+		if c := counts[id]; c < draws/3-draws/10 || c > draws/3+draws/10 {
+			t.Errorf("worker %d picked %d times of %d; want about a third (picks %v)", id, c, draws, counts)
+		}
 	}
 	if w := (P2C{}).Select(makeWorkers([]State{Down}, nil)); w != nil {
 		t.Errorf("got worker %d; want nil when none is up", w.ID())
