@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -210,5 +211,37 @@ func TestReloadReadsTheFileAgain(t *testing.T) {
 	}
 	if got := logs.String(); !strings.Contains(got, "setting=policy") || !strings.Contains(got, "next start only") {
 		t.Errorf("got log %q; want the policy change reported as applying at the next start", got)
+	}
+}
+
+// TestStartOnlyChanges: every setting a reload does not apply is named
+// when it changed, the reloadable ones never.
+func TestStartOnlyChanges(t *testing.T) {
+	running := config.Default()
+	file := running
+	file.AdminToken = "new"
+	file.AccessLog = true
+	file.Upstreams = []string{"127.0.0.1:9"}
+	file.MaxRetries = 5
+	file.HealthFall = 9    // reloadable
+	file.Cmd = "node a.js" // reloadable
+	got := startOnlyChanges(running, file)
+	want := []string{"upstreams", "max_retries", "admin_token", "access_log"}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v; want %v", got, want)
+	}
+	if got := startOnlyChanges(running, running); len(got) != 0 {
+		t.Errorf("no change: got %v; want none", got)
+	}
+	// Each name is a key of the file, and each reloadable one too.
+	keys := map[string]bool{}
+	for i := range reflect.TypeFor[config.Config]().NumField() {
+		name, _, _ := strings.Cut(reflect.TypeFor[config.Config]().Field(i).Tag.Get("yaml"), ",")
+		keys[name] = true
+	}
+	for name := range reloadable {
+		if !keys[name] {
+			t.Errorf("reloadable %q is no setting", name)
+		}
 	}
 }

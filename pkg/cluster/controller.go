@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
+	"strings"
 	"sync"
 
 	"github.com/clusterlb/clusterlb/pkg/admin"
@@ -41,9 +43,10 @@ func (c *Controller) Reload(ctx context.Context) error { return c.reload(ctx, fa
 // ReloadWait reads the configuration again (flags still win over the
 // file); if it is valid, it applies the worker settings, follows a
 // changed worker count, and replaces the workers one by one. An invalid
-// file leaves everything as it was. Settings that only apply at start
-// (listen, policy, engine, admin_listen, upstream_timeout) are logged as
-// such when they changed.
+// file leaves everything as it was. Every other setting (listen, policy,
+// engine, the timeouts and limits of the front, upstreams, the admin
+// API's, logging) applies at start only; each one that changed is logged
+// as such.
 func (c *Controller) ReloadWait(ctx context.Context) error { return c.reload(ctx, true) }
 
 // Scale sets the number of workers.
@@ -68,17 +71,8 @@ func (c *Controller) reload(ctx context.Context, wait bool) error {
 		return supervisor.ErrBusy
 	}
 	defer c.mu.Unlock()
-	for _, s := range []struct {
-		name     string
-		old, new any
-	}{
-		{"listen", c.cfg.Listen, cfg.Listen}, {"policy", c.cfg.Policy, cfg.Policy},
-		{"engine", c.cfg.Engine, cfg.Engine}, {"admin_listen", c.cfg.AdminListen, cfg.AdminListen},
-		{"upstream_timeout", c.cfg.UpstreamTimeout, cfg.UpstreamTimeout},
-	} {
-		if s.old != s.new {
-			c.log.Warn("setting changed in the file applies at the next start only", "setting", s.name, "running", s.old, "file", s.new)
-		}
+	for _, name := range startOnlyChanges(c.cfg, cfg) {
+		c.log.Warn("setting changed in the file applies at the next start only", "setting", name)
 	}
 	spec, err := WorkerSpec(cfg, c.log)
 	if err != nil {
@@ -110,4 +104,31 @@ func (c *Controller) scaleTo(ctx context.Context, n int, wait bool) error {
 		return err
 	}
 	return c.sup.ScaleBy(ctx, n-cur)
+}
+
+// reloadable are the settings a reload applies: the worker count, and
+// what WorkerSpec makes of the rest, which every replacement starts with.
+var reloadable = map[string]bool{
+	"workers": true, "cmd": true,
+	"health_path": true, "health_interval": true, "health_timeout": true, "health_rise": true, "health_fall": true,
+	"restart_backoff": true, "restart_backoff_factor": true, "restart_backoff_max": true, "restart_backoff_reset": true,
+	"worker_grace": true, "min_uptime": true, "max_restarts": true, "start_timeout": true, "drain_timeout": true,
+	"max_requests": true, "max_requests_jitter": true, "max_memory": true,
+}
+
+// startOnlyChanges returns the YAML names of the settings that differ
+// between running and file and that a reload does not apply.
+func startOnlyChanges(running, file config.Config) []string {
+	var names []string
+	rv, fv := reflect.ValueOf(running), reflect.ValueOf(file)
+	for i := range rv.NumField() {
+		name, _, _ := strings.Cut(rv.Type().Field(i).Tag.Get("yaml"), ",")
+		if name == "" || name == "-" || reloadable[name] {
+			continue
+		}
+		if !reflect.DeepEqual(rv.Field(i).Interface(), fv.Field(i).Interface()) {
+			names = append(names, name)
+		}
+	}
+	return names
 }
