@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -73,12 +74,13 @@ func TestWorkerSpec(t *testing.T) {
 		name       string
 		cmd, check string
 		argv       []string
-		http       bool // an HTTP health check, else TCP
+		path       string // the HTTP health check's path; "" for TCP
 	}{
-		{"built-in backend", "", "", []string{exe, "backend"}, true},
-		{"any program", "node app.js", "", supervisor.Command("node app.js"), false},
-		{"any program, checked over HTTP", "node app.js", "/health", supervisor.Command("node app.js"), true},
-		{"built-in backend, checked over TCP", "", config.HealthTCP, []string{exe, "backend"}, false},
+		{"built-in backend", "", "", []string{exe, "backend"}, "/health"},
+		{"any program", "node app.js", "", supervisor.Command("node app.js"), health.Ping},
+		{"any program, checked on a path", "node app.js", "/health", supervisor.Command("node app.js"), "/health"},
+		{"any program, checked over TCP", "node app.js", config.HealthTCP, supervisor.Command("node app.js"), ""},
+		{"built-in backend, checked over TCP", "", config.HealthTCP, []string{exe, "backend"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,9 +93,17 @@ func TestWorkerSpec(t *testing.T) {
 			if !slices.Equal(spec.Argv, tt.argv) {
 				t.Errorf("got argv %q; want %q", spec.Argv, tt.argv)
 			}
-			_, isTCP := spec.Check.(health.TCP)
-			if isTCP == tt.http {
-				t.Errorf("got check %T; want HTTP=%v", spec.Check, tt.http)
+			switch c := spec.Check.(type) {
+			case health.TCP:
+				if tt.path != "" {
+					t.Errorf("got a TCP check; want GET %s", tt.path)
+				}
+			case *health.HTTP:
+				if c.Path != tt.path {
+					t.Errorf("got an HTTP check of %q; want %q", c.Path, tt.path)
+				}
+			default:
+				t.Errorf("got check %T", spec.Check)
 			}
 		})
 	}
@@ -196,6 +206,16 @@ func TestReloadReadsTheFileAgain(t *testing.T) {
 	go func() { done <- sup.Run(ctx, 0) }()
 	defer func() { cancel(); <-done }()
 	ctl := NewController(sup, args, cfg, logger)
+
+	// Nothing to scale: no worker of its own may start.
+	for _, err := range []error{ctl.ScaleBy(ctx, +1), ctl.ScaleBy(ctx, -1), ctl.Scale(ctx, 2)} {
+		if !errors.Is(err, supervisor.ErrBadCount) || !strings.Contains(err.Error(), "local_workers") {
+			t.Errorf("scale with no local workers: got %v; want a refusal naming local_workers", err)
+		}
+	}
+	if n, err := sup.Workers(ctx); n != 0 || err != nil {
+		t.Errorf("got %d local workers (%v); want 0", n, err)
+	}
 
 	write("workers: -3\n")
 	err = ctl.Reload(ctx)

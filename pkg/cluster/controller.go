@@ -19,9 +19,10 @@ import (
 // supervisor.ErrBusy while another one runs) and the signals' (ReloadWait,
 // ScaleBy, which wait their turn, since a signal cannot be refused).
 type Controller struct {
-	sup  *supervisor.Supervisor
-	args []string
-	log  *slog.Logger
+	sup   *supervisor.Supervisor
+	args  []string
+	log   *slog.Logger
+	local bool // the balancer runs workers of its own (local_workers)
 
 	mu  sync.Mutex    // one reload at a time reads and updates cfg
 	cfg config.Config // as started, with the worker count of the last reload
@@ -32,7 +33,7 @@ var _ admin.Controller = (*Controller)(nil)
 // NewController returns the controller of sup, for a balancer started
 // with args (which a reload parses again) into cfg.
 func NewController(sup *supervisor.Supervisor, args []string, cfg config.Config, logger *slog.Logger) *Controller {
-	return &Controller{sup: sup, args: args, cfg: cfg, log: logger}
+	return &Controller{sup: sup, args: args, cfg: cfg, log: logger, local: cfg.LocalWorkers}
 }
 
 // Reload reads the configuration again and replaces the workers one by
@@ -49,11 +50,25 @@ func (c *Controller) Reload(ctx context.Context) error { return c.reload(ctx, fa
 // as such.
 func (c *Controller) ReloadWait(ctx context.Context) error { return c.reload(ctx, true) }
 
+// errNoLocalWorkers refuses to scale a balancer that runs no workers of
+// its own: adding one would start a process its user turned off.
+var errNoLocalWorkers = fmt.Errorf("%w: local_workers is false, so the balancer runs no workers of its own to scale", supervisor.ErrBadCount)
+
 // Scale sets the number of workers.
-func (c *Controller) Scale(ctx context.Context, n int) error { return c.sup.Scale(ctx, n) }
+func (c *Controller) Scale(ctx context.Context, n int) error {
+	if !c.local {
+		return errNoLocalWorkers
+	}
+	return c.sup.Scale(ctx, n)
+}
 
 // ScaleBy adds delta workers, or removes them when delta is negative.
-func (c *Controller) ScaleBy(ctx context.Context, delta int) error { return c.sup.ScaleBy(ctx, delta) }
+func (c *Controller) ScaleBy(ctx context.Context, delta int) error {
+	if !c.local {
+		return errNoLocalWorkers
+	}
+	return c.sup.ScaleBy(ctx, delta)
+}
 
 // RestartWorker drains worker id and replaces it.
 func (c *Controller) RestartWorker(ctx context.Context, id int) error {
