@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
+	"reflect"
 	"runtime"
 	"strings"
 	"time"
@@ -236,8 +238,8 @@ func (c Config) Validate() error {
 	bad := func(name, format string, args ...any) error {
 		return &SettingError{Setting: name, Reason: fmt.Sprintf(format, args...)}
 	}
-	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
-		return bad("listen", "want HOST:PORT or :PORT; got %q", c.Listen)
+	if !validAddr(c.Listen, false) {
+		return bad("listen", "want HOST:PORT or :PORT, the port 0 to 65535; got %q", c.Listen)
 	}
 	if c.Workers < 0 || c.Workers > MaxWorkers {
 		return bad("workers", "want 0 (one per CPU) to %d; got %d", MaxWorkers, c.Workers)
@@ -251,20 +253,20 @@ func (c Config) Validate() error {
 	if !contains(Engines, c.Engine) {
 		return bad("engine", "want one of %s; got %q", strings.Join(Engines, ", "), c.Engine)
 	}
-	if !strings.HasPrefix(c.StatsPath, "/") {
-		return bad("stats_path", "want a path starting with /; got %q", c.StatsPath)
+	if !validPath(c.StatsPath) {
+		return bad("stats_path", "want a path of letters, digits and - . _ ~ / starting with /; got %q", c.StatsPath)
 	}
 	own := map[string]string{"stats_path": c.StatsPath}
 	for _, pth := range []struct{ name, v string }{{"metrics_path", c.MetricsPath}, {"livez_path", c.LivezPath}, {"readyz_path", c.ReadyzPath}} {
 		if pth.v == "" {
 			continue
 		}
-		if !strings.HasPrefix(pth.v, "/") {
-			return bad(pth.name, "want a path starting with /, or \"\" for none; got %q", pth.v)
+		if !validPath(pth.v) {
+			return bad(pth.name, "want a path of letters, digits and - . _ ~ / starting with /, or \"\" for none; got %q", pth.v)
 		}
 		for other, v := range own {
 			if v == pth.v {
-				return bad(pth.name, "%q is already %s", pth.v, other)
+				return bad(pth.name, "%q is also %s: give one of the two another path", pth.v, other)
 			}
 		}
 		own[pth.name] = pth.v
@@ -273,8 +275,8 @@ func (c Config) Validate() error {
 		return bad("ready_min_workers", "want 0 or more; got %d", c.ReadyMinWorkers)
 	}
 	for _, u := range c.Upstreams {
-		if host, port, err := net.SplitHostPort(u); err != nil || host == "" || port == "" {
-			return bad("upstreams", "want HOST:PORT; got %q", u)
+		if !validAddr(u, true) {
+			return bad("upstreams", "want HOST:PORT, the port 1 to 65535; got %q", u)
 		}
 	}
 	if !c.LocalWorkers && len(c.Upstreams) == 0 {
@@ -311,8 +313,8 @@ func (c Config) Validate() error {
 	if c.RestartBackoffMax < c.RestartBackoff {
 		return bad("restart_backoff_max", "want at least restart_backoff (%v); got %v", c.RestartBackoff, c.RestartBackoffMax)
 	}
-	if c.RestartBackoffFactor < 1 {
-		return bad("restart_backoff_factor", "want 1 or more; got %v", c.RestartBackoffFactor)
+	if !(c.RestartBackoffFactor >= 1) || math.IsInf(c.RestartBackoffFactor, 0) {
+		return bad("restart_backoff_factor", "want a number of 1 or more; got %v", c.RestartBackoffFactor)
 	}
 	if c.HealthRise < 1 {
 		return bad("health_rise", "want 1 or more; got %d", c.HealthRise)
@@ -353,8 +355,8 @@ func (c Config) Validate() error {
 		}
 	}
 	if c.AdminListen != "" {
-		if _, port, err := net.SplitHostPort(c.AdminListen); err != nil || port == "" {
-			return bad("admin_listen", "want HOST:PORT, or \"\" to turn the admin API off; got %q", c.AdminListen)
+		if !validAddr(c.AdminListen, false) {
+			return bad("admin_listen", "want HOST:PORT (the port 0 to 65535), or \"\" to turn the admin API off; got %q", c.AdminListen)
 		}
 		if c.AdminListen == c.Listen {
 			return bad("admin_listen", "must differ from listen (%q): the admin API is never served on the public listener", c.Listen)
@@ -369,6 +371,33 @@ func (c Config) Validate() error {
 		return bad("log_format", "want text or json; got %q", c.LogFormat)
 	}
 	return nil
+}
+
+// validAddr reports whether addr is HOST:PORT (or :PORT, unless
+// needHost) with a port that exists: a number up to 65535 (0 picks one;
+// never for an upstream) or a service name.
+func validAddr(addr string, needHost bool) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" || needHost && host == "" {
+		return false
+	}
+	n, err := net.LookupPort("tcp", port)
+	return err == nil && (n > 0 || !needHost)
+}
+
+// validPath reports whether p is a path the balancer can serve its own
+// pages on: a / and then letters, digits and - . _ ~ / only, so that no
+// pattern syntax ({name}, spaces, a method) reaches the mux.
+func validPath(p string) bool {
+	if !strings.HasPrefix(p, "/") {
+		return false
+	}
+	for _, r := range p {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-._~/", r)) {
+			return false
+		}
+	}
+	return true
 }
 
 // SettingError is a setting with a bad value. File is set when the value
@@ -395,17 +424,81 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// LoadFile reads the YAML file at path over c. Keys it does not know are
-// errors, so a typo does not pass silently.
+// LoadFile reads the YAML file at path over c. Every error names the key
+// and its line: a key it does not know (so a typo does not pass
+// silently), one given twice, a value of the wrong type (a fraction for a
+// whole number, which the YAML decoder would cut, or a bare number for a
+// duration), and a second document in the file.
 func (c *Config) LoadFile(path string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config file: %w", err)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // an empty file: the defaults
+		}
 		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return fmt.Errorf("config file %s: %w", path, err)
+		}
+		return fmt.Errorf("config file %s: line %d: a second YAML document; the settings are one mapping", path, more.Line)
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	if root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null" {
+		return nil // only comments
+	}
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("config file %s: line %d: want a mapping of settings (key: value)", path, root.Line)
+	}
+	fields := map[string]reflect.Value{}
+	v := reflect.ValueOf(c).Elem()
+	for i := range v.NumField() {
+		if name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+			fields[name] = v.Field(i)
+		}
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, val := root.Content[i], root.Content[i+1]
+		bad := func(format string, args ...any) error {
+			return &SettingError{File: path, Setting: k.Value, Reason: fmt.Sprintf("line %d: ", k.Line) + fmt.Sprintf(format, args...)}
+		}
+		f, ok := fields[k.Value]
+		if !ok {
+			return bad("no such setting")
+		}
+		if first, dup := seen[k.Value]; dup {
+			return bad("given again (first on line %d)", first)
+		}
+		seen[k.Value] = k.Line
+		if val.Kind == yaml.ScalarNode && val.ShortTag() != "!!null" {
+			switch {
+			case f.Type() == reflect.TypeFor[time.Duration]():
+				if _, err := time.ParseDuration(val.Value); err != nil {
+					return bad("want a duration such as 500ms, 2s or 1m; got %q", val.Value)
+				}
+			case f.CanInt() && val.ShortTag() != "!!int":
+				return bad("want a whole number; got %q", val.Value)
+			case f.Kind() == reflect.Float64 && val.ShortTag() != "!!int" && val.ShortTag() != "!!float":
+				return bad("want a number; got %q", val.Value)
+			}
+		}
+		if err := val.Decode(f.Addr().Interface()); err != nil {
+			var te *yaml.TypeError
+			if errors.As(err, &te) && len(te.Errors) > 0 {
+				return bad("%s", te.Errors[0])
+			}
+			return bad("%v", err)
+		}
 	}
 	return nil
 }
@@ -466,10 +559,15 @@ func finish(name string, args []string, c *Config, path string) error {
 	return nil
 }
 
+// flagSet reports whether the flag of setting was given.
 func flagSet(fs *flag.FlagSet, setting string) bool {
+	name := strings.ReplaceAll(setting, "_", "-")
+	if setting == "upstreams" {
+		name = "upstream" // repeated, one upstream each
+	}
 	found := false
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == strings.ReplaceAll(setting, "_", "-") {
+		if f.Name == name {
 			found = true
 		}
 	})

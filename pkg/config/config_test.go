@@ -53,6 +53,10 @@ func TestParseErrorsNameTheSetting(t *testing.T) {
 	badFile := writeFile(t, "workers: -1\n")
 	typoFile := writeFile(t, "wrokers: 2\n")
 	syntaxFile := writeFile(t, "workers: [\n")
+	fractionFile := writeFile(t, "workers: 2.5\n")
+	bareDurationFile := writeFile(t, "health_interval: 5\n")
+	twoDocsFile := writeFile(t, "workers: 1\n---\nworkers: 2\n")
+	twiceFile := writeFile(t, "workers: 1\npolicy: p2c\nworkers: 2\n")
 	tests := []struct {
 		name string
 		args []string
@@ -82,6 +86,18 @@ func TestParseErrorsNameTheSetting(t *testing.T) {
 		{"missing file", []string{"-config", "/nonexistent/balancer.yaml"}, []string{"/nonexistent/balancer.yaml"}},
 		{"unknown flag", []string{"-wrokers", "2"}, []string{"wrokers"}},
 		{"not a number", []string{"-workers", "two"}, []string{"workers"}},
+		{"port past 65535", []string{"-listen", "127.0.0.1:99999"}, []string{"listen", "99999"}},
+		{"port not a number", []string{"-listen", "127.0.0.1:notaport"}, []string{"listen", "notaport"}},
+		{"admin port past 65535", []string{"-admin-listen", "127.0.0.1:99999"}, []string{"admin_listen", "99999"}},
+		{"upstream port 0", []string{"-upstream", "127.0.0.1:0"}, []string{"upstreams"}},
+		{"stats path with a space", []string{"-stats-path", "/a b"}, []string{"stats_path"}},
+		{"probe path with a pattern", []string{"-livez-path", "/{x"}, []string{"livez_path"}},
+		{"stats path on a probe's", []string{"-stats-path", "/livez"}, []string{"livez_path", "stats_path"}},
+		{"backoff factor not a number", []string{"-restart-backoff-factor", "NaN"}, []string{"restart_backoff_factor"}},
+		{"fraction for a whole number in file", []string{"-config", fractionFile}, []string{fractionFile, "workers", "2.5", "line 1"}},
+		{"bare number for a duration in file", []string{"-config", bareDurationFile}, []string{bareDurationFile, "health_interval", "duration"}},
+		{"two documents in file", []string{"-config", twoDocsFile}, []string{twoDocsFile, "second YAML document", "line 2"}},
+		{"key twice in file", []string{"-config", twiceFile}, []string{twiceFile, "workers", "line 3", "line 1"}},
 		{"stray argument", []string{"extra"}, []string{"extra"}},
 	}
 	for _, tt := range tests {
@@ -98,6 +114,16 @@ func TestParseErrorsNameTheSetting(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFlagErrorNotBlamedOnFile: a bad value given as a flag is the
+// flag's, not the file's, also where the flag's name is not the key's.
+func TestFlagErrorNotBlamedOnFile(t *testing.T) {
+	file := writeFile(t, "workers: 1\n")
+	_, _, err := Parse("balancer", []string{"-config", file, "-upstream", "10.0.0.1"}, io.Discard)
+	if err == nil || strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "upstreams") {
+		t.Errorf("got %v; want upstreams named, not the file", err)
 	}
 }
 
