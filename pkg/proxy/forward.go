@@ -80,13 +80,20 @@ func forward(p *pool.Pool, maxRetries int, log *slog.Logger, resendable bool, bo
 			w.End(proc, true, false)
 			return nil, nil, err
 		}
-		if len(tried) > maxRetries || !retryable(resendable, cause, body.replayable(), bodyRead) {
+		var next *pool.Worker
+		if len(tried) <= maxRetries && retryable(resendable, cause, body.replayable(), bodyRead) {
+			next = p.PickExcept(tried)
+		}
+		if next == nil {
+			// Not to be retried, or no other worker to retry on: the
+			// client gets this attempt's failure (502), not a retry
+			// that never happened.
 			w.End(proc, false, false)
 			return nil, nil, err
 		}
 		w.End(proc, false, true)
 		p.CountRetry()
 		log.Debug("retrying on another worker", "worker", w.ID(), "err", err)
-		w = p.PickExcept(tried)
+		w = next
 	}
 }

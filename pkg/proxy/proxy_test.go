@@ -573,6 +573,32 @@ func TestWorkerDiesWithPost(t *testing.T) {
 	}
 }
 
+// TestNoRetryWithoutAnotherWorker: a retryable failure with no other
+// worker up answers the failure (502), and counts no retry.
+func TestNoRetryWithoutAnotherWorker(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			reset, resets := resetter(t)
+			p := newPool(reset, deadAddr(t))
+			p.Get(2).SetState(pool.Down)
+			url := serveEngine(t, engine, p, Options{})
+			resp, err := http.Get(url + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			// fasthttp's client tries a GET on a failed connection once
+			// more on the same worker; that is no retry on another.
+			if resp.StatusCode != 502 || resets.Load() < 1 || resets.Load() > 2 {
+				t.Errorf("got %d after %d attempts; want 502 after 1 (or 2, fasthttp)", resp.StatusCode, resets.Load())
+			}
+			if p.Retries() != 0 || p.Get(1).Retries() != 0 || p.Errors() != 1 {
+				t.Errorf("got retries=%d worker retries=%d errors=%d; want 0 0 1", p.Retries(), p.Get(1).Retries(), p.Errors())
+			}
+		})
+	}
+}
+
 func TestRetriesBounded(t *testing.T) {
 	tests := []struct {
 		name       string
