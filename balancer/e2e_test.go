@@ -635,6 +635,12 @@ func TestStatusCommandListsWorkers(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "no balancer answers") {
 		t.Errorf("got %v %q; want an error saying no balancer answers", err, out)
 	}
+	// A stray argument (an address without -addr): exit 2, named.
+	cmd := exec.Command(filepath.Join(binDir, "balancer"), "status", c.addr)
+	out, _ = cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(string(out), c.addr) {
+		t.Errorf("status with a stray argument: got exit %d %q; want 2, naming it", code, out)
+	}
 }
 
 func TestWorkerOutputIsPrefixed(t *testing.T) {

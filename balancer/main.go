@@ -59,6 +59,10 @@ func runStatus(args []string) int {
 		}
 		return 2
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "balancer status: unexpected argument %q (give the address with -addr)\n", fs.Arg(0))
+		return 2
+	}
 	url := *addr
 	if !strings.Contains(url, "://") {
 		if strings.HasPrefix(url, ":") {
