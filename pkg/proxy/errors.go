@@ -128,7 +128,7 @@ func notSent(err error) bool {
 // never a second run.
 func retryable(resendable bool, err error, replayable, bodyRead bool) bool {
 	switch {
-	case errors.Is(err, context.Canceled) || isTimeout(err) || errors.Is(err, errClientBody):
+	case errors.Is(err, context.Canceled) || isTimeout(err) || errors.Is(err, errClientBody) || errors.Is(err, errBadUpgrade):
 		return false
 	case !replayable && bodyRead:
 		return false

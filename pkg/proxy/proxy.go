@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -261,8 +262,19 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 				if req.Context().Err() == nil && errors.Is(context.Cause(actx), pool.ErrWorkerDown) {
 					err = workerDown(err)
 				}
+				return err
 			}
-			return err
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				// Checked here, as the ReverseProxy would after it: a
+				// switch to a protocol the client did not ask for is
+				// the worker's failure, counted once, as one.
+				if asked, got := upgradeType(out.Header), upgradeType(resp.Header); !strings.EqualFold(asked, got) {
+					resp.Body.Close()
+					stopAttempt()
+					return fmt.Errorf("%w: switched to %q when %q was asked", errBadUpgrade, got, asked)
+				}
+			}
+			return nil
 		})
 	if err != nil {
 		return nil, err
@@ -278,6 +290,22 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &countedBody{rc: resp.Body, w: w, proc: proc, stop: stopAttempt}
 	return resp, nil
+}
+
+// errBadUpgrade is a worker's 101 to a protocol the client did not ask
+// for: an answer, so never retried, but no upgrade either (502).
+var errBadUpgrade = errors.New("worker switched protocols wrongly")
+
+// upgradeType is the protocol h asks for or switches to, "" if none.
+func upgradeType(h http.Header) string {
+	for _, v := range h["Connection"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return h.Get("Upgrade")
+			}
+		}
+	}
+	return ""
 }
 
 // withClientGone adds the cancel of the client's request to err, for the

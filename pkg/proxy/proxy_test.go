@@ -920,6 +920,40 @@ func TestUpgradePassesThrough(t *testing.T) {
 	}
 }
 
+// TestWrongUpgradeCountedOnce: a worker that switches to a protocol the
+// client did not ask for fails the request once: 502, one request and
+// one error for the balancer, one error for the worker, no retry.
+func TestWrongUpgradeCountedOnce(t *testing.T) {
+	var hits atomic.Int64
+	bad := newBackend(t, "bad", func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+	})
+	p := newPool(bad.srv.Listener.Addr().String(), deadAddr(t))
+	front := serve(t, New(p, Options{}))
+	conn := sendRaw(t, front.URL, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", 10*time.Second)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 502 {
+		t.Errorf("got %d; want 502", resp.StatusCode)
+	}
+	w := p.Get(1)
+	if p.Requests() != 1 || p.Errors() != 1 || p.Retries() != 0 || w.Errors() != 1 || hits.Load() != 1 {
+		t.Errorf("got requests=%d errors=%d retries=%d worker errors=%d worker hits=%d; want 1 1 0 1 1",
+			p.Requests(), p.Errors(), p.Retries(), w.Errors(), hits.Load())
+	}
+}
+
 // TestFastHopHeadersBothWays: the fasthttp engine drops hop-by-hop headers
 // whatever their case on the way in (sent raw: Go's client would
 // canonicalize them), and the worker's on the way out.
