@@ -178,13 +178,7 @@ func TestReportRSSSweep(t *testing.T) {
 			res.add(key{Scenario: "e-conc", Target: "fasthttp", Endpoint: "simple", Param: c}, sample{RPS: 1000, P99: ms, RSS: rss})
 		}
 	}
-	opts, err := parseFlags([]string{"-only", "e"}, &strings.Builder{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep := &report{res: res, opts: opts, cores: 2, mach: machine{CPU: "Test CPU", Cores: 2}}
-	var md strings.Builder
-	rep.markdown(&md, nil)
+	md := renderReport(t, res, "e")
 	for _, want := range []string{
 		"| 512 | – | – | 52.0 MiB | 52.0 MiB |",
 		"| 64 | – | – | 38.0 MiB | 40.0 MiB |",
@@ -209,13 +203,7 @@ func TestReportBusyStarts(t *testing.T) {
 	k := key{Scenario: "d", Target: "round-robin", Endpoint: "simple"}
 	res.add(k, sample{RPS: 1000, P99: ms})
 	res.add(k, sample{RPS: 1000, P99: ms, Busy: true})
-	opts, err := parseFlags([]string{"-only", "d"}, &strings.Builder{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep := &report{res: res, opts: opts, cores: 2, mach: machine{CPU: "Test CPU", Cores: 2}}
-	var md strings.Builder
-	rep.markdown(&md, nil)
+	md := renderReport(t, res, "d")
 	for _, want := range []string{
 		"In this run **1 of the 2 measurements** did",
 		"- d round-robin simple: 1 of 2 repetitions started before the CPUs were idle",
@@ -226,8 +214,7 @@ func TestReportBusyStarts(t *testing.T) {
 		}
 	}
 	res.BusyRecorded = false
-	md.Reset()
-	rep.markdown(&md, nil)
+	md = renderReport(t, res, "d")
 	if !strings.Contains(md.String(), "written before the bench recorded it") {
 		t.Errorf("an old results.json: report lacks that it did not record busy starts:\n%s", md.String())
 	}
@@ -242,13 +229,7 @@ func TestReportLinksMissedGoals(t *testing.T) {
 		res.add(key{Scenario: "b", Target: "balancer-fasthttp", Endpoint: ep}, sample{RPS: 9000, P99: ms})
 		res.add(key{Scenario: "b", Target: "node-cluster", Endpoint: ep}, sample{RPS: 10000, P99: ms})
 	}
-	opts, err := parseFlags([]string{"-only", "b"}, &strings.Builder{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep := &report{res: res, opts: opts, cores: 2, mach: machine{CPU: "Test CPU", Cores: 2}}
-	var md strings.Builder
-	rep.markdown(&md, nil)
+	md := renderReport(t, res, "b")
 	if want := "- -cmd node, fasthttp vs Node cluster (b, compleja): [where the time goes now](tuning.md#where-the-time-goes-now)"; !strings.Contains(md.String(), want) {
 		t.Errorf("report lacks %q:\n%s", want, md.String())
 	}
@@ -278,13 +259,7 @@ func TestReportRunIdentity(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			res := tt.res
 			res.Reps, res.Duration = 1, 2*time.Second
-			opts, err := parseFlags([]string{"-only", "d"}, &strings.Builder{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			rep := &report{res: &res, opts: opts, cores: 2, mach: machine{CPU: "Test CPU", Cores: 2}}
-			var md strings.Builder
-			rep.markdown(&md, nil)
+			md := renderReport(t, &res, "d")
 			if !strings.Contains(md.String(), tt.want) {
 				t.Errorf("report lacks %q:\n%s", tt.want, md.String()[:400])
 			}
@@ -345,4 +320,18 @@ func TestReportThreads(t *testing.T) {
 	if strings.Contains(string(b), "The goal's reference is nginx with one worker") {
 		t.Errorf("report explains one nginx worker, with 4")
 	}
+}
+
+// renderReport writes the Markdown report of res as a run with -only
+// scenarios would, on a made-up 2-core machine.
+func renderReport(t *testing.T, res *results, scenarios string) *strings.Builder {
+	t.Helper()
+	opts, err := parseFlags([]string{"-only", scenarios}, &strings.Builder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := &report{res: res, opts: opts, cores: 2, mach: machine{CPU: "Test CPU", Cores: 2}}
+	md := new(strings.Builder)
+	rep.markdown(md, nil)
+	return md
 }

@@ -66,18 +66,11 @@ func TestMonitorHTTP(t *testing.T) {
 	defer srv.Close()
 	addr := srv.Listener.Addr().String()
 
-	w := pool.NewWorker(1)
-	w.SetProcess(pool.NewProcess(1, addr, time.Now()), pool.Starting)
 	var downs atomic.Int32
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		Monitor(ctx, w, addr, NewHTTP("/health"), Options{
-			Interval: 10 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2,
-			OnDown: func(*pool.Worker) { downs.Add(1) },
-		})
+	w := runMonitor(t, pool.Starting, addr, NewHTTP("/health"), Options{
+		Interval: 10 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2,
+		OnDown: func(*pool.Worker) { downs.Add(1) },
 	})
-	defer func() { cancel(); wg.Wait() }()
 
 	waitState(t, w, pool.Up)
 	status.Store(500)
@@ -200,18 +193,11 @@ func TestBusyWorkerSaying503IsDown(t *testing.T) {
 	}))
 	defer srv.Close()
 	addr := srv.Listener.Addr().String()
-	w := pool.NewWorker(1)
-	w.SetProcess(pool.NewProcess(1, addr, time.Now()), pool.Up)
 	var answered atomic.Int64
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		Monitor(ctx, w, addr, NewHTTP("/health"), Options{
-			Interval: 10 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2,
-			Progress: func() int64 { return answered.Add(1) }, // always progressing
-		})
+	w := runMonitor(t, pool.Up, addr, NewHTTP("/health"), Options{
+		Interval: 10 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2,
+		Progress: func() int64 { return answered.Add(1) }, // always progressing
 	})
-	defer func() { cancel(); wg.Wait() }()
 	waitState(t, w, pool.Down)
 }
 
@@ -254,4 +240,17 @@ func TestPing(t *testing.T) {
 	if err := ping.Check(short, addr); err == nil {
 		t.Error("a port that never answers: got a pass; want a failure")
 	}
+}
+
+// runMonitor runs Monitor on a worker in state at addr until the test
+// ends, and returns the worker.
+func runMonitor(t *testing.T, state pool.State, addr string, check Checker, o Options) *pool.Worker {
+	t.Helper()
+	w := pool.NewWorker(1)
+	w.SetProcess(pool.NewProcess(1, addr, time.Now()), state)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { Monitor(ctx, w, addr, check, o) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return w
 }

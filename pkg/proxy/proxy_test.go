@@ -483,38 +483,24 @@ func TestResetBeforeResponse(t *testing.T) {
 // hits counts the requests it read.
 func secondDies(t *testing.T) (addr string, hits *atomic.Int64) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
 	hits = new(atomic.Int64)
-	go func() {
-		for {
-			c, err := l.Accept()
+	addr = acceptLoop(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for n := 1; ; n++ {
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for n := 1; ; n++ {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					hits.Add(1)
-					if n == 2 {
-						c.(*net.TCPConn).SetLinger(0)
-						return
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
+			io.Copy(io.Discard, req.Body)
+			hits.Add(1)
+			if n == 2 {
+				c.(*net.TCPConn).SetLinger(0)
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
-	}()
-	return l.Addr().String(), hits
+	})
+	return addr, hits
 }
 
 // TestWorkerDiesWithPost: a POST that reached a worker which then died is
