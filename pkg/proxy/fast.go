@@ -64,35 +64,44 @@ type fastWorker struct {
 }
 
 // fastConn is a connection to a worker that leaves its worker's set when
-// closed, and is looked at before it is written to after a rest.
+// closed, and is looked at before a request is written to it after a
+// rest.
 type fastConn struct {
 	net.Conn
-	fw   *fastWorker
-	last time.Time // the last read or write
-	peek idlePeek
+	fw        *fastWorker
+	last      time.Time // the end of the last read or write
+	inRequest bool      // a request's first bytes went out, and no read came since
+	peek      idlePeek
 }
 
 // peekAfter is how long a connection to a worker rests before it is
 // looked at (idlePeek) ahead of the next request: a worker closes an
 // idle connection after a second or more (Node's HTTP server after 5 s),
 // and under load a connection rests far less, so the look costs nothing
-// there. A connection found closed fails the write with errStaleConn:
-// nothing was sent, so any request may go again, on a new connection
-// (the worker's other idle ones are closed too: they are as old).
+// there. A connection found closed fails the request's first write with
+// errStaleConn: nothing was sent, so any request may go again, on a new
+// connection (the worker's other idle ones are closed too: they are as
+// old). Only the first write of a request is looked before: a later one
+// (a large body, trailers) comes after the worker may have read the
+// request and even answered it.
 const peekAfter = 10 * time.Millisecond
 
 func (c *fastConn) Write(b []byte) (int, error) {
-	now := time.Now()
-	if now.Sub(c.last) > peekAfter && c.peek.unsolicited() {
-		c.fw.hc.CloseIdleConnections()
-		return 0, errStaleConn
+	if !c.inRequest {
+		if time.Since(c.last) > peekAfter && c.peek.unsolicited() {
+			c.fw.hc.CloseIdleConnections()
+			return 0, errStaleConn
+		}
+		c.inRequest = true
 	}
-	c.last = now
-	return c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	c.last = time.Now()
+	return n, err
 }
 
 func (c *fastConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
+	c.inRequest = false
 	c.last = time.Now()
 	return n, err
 }
@@ -104,7 +113,8 @@ func (c *fastConn) Close() error {
 	return c.Conn.Close()
 }
 
-// fastResendable is resendable for a fasthttp request.
+// fastResendable is resendable for a fasthttp request; an empty key is
+// no key, as in idempotencyKey.
 func fastResendable(req *fasthttp.Request) bool {
 	return idempotent(string(req.Header.Method())) ||
 		len(req.Header.Peek("Idempotency-Key")) > 0 || len(req.Header.Peek("X-Idempotency-Key")) > 0

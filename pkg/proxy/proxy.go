@@ -200,14 +200,12 @@ func WriteError(w http.ResponseWriter, status int, msg string) {
 	io.WriteString(w, `{"error":`+strconv.Quote(msg)+"}\n")
 }
 
-// idempotencyKey reports whether the request carries an Idempotency-Key
-// (or X-Idempotency-Key) header, which says it may be sent twice.
+// idempotencyKey reports whether the request carries a non-empty
+// Idempotency-Key (or X-Idempotency-Key) header, which says it may be
+// sent twice. (net/http's Transport takes the header's presence alone;
+// both engines here want a value, which fasthttp's headers can tell.)
 func idempotencyKey(h http.Header) bool {
-	if _, ok := h["Idempotency-Key"]; ok {
-		return true
-	}
-	_, ok := h["X-Idempotency-Key"]
-	return ok
+	return h.Get("Idempotency-Key") != "" || h.Get("X-Idempotency-Key") != ""
 }
 
 // roundTripper picks the worker for each attempt and retries on the next
