@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"syscall"
 	"time"
 
 	"github.com/clusterlb/clusterlb/pkg/pool"
@@ -74,15 +75,28 @@ func (h *HTTP) Check(ctx context.Context, addr string) error {
 	}
 	resp, err := h.Client.Do(req)
 	if err != nil {
-		return err
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its text would show the URL, "http:*" for OPTIONS *
+		}
+		return fmt.Errorf("%s %s on %s: %w", req.Method, req.URL.RequestURI(), addr, err)
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if h.Path != Ping && resp.StatusCode >= 400 {
-		return fmt.Errorf("GET %s: status %d", h.Path, resp.StatusCode)
+		return &StatusError{Path: h.Path, Code: resp.StatusCode}
 	}
 	return nil
 }
+
+// StatusError is a check the worker answered with a failure status: its
+// own word that it is not healthy.
+type StatusError struct {
+	Path string
+	Code int
+}
+
+func (e *StatusError) Error() string { return fmt.Sprintf("GET %s: status %d", e.Path, e.Code) }
 
 // Counter turns a run of check results into up and down verdicts: rise
 // passes in a row mean up, fall failures in a row mean down.
@@ -140,11 +154,12 @@ type Options struct {
 	// OnUp, if not nil, is called when the checks mark the worker up.
 	OnUp func(w *pool.Worker)
 	// Progress, if not nil, counts the responses the worker gave. A
-	// check that timed out while the count grew since the last check is
-	// taken as passed: the worker is busy (a CPU-bound request queue can
-	// delay /health past its timeout), not hung. A check the worker
-	// answered with a failure (a 503 from its /health) or refused
-	// counts as failed, busy or not.
+	// check that failed while the count grew since the last check is
+	// taken as passed: the worker is busy, not hung (a CPU-bound request
+	// queue can delay /health past its timeout; a Node worker at its
+	// maxConnections drops the check's connection). Not a check the
+	// worker answered with a failure status (a 503 from its /health),
+	// which is its own word, nor a refused connection (nothing listens).
 	Progress func() int64
 }
 
@@ -180,7 +195,7 @@ func Monitor(ctx context.Context, w *pool.Worker, addr string, check Checker, o 
 		}
 		if o.Progress != nil {
 			n := o.Progress()
-			if err != nil && timedOut(err) && n > progress && w.State() != pool.Starting {
+			if err != nil && excusable(err) && n > progress && w.State() != pool.Starting {
 				err = nil // answering requests, so alive: only slow to check
 			}
 			progress = n
@@ -228,8 +243,9 @@ func Monitor(ctx context.Context, w *pool.Worker, addr string, check Checker, o 
 	}
 }
 
-// timedOut reports whether a check failed for want of an answer in time.
-func timedOut(err error) bool {
-	var te interface{ Timeout() bool }
-	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &te) && te.Timeout()
+// excusable reports whether a failed check may be the worker's being busy
+// rather than hung: not a failure status it answered, nor a refusal.
+func excusable(err error) bool {
+	var se *StatusError
+	return !errors.As(err, &se) && !errors.Is(err, syscall.ECONNREFUSED)
 }

@@ -254,3 +254,37 @@ func runMonitor(t *testing.T, state pool.State, addr string, check Checker, o Op
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	return w
 }
+
+// TestBusyWorkerDroppingChecksIsNotDown: a busy worker may drop the
+// check's connection (a Node worker at its maxConnections does) rather
+// than let it time out; while it answers requests that is no hang.
+func TestBusyWorkerDroppingChecksIsNotDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	addr := l.Addr().String()
+	var answered, progressing atomic.Int64
+	progressing.Store(1)
+	w := runMonitor(t, pool.Up, addr, NewHTTP(Ping), Options{
+		Interval: 10 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2,
+		Progress: func() int64 { return answered.Add(progressing.Load()) },
+	})
+	for deadline := time.Now().Add(200 * time.Millisecond); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if w.State() != pool.Up {
+			t.Fatalf("got %v while the worker kept answering; want up", w.State())
+		}
+	}
+	progressing.Store(0) // hung: no more answers
+	waitState(t, w, pool.Down)
+}
