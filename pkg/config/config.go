@@ -11,6 +11,7 @@ import (
 	"os"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -447,17 +448,20 @@ func (c *Config) LoadFile(path string) error {
 		if err != nil {
 			return fmt.Errorf("config file %s: %w", path, err)
 		}
-		return fmt.Errorf("config file %s: line %d: a second YAML document; the settings are one mapping", path, more.Line)
+		if !emptyDoc(&more) { // a "---" at the end is no second document
+			return fmt.Errorf("config file %s: line %d: a second YAML document; the settings are one mapping", path, more.Line)
+		}
 	}
-	root := &doc
-	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
-		root = root.Content[0]
-	}
-	if root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null" {
+	if emptyDoc(&doc) {
 		return nil // only comments
 	}
+	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
 		return fmt.Errorf("config file %s: line %d: want a mapping of settings (key: value)", path, root.Line)
+	}
+	pairs, err := settingPairs(root)
+	if err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
 	}
 	fields := map[string]reflect.Value{}
 	v := reflect.ValueOf(c).Elem()
@@ -466,9 +470,12 @@ func (c *Config) LoadFile(path string) error {
 			fields[name] = v.Field(i)
 		}
 	}
-	seen := map[string]int{}
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, val := root.Content[i], root.Content[i+1]
+	seen := map[string]settingPair{}
+	for _, kv := range pairs {
+		k, val := kv.k, kv.v
+		if val.Kind == yaml.AliasNode {
+			val = val.Alias
+		}
 		bad := func(format string, args ...any) error {
 			return &SettingError{File: path, Setting: k.Value, Reason: fmt.Sprintf("line %d: ", k.Line) + fmt.Sprintf(format, args...)}
 		}
@@ -476,17 +483,17 @@ func (c *Config) LoadFile(path string) error {
 		if !ok {
 			return bad("no such setting")
 		}
-		if first, dup := seen[k.Value]; dup {
-			return bad("given again (first on line %d)", first)
+		if first, dup := seen[k.Value]; dup && !first.merged {
+			return bad("given again (first on line %d)", first.k.Line)
 		}
-		seen[k.Value] = k.Line
+		seen[k.Value] = kv
 		if val.Kind == yaml.ScalarNode && val.ShortTag() != "!!null" {
 			switch {
 			case f.Type() == reflect.TypeFor[time.Duration]():
 				if _, err := time.ParseDuration(val.Value); err != nil {
 					return bad("want a duration such as 500ms, 2s or 1m; got %q", val.Value)
 				}
-			case f.CanInt() && val.ShortTag() != "!!int":
+			case f.CanInt() && val.ShortTag() != "!!int" && !wholeFloat(val):
 				return bad("want a whole number; got %q", val.Value)
 			case f.Kind() == reflect.Float64 && val.ShortTag() != "!!int" && val.ShortTag() != "!!float":
 				return bad("want a number; got %q", val.Value)
@@ -495,12 +502,78 @@ func (c *Config) LoadFile(path string) error {
 		if err := val.Decode(f.Addr().Interface()); err != nil {
 			var te *yaml.TypeError
 			if errors.As(err, &te) && len(te.Errors) > 0 {
-				return bad("%s", te.Errors[0])
+				msg := te.Errors[0]
+				if strings.HasPrefix(msg, "line ") { // bad gives the line already
+					_, msg, _ = strings.Cut(msg, ": ")
+				}
+				return bad("%s", msg)
 			}
 			return bad("%v", err)
 		}
 	}
 	return nil
+}
+
+// emptyDoc reports whether a decoded YAML document holds nothing: no node,
+// or a null (a file of comments, a "---" at the end).
+func emptyDoc(doc *yaml.Node) bool {
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return doc.Kind == 0 || doc.Kind == yaml.DocumentNode
+	}
+	n := doc.Content[0]
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// settingPairs returns the key and value nodes of the mapping m, with the
+// mappings merged into it by "<<" (YAML's merge key) first: the keys m
+// gives itself come after, so they win.
+func settingPairs(m *yaml.Node) ([]settingPair, error) {
+	var merged, own []settingPair
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		if k.Value != "<<" || k.ShortTag() != "!!merge" {
+			own = append(own, settingPair{k: k, v: v})
+			continue
+		}
+		sources := []*yaml.Node{v}
+		if v.Kind == yaml.SequenceNode {
+			sources = v.Content
+		}
+		for _, src := range sources {
+			if src.Kind == yaml.AliasNode {
+				src = src.Alias
+			}
+			if src.Kind != yaml.MappingNode {
+				return nil, fmt.Errorf("line %d: << wants a mapping, or a list of them", k.Line)
+			}
+			ps, err := settingPairs(src)
+			if err != nil {
+				return nil, err
+			}
+			for _, p := range ps {
+				p.merged = true
+				merged = append(merged, p)
+			}
+		}
+	}
+	return append(merged, own...), nil
+}
+
+// settingPair is a key and its value; merged when it came through "<<",
+// so that the mapping's own key may replace it.
+type settingPair struct {
+	k, v   *yaml.Node
+	merged bool
+}
+
+// wholeFloat reports whether a YAML float is a whole number (1e9), which
+// an integer setting takes as the YAML decoder does.
+func wholeFloat(n *yaml.Node) bool {
+	if n.ShortTag() != "!!float" {
+		return false
+	}
+	f, err := strconv.ParseFloat(strings.ReplaceAll(n.Value, "_", ""), 64)
+	return err == nil && f == math.Trunc(f) && math.Abs(f) < 1<<62
 }
 
 // Parse builds the configuration from defaults, then the file named by

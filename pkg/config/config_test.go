@@ -199,3 +199,45 @@ func TestUpstreamFlagsReplaceTheFile(t *testing.T) {
 		t.Errorf("got %q; want the flags' %q", got, want)
 	}
 }
+
+// TestLoadFileAccepts: what YAML allows and the decoder took before the
+// file was read key by key still loads, to the same values.
+func TestLoadFileAccepts(t *testing.T) {
+	tests := []struct {
+		name, file string
+		check      func(c Config) bool
+	}{
+		{"merge key", "<<: {workers: 2}\n", func(c Config) bool { return c.Workers == 2 }},
+		{"merge key under its own key", "base: &b {workers: 2, policy: p2c}\n", nil}, // no such setting: base
+		{"merged, then given", "<<: {workers: 2}\nworkers: 3\n", func(c Config) bool { return c.Workers == 3 }},
+		{"a --- at the end", "workers: 2\n---\n", func(c Config) bool { return c.Workers == 2 }},
+		{"a ... at the end", "workers: 2\n...\n", func(c Config) bool { return c.Workers == 2 }},
+		{"a whole number as a float", "max_memory: 1e9\n", func(c Config) bool { return c.MaxMemory == 1e9 }},
+		{"hex and underscores", "max_memory: 0x40000000\nmax_requests: 1_000\n", func(c Config) bool { return c.MaxMemory == 1<<30 && c.MaxRequests == 1000 }},
+		{"anchor and alias", "health_interval: &d 2s\nhealth_timeout: *d\nhealth_rise: &n 3\nhealth_fall: *n\n",
+			func(c Config) bool { return c.HealthTimeout == 2*time.Second && c.HealthFall == 3 }},
+		{"a whole factor", "restart_backoff_factor: 2\n", func(c Config) bool { return c.RestartBackoffFactor == 2 }},
+		{"only comments", "# nothing\n", func(c Config) bool { return c.Workers == Default().Workers }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			err := c.LoadFile(writeFile(t, tt.file))
+			if tt.check == nil {
+				if err == nil {
+					t.Errorf("got no error; want one")
+				}
+				return
+			}
+			if err != nil || !tt.check(c) {
+				t.Errorf("got %v, %+v; want it loaded", err, c)
+			}
+		})
+	}
+	// A type error names its line once.
+	c := Default()
+	err := c.LoadFile(writeFile(t, "access_log: maybe\n"))
+	if err == nil || strings.Count(err.Error(), "line 1") != 1 {
+		t.Errorf("got %v; want one mention of line 1", err)
+	}
+}
