@@ -55,6 +55,13 @@ func TestProxyOptions(t *testing.T) {
 			}
 		})
 	}
+	for _, tt := range []struct{ setting, want int64 }{{0, -1}, {1 << 20, 1 << 20}, {512, 512}} {
+		cfg := config.Default()
+		cfg.RetryBufferBytes = tt.setting
+		if got := ProxyOptions(cfg, nil).RetryBufferBytes; got != tt.want {
+			t.Errorf("retry_buffer_bytes %d: got proxy's %d; want %d (0 buffers nothing)", tt.setting, got, tt.want)
+		}
+	}
 	cfg := config.Default()
 	if ProxyOptions(cfg, nil).AccessLog != nil {
 		t.Error("got an access log with access_log off")

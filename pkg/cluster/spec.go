@@ -73,7 +73,7 @@ func ProxyOptions(cfg config.Config, logger *slog.Logger) proxy.Options {
 	o := proxy.Options{
 		UpstreamTimeout:  cfg.UpstreamTimeout,
 		MaxRetries:       proxyRetries(cfg.MaxRetries),
-		RetryBufferBytes: cfg.RetryBufferBytes,
+		RetryBufferBytes: proxyRetryBuffer(cfg.RetryBufferBytes),
 		BodyTimeout:      cfg.BodyTimeout,
 		Log:              logger,
 	}
@@ -85,6 +85,16 @@ func ProxyOptions(cfg config.Config, logger *slog.Logger) proxy.Options {
 
 // proxyRetries maps the max_retries setting (-1 auto, 0 none) to
 // proxy.Options.MaxRetries (0 auto, negative none).
+// proxyRetryBuffer maps retry_buffer_bytes, where 0 buffers nothing, to
+// proxy.Options.RetryBufferBytes, where 0 is the default and a negative
+// value buffers nothing.
+func proxyRetryBuffer(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
 func proxyRetries(n int) int {
 	switch n {
 	case -1:

@@ -113,8 +113,8 @@ type Config struct {
 	// (default) means one less than the number of workers, 0 none.
 	MaxRetries int `yaml:"max_retries"`
 	// RetryBufferBytes: request bodies up to this size are buffered so
-	// they can be replayed on another worker; larger ones stream, and a
-	// non-idempotent one is never replayed.
+	// they can be replayed on another worker; larger ones stream, and
+	// are replayed only while none of the body was sent. 0 buffers none.
 	RetryBufferBytes int64 `yaml:"retry_buffer_bytes"`
 
 	// MinUptime: a worker that exits sooner had an unstable start.
@@ -688,7 +688,7 @@ func newFlagSet(name string, c *Config, output io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "idle keep-alive client connections are closed after this")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request header block; larger gets 431")
 	fs.IntVar(&c.MaxRetries, "max-retries", c.MaxRetries, "retries of a request on other workers; -1 = workers - 1")
-	fs.Int64Var(&c.RetryBufferBytes, "retry-buffer-bytes", c.RetryBufferBytes, "request bodies up to this size are buffered for replay")
+	fs.Int64Var(&c.RetryBufferBytes, "retry-buffer-bytes", c.RetryBufferBytes, "request bodies up to this size are buffered for replay; 0 = none")
 	fs.DurationVar(&c.MinUptime, "min-uptime", c.MinUptime, "a worker that exits sooner had an unstable start")
 	fs.IntVar(&c.MaxRestarts, "max-restarts", c.MaxRestarts, "unstable starts in a row before a worker is held in backoff; 0 = never")
 	fs.DurationVar(&c.StartTimeout, "start-timeout", c.StartTimeout, "time a new worker has to pass its first health check")
