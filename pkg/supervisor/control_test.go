@@ -132,6 +132,27 @@ func TestReloadDrainsInFlightFirst(t *testing.T) {
 	waitFor(t, func() bool { return len(old.sent()) > 0 })
 }
 
+// TestReloadStopsAHungDrainingWorker: an old process that hangs while it
+// drains (its checks fail, it finishes nothing) is stopped after Fall
+// checks, not at DrainTimeout, so that its requests fail over.
+func TestReloadStopsAHungDrainingWorker(t *testing.T) {
+	s, p, st, check, stop := running(t, 1, func(sp *Spec) { sp.DrainTimeout = time.Minute })
+	defer stop()
+	w := p.Get(1)
+	old := st.procs[0]
+	held := w.Begin() // a request stuck in the old process
+	defer w.End(held, false, false)
+	oldAddr := w.Process().Addr()
+	if err := s.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if sent := old.sent(); len(sent) != 0 {
+		t.Fatalf("old process got %v at once; want the drain to wait", sent)
+	}
+	check.fail(oldAddr) // it hangs now
+	waitFor(t, func() bool { return len(old.sent()) > 0 })
+}
+
 func TestReplacementThatNeverComesUpKeepsTheOld(t *testing.T) {
 	s, p, _, check, stop := running(t, 1, func(sp *Spec) { sp.StartTimeout = 50 * time.Millisecond })
 	defer stop()

@@ -447,23 +447,84 @@ func (s *Supervisor) startTimedOut(sl *slot, pr *proc) {
 }
 
 // drain stops sending requests to pr (it is no longer current), waits for
-// its in-flight requests or DrainTimeout, then terminates it.
+// its in-flight requests or DrainTimeout, then terminates it. A process
+// that hangs while it drains (its checks fail, and it finishes no request
+// in between) is terminated after Fall such checks, so that its requests
+// fail over then, not at DrainTimeout.
 func (s *Supervisor) drain(pr *proc) {
 	s.stopMonitor(pr)
 	pr.terminating = true // no restart when it exits
 	deadline := time.Now().Add(s.spec.DrainTimeout)
+	hung := drainWatch{check: s.spec.Check, o: s.spec.Health, pr: pr.h}
 	s.wg.Go(func() {
+		ctx, cancel := context.WithCancel(context.Background()) // ends the checks when the loop ends
+		defer cancel()
+		go func() {
+			select {
+			case <-s.quit:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
 		t := time.NewTicker(10 * time.Millisecond)
 		defer t.Stop()
 		for pr.h.InFlight() > 0 && time.Now().Before(deadline) {
 			select {
 			case <-t.C:
-			case <-s.quit:
+			case <-ctx.Done():
 				return
+			}
+			if hung.observe(ctx) {
+				s.log.Warn("draining worker not answering its health checks; stopping it", "pid", pr.h.Pid(), "addr", pr.h.Addr(), "in_flight", pr.h.InFlight())
+				break
 			}
 		}
 		s.send(func() { s.terminate(pr) })
 	})
+}
+
+// drainWatch checks a draining process every Interval: Fall failed checks
+// in a row, with no request finished between them, mean it hangs.
+type drainWatch struct {
+	check    health.Checker
+	o        health.Options
+	pr       *pool.Process
+	next     time.Time
+	fails    int
+	progress int64
+}
+
+// observe runs a check when one is due and reports whether the process
+// hangs.
+func (d *drainWatch) observe(ctx context.Context) bool {
+	if d.check == nil {
+		return false
+	}
+	interval, timeout, fall := d.o.Interval, d.o.Timeout, max(d.o.Fall, 1)
+	if interval <= 0 {
+		interval = time.Second
+	}
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	now := time.Now()
+	if d.next.IsZero() {
+		d.next, d.progress = now.Add(interval), d.pr.Requests()
+		return false
+	}
+	if now.Before(d.next) {
+		return false
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	err := d.check.Check(cctx, d.pr.Addr())
+	cancel()
+	if n := d.pr.Requests(); err != nil && n == d.progress && ctx.Err() == nil {
+		d.fails++
+	} else {
+		d.fails, d.progress = 0, n
+	}
+	d.next = time.Now().Add(interval)
+	return d.fails >= fall
 }
 
 // terminate sends SIGTERM (after SIGCONT, so a stopped process gets it),
