@@ -8,7 +8,6 @@ import (
 	"math"
 	"net/http"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -290,10 +289,8 @@ func (t *trailerScrub) Read(p []byte) (int, error) {
 			t.trailer.Del(h)
 		}
 		t.trailer.Del("Trailer")
-		for _, v := range t.connection {
-			for name := range strings.SplitSeq(v, ",") {
-				t.trailer.Del(strings.TrimSpace(name))
-			}
+		for name := range connectionTokens(t.connection) {
+			t.trailer.Del(name)
 		}
 	}
 	return n, err

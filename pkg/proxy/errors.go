@@ -91,12 +91,15 @@ func idempotent(method string) bool {
 
 // resendable reports whether a request may be sent again after an
 // attempt that may have reached its worker: its method is idempotent, or
-// its client says it is with an Idempotency-Key header (or the older
-// X-Idempotency-Key), as net/http's Transport takes it. RFC 9110 9.2.2:
-// a non-idempotent request is not retried without some means to know
-// that it is safe, for the worker may have acted on it before it died.
-func resendable(method string, idempotencyKey bool) bool {
-	return idempotencyKey || idempotent(method)
+// its client says it is with a non-empty Idempotency-Key header (or the
+// older X-Idempotency-Key; net/http's Transport takes the header's
+// presence alone, but fasthttp's headers cannot tell an empty one from
+// none, and both engines follow one rule). RFC 9110 9.2.2: a
+// non-idempotent request is not retried without some means to know that
+// it is safe, for the worker may have acted on it before it died. The
+// headers are looked at only for a method that is not idempotent.
+func resendable(req *http.Request) bool {
+	return idempotent(req.Method) || req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
 }
 
 // errStaleConn means a kept-alive connection was found closed by its

@@ -69,7 +69,7 @@ type fastWorker struct {
 type fastConn struct {
 	net.Conn
 	fw        *fastWorker
-	last      time.Time // the end of the last read or write
+	last      time.Time // the end of the last read (or the dial): when the connection went idle
 	inRequest bool      // a request's first bytes went out, and no read came since
 	peek      idlePeek
 }
@@ -94,9 +94,7 @@ func (c *fastConn) Write(b []byte) (int, error) {
 		}
 		c.inRequest = true
 	}
-	n, err := c.Conn.Write(b)
-	c.last = time.Now()
-	return n, err
+	return c.Conn.Write(b)
 }
 
 func (c *fastConn) Read(b []byte) (int, error) {
@@ -113,8 +111,7 @@ func (c *fastConn) Close() error {
 	return c.Conn.Close()
 }
 
-// fastResendable is resendable for a fasthttp request; an empty key is
-// no key, as in idempotencyKey.
+// fastResendable is resendable for a fasthttp request.
 func fastResendable(req *fasthttp.Request) bool {
 	return idempotent(string(req.Header.Method())) ||
 		len(req.Header.Peek("Idempotency-Key")) > 0 || len(req.Header.Peek("X-Idempotency-Key")) > 0

@@ -112,7 +112,7 @@ func (t *h1) roundTrip(req *http.Request, down context.Context) (*http.Response,
 		if err == nil {
 			return resp, nil
 		}
-		if errors.Is(err, errStale) && req.Context().Err() == nil && resendable(req.Method, idempotencyKey(req.Header)) {
+		if errors.Is(err, errStale) && req.Context().Err() == nil && resendable(req) {
 			// The worker closed the kept-alive connection after it
 			// passed the look before reuse: most likely before it read
 			// the request, but it may have acted on it and died, so

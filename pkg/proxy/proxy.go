@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log"
 	"log/slog"
 	"net"
@@ -200,14 +201,6 @@ func WriteError(w http.ResponseWriter, status int, msg string) {
 	io.WriteString(w, `{"error":`+strconv.Quote(msg)+"}\n")
 }
 
-// idempotencyKey reports whether the request carries a non-empty
-// Idempotency-Key (or X-Idempotency-Key) header, which says it may be
-// sent twice. (net/http's Transport takes the header's presence alone;
-// both engines here want a value, which fasthttp's headers can tell.)
-func idempotencyKey(h http.Header) bool {
-	return h.Get("Idempotency-Key") != "" || h.Get("X-Idempotency-Key") != ""
-}
-
 // roundTripper picks the worker for each attempt and retries on the next
 // one when the attempt failed in a way that is safe to replay.
 type roundTripper struct{ px *Proxy }
@@ -220,7 +213,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var resp *http.Response
 	var stopAttempt func() // ends the last attempt's context
-	w, proc, err := forward(px.pool, px.opts.MaxRetries, px.log, resendable(req.Method, idempotencyKey(req.Header)), &b,
+	w, proc, err := forward(px.pool, px.opts.MaxRetries, px.log, resendable(req), &b,
 		func(err error) error { return withClientGone(req.Context(), err) },
 		func(proc *pool.Process, retry bool) error {
 			// req is the ReverseProxy's own clone of the inbound
@@ -296,14 +289,26 @@ var errBadUpgrade = errors.New("worker switched protocols wrongly")
 
 // upgradeType is the protocol h asks for or switches to, "" if none.
 func upgradeType(h http.Header) string {
-	for _, v := range h["Connection"] {
-		for tok := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
-				return h.Get("Upgrade")
-			}
+	for tok := range connectionTokens(h["Connection"]) {
+		if strings.EqualFold(tok, "upgrade") {
+			return h.Get("Upgrade")
 		}
 	}
 	return ""
+}
+
+// connectionTokens yields the names the values of a Connection header
+// list.
+func connectionTokens(vals []string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, v := range vals {
+			for tok := range strings.SplitSeq(v, ",") {
+				if tok = strings.TrimSpace(tok); tok != "" && !yield(tok) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // withClientGone adds the cancel of the client's request to err, for the
