@@ -490,7 +490,7 @@ type drainWatch struct {
 	o        health.Options
 	pr       *pool.Process
 	next     time.Time
-	fails    int
+	fails    health.Counter // counts the failures; Rise 1, so a pass starts afresh
 	progress int64
 }
 
@@ -500,7 +500,7 @@ func (d *drainWatch) observe(ctx context.Context) bool {
 	if d.check == nil {
 		return false
 	}
-	interval, timeout, fall := d.o.Interval, d.o.Timeout, max(d.o.Fall, 1)
+	interval, timeout := d.o.Interval, d.o.Timeout
 	if interval <= 0 {
 		interval = time.Second
 	}
@@ -510,6 +510,7 @@ func (d *drainWatch) observe(ctx context.Context) bool {
 	now := time.Now()
 	if d.next.IsZero() {
 		d.next, d.progress = now.Add(interval), d.pr.Requests()
+		d.fails = health.Counter{Rise: 1, Fall: d.o.Fall}
 		return false
 	}
 	if now.Before(d.next) {
@@ -518,13 +519,11 @@ func (d *drainWatch) observe(ctx context.Context) bool {
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	err := d.check.Check(cctx, d.pr.Addr())
 	cancel()
-	if n := d.pr.Requests(); err != nil && n == d.progress && ctx.Err() == nil {
-		d.fails++
-	} else {
-		d.fails, d.progress = 0, n
-	}
+	n := d.pr.Requests()
+	hung := err != nil && n == d.progress && ctx.Err() == nil
+	d.progress = n
 	d.next = time.Now().Add(interval)
-	return d.fails >= fall
+	return d.fails.Observe(!hung) == health.Fail
 }
 
 // terminate sends SIGTERM (after SIGCONT, so a stopped process gets it),
