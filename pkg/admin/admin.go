@@ -64,7 +64,7 @@ const StatusClientClosed = 499
 // Handler returns the admin API over c, which must not be nil:
 //
 //	POST /reload                 rolling reload of every worker
-//	POST /scale?workers=N        set the worker count (N >= 1)
+//	POST /scale?workers=N        set the worker count (1 <= N <= 1024)
 //	POST /workers/{id}/restart   drain and replace one worker
 //	GET  /stats                  Options.Stats
 //	GET  /debug/runtime          goroutines, open fds, pid

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/clusterlb/clusterlb/pkg/cpus"
+	"github.com/clusterlb/clusterlb/pkg/pool"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -231,7 +232,7 @@ func (c Config) HealthCheck() string {
 }
 
 // MaxWorkers bounds Workers; past it a typo is likelier than a need.
-const MaxWorkers = 1024
+const MaxWorkers = pool.MaxWorkers
 
 // Validate checks every setting and returns the first error, naming the
 // setting.

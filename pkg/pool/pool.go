@@ -6,6 +6,11 @@ import (
 	"sync/atomic"
 )
 
+// MaxWorkers bounds the workers the balancer starts: their ids, the
+// WORKER_IDs, are 1..MaxWorkers. Members it does not start (remote
+// upstreams) take the ids above, so that a scale-up never meets one.
+const MaxWorkers = 1024
+
 // Pool is the set of workers the proxy balances over, with the policy that
 // picks among them and the balancer-wide counters. The zero value is not
 // usable; call New.

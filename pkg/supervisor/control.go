@@ -114,10 +114,10 @@ func (s *Supervisor) wait(ctx context.Context, done chan error) error {
 	}
 }
 
-// Scale sets the number of workers to n (at least 1). New workers get
+// Scale sets the number of workers to n (1 to pool.MaxWorkers). New workers get
 // the lowest free ids; the highest ids are removed, each drained first. It
 // returns when the new workers are up and the removed ones have stopped,
-// ErrBadCount for n < 1, ErrBusy if another control operation is under
+// ErrBadCount for n out of bounds, ErrBusy if another control operation is under
 // way.
 func (s *Supervisor) Scale(ctx context.Context, n int) error {
 	if !s.op.TryLock() {
@@ -141,8 +141,8 @@ func (s *Supervisor) ScaleBy(ctx context.Context, delta int) error {
 }
 
 func (s *Supervisor) scale(ctx context.Context, n int) error {
-	if n < 1 {
-		return fmt.Errorf("%w: want at least 1 worker; got %d", ErrBadCount, n)
+	if n < 1 || n > pool.MaxWorkers {
+		return fmt.Errorf("%w: want 1 to %d workers; got %d", ErrBadCount, pool.MaxWorkers, n)
 	}
 	var waits []chan error
 	err := s.call(ctx, func() {

@@ -61,7 +61,7 @@ func running(t *testing.T, n int, mod func(*Spec)) (*Supervisor, *pool.Pool, *fa
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- s.Run(ctx, n) }()
-	waitFor(t, func() bool { return upCount(p) == n })
+	waitFor(t, func() bool { return upCount(p) >= n })
 	return s, p, st, check, func() { cancel(); <-done }
 }
 
@@ -298,5 +298,49 @@ func TestScaleFillsFreedIDs(t *testing.T) {
 	slices.Sort(got)
 	if !slices.Equal(got, []int{1, 2, 3}) {
 		t.Errorf("got ids %v; want [1 2 3]", got)
+	}
+}
+
+// TestScaleBesideRemoteUpstreams: an upstream the balancer does not start
+// never takes a WORKER_ID, so a scale-up beside one still gives the new
+// worker the next id of 1..N, and the upstream keeps its own.
+func TestScaleBesideRemoteUpstreams(t *testing.T) {
+	s, p, st, _, stop := running(t, 2, func(sp *Spec) { sp.Remote = []string{"127.0.0.1:1"} })
+	defer stop()
+	var remote int
+	for _, w := range p.Workers() {
+		if w.Remote() {
+			remote = w.ID()
+		}
+	}
+	if remote <= pool.MaxWorkers {
+		t.Errorf("the upstream's id is %d; want one above %d, outside any worker count", remote, pool.MaxWorkers)
+	}
+	if err := s.ScaleBy(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := envValue(lastProc(st).env, "WORKER_ID"); got != "3" {
+		t.Errorf("the third worker beside an upstream got WORKER_ID %s; want 3", got)
+	}
+	if w := p.Get(remote); w == nil || !w.Remote() {
+		t.Errorf("the upstream's id %d no longer names it: %v", remote, ids(p))
+	}
+}
+
+// TestScaleBounded: a worker count past pool.MaxWorkers is refused
+// before any process starts (POST /scale?workers=100000 is a typo).
+func TestScaleBounded(t *testing.T) {
+	s, _, st, _, stop := running(t, 1, nil)
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Scale(ctx, pool.MaxWorkers+1); !errors.Is(err, ErrBadCount) {
+		t.Errorf("Scale(%d): got %v; want ErrBadCount", pool.MaxWorkers+1, err)
+	}
+	st.mu.Lock()
+	n := len(st.procs)
+	st.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d processes started; want 1", n)
 	}
 }

@@ -9,7 +9,7 @@ var (
 	ErrBusy = errors.New("another operation is under way")
 	// ErrNoSuchWorker: no worker has that id.
 	ErrNoSuchWorker = errors.New("no such worker")
-	// ErrBadCount: a worker count out of bounds (at least 1).
+	// ErrBadCount: a worker count out of bounds (1 to pool.MaxWorkers).
 	ErrBadCount = errors.New("worker count out of bounds")
 	// ErrStopped: the supervisor is not running.
 	ErrStopped = errors.New("supervisor stopped")

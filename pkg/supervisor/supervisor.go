@@ -225,7 +225,7 @@ func (s *Supervisor) Run(ctx context.Context, n int) error {
 		s.addSlot(id)
 	}
 	for i, addr := range s.spec.Remote {
-		s.addRemote(n+1+i, addr)
+		s.addRemote(pool.MaxWorkers+1+i, addr)
 	}
 	sampleCtx, stopSampling := context.WithCancel(context.Background())
 	interval := s.spec.SampleInterval
