@@ -104,6 +104,11 @@ func (p *Pool) CountRequest(ok bool) {
 	}
 }
 
+// CountBroken counts as an error of the balancer's a request already
+// counted answered (CountRequest(true)) whose answer then broke: its
+// worker failed in the middle of the body, the header gone to the client.
+func (p *Pool) CountBroken() { p.errors.Add(1) }
+
 // CountRetry counts one retry of a request on another worker.
 func (p *Pool) CountRetry() { p.retries.Add(1) }
 

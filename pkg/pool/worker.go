@@ -273,7 +273,7 @@ func (w *Worker) AddRestart() { w.restarts.Add(1) }
 
 // Begin counts a request sent to the worker and returns the process it
 // goes to, or nil when none serves the slot (then nothing is counted).
-// End must follow a non-nil Begin, with the same process.
+// End or Abandon must follow a non-nil Begin, with the same process.
 func (w *Worker) Begin() *Process {
 	p := w.proc.Load()
 	if p == nil {
@@ -299,6 +299,13 @@ func (w *Worker) End(p *Process, ok, retried bool) {
 	if retried {
 		w.retries.Add(1)
 	}
+}
+
+// Abandon closes a Begin on process p for a request that neither got a
+// response from the worker nor failed there: its client left first.
+func (w *Worker) Abandon(p *Process) {
+	w.inFlight.Add(-1)
+	p.inFlight.Add(-1)
 }
 
 // UnmarshalText reads a state's name, as /stats shows it.

@@ -131,10 +131,73 @@ func notSent(err error) bool {
 // never a second run.
 func retryable(resendable bool, err error, replayable, bodyRead bool) bool {
 	switch {
-	case errors.Is(err, context.Canceled) || isTimeout(err) || errors.Is(err, errClientBody) || errors.Is(err, errBadUpgrade):
+	case errors.Is(err, context.Canceled) || isTimeout(err) || errors.Is(err, errClientBody) || errors.Is(err, errBadAnswer):
 		return false
 	case !replayable && bodyRead:
 		return false
 	}
 	return resendable || notSent(err)
+}
+
+// errBadAnswer is a worker's answer that cannot be passed on: a status
+// outside 100..599 (which RFC 9110 15 has a client take as a 5xx), a 101
+// to a protocol the client did not ask for, a header field name that is
+// no token, a header block past maxWorkerHeader. The worker did answer,
+// and may have acted on the request, so it is never retried: the client
+// gets a 502, counted once as the worker's failure. (nginx answers 502
+// to "upstream sent invalid header" too.)
+var errBadAnswer = errors.New("worker answered wrongly")
+
+// badStatus returns errBadAnswer for a status outside 100..599.
+func badStatus(code int) error {
+	if code < 100 || code > 599 {
+		return fmt.Errorf("%w: status %d", errBadAnswer, code)
+	}
+	return nil
+}
+
+// maxWorkerHeader bounds a worker's response header block, in both
+// engines: the fasthttp engine's client reads it into a buffer of this
+// size, and the httputil engine stops reading there. A worker that sends
+// more gets its request a 502 instead of growing the balancer's memory
+// without end.
+const maxWorkerHeader = 16 << 10
+
+// validName reports whether a header field name is a token (RFC 9110
+// 5.1): no space, no separator, no control byte. "Transfer Encoding"
+// passed on might be read as framing by a lenient peer.
+func validName[T string | []byte](name T) bool {
+	if len(name) == 0 {
+		return false
+	}
+	for i := range len(name) {
+		if !tokenByte[name[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// tokenByte is true for the bytes of RFC 9110's tchar.
+var tokenByte = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// badNames returns errBadAnswer when a name of h is no token.
+func badNames(h http.Header) error {
+	for k := range h {
+		if !validName(k) {
+			return fmt.Errorf("%w: header name %q", errBadAnswer, k)
+		}
+	}
+	return nil
 }

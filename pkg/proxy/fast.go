@@ -196,11 +196,14 @@ func (f *Fast) worker(proc *pool.Process) *fastWorker {
 		// worker may still be doing the work, and forward answers 504.
 		MaxIdemponentCallAttempts: 2,
 		RetryIfErr: func(req *fasthttp.Request, _ int, err error) (bool, bool) {
+			if smallBuffer(err) {
+				return false, false // an answer: errBadAnswer
+			}
 			return false, !fw.cut.Load() && !isTimeout(err) && (errors.Is(err, errStaleConn) || fastResendable(req))
 		},
 		NoDefaultUserAgentHeader: true,
 		DisablePathNormalizing:   true,
-		ReadBufferSize:           16 << 10,
+		ReadBufferSize:           maxWorkerHeader, // bounds the response header
 		WriteBufferSize:          16 << 10,
 	}
 	f.workers[proc] = fw
@@ -267,9 +270,21 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 	noHost := len(req.Header.Host()) == 0 // HTTP/1.0 may send none
 	var hop hopScan
 	for k, v := range req.Header.All() {
+		if !validName(k) {
+			// As net/http's server answers, uncounted as there:
+			// fasthttp takes any name.
+			writeFastError(ctx, http.StatusBadRequest, "invalid header name")
+			ctx.SetConnectionClose()
+			return
+		}
 		hop.add(k, v)
 	}
 	hop.del(req.Header.Del)
+	if u := req.URI(); string(u.Scheme()) != "http" {
+		// An absolute-form target (RFC 9112 3.2.2) names its scheme;
+		// the worker is spoken to in plain HTTP whatever it is.
+		u.SetScheme("http")
+	}
 	if closeAfter {
 		// Deleting Connection forgot the client's "close"; the server
 		// still owes it.
@@ -298,10 +313,27 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 				req.URI().SetHost(proc.Addr())
 			}
 			err := fw.hc.Do(req, resp)
-			if err != nil && fw.cut.Load() {
-				err = workerDown(err)
+			switch {
+			case err != nil && fw.cut.Load():
+				return workerDown(err)
+			case err != nil && smallBuffer(err):
+				return fmt.Errorf("%w: response header over %d bytes", errBadAnswer, maxWorkerHeader)
+			case err != nil:
+				return err
+			case resp.StatusCode() == http.StatusSwitchingProtocols:
+				// The engine carries no upgrade: Upgrade is not passed on.
+				return fmt.Errorf("%w: switched protocols unasked", errBadAnswer)
 			}
-			return err
+			// (fasthttp reads a status of 000 as 200: not caught.)
+			if err := badStatus(resp.StatusCode()); err != nil {
+				return err
+			}
+			for k := range resp.Header.All() {
+				if !validName(k) {
+					return fmt.Errorf("%w: header name %q", errBadAnswer, k)
+				}
+			}
+			return nil
 		})
 	if err != nil {
 		status, msg := statusOf(err, false)
@@ -319,6 +351,13 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 		hop.add(k, v)
 	}
 	hop.del(resp.Header.Del)
+}
+
+// smallBuffer reports whether err is fasthttp's for a header past its
+// buffer: for a response, one over maxWorkerHeader.
+func smallBuffer(err error) bool {
+	var small *fasthttp.ErrSmallBuffer
+	return errors.As(err, &small)
 }
 
 // accessLine writes the access log line of ctx's request, answered in d.
@@ -617,9 +656,8 @@ func (f *Fast) Server(o ServerOptions, otherPaths []string, other http.Handler) 
 // the status net/http's server gives and the JSON body of every other
 // error. (A body over the limit is the handler's: readStreamed.)
 func fastServerError(ctx *fasthttp.RequestCtx, err error) {
-	var small *fasthttp.ErrSmallBuffer
 	switch {
-	case errors.As(err, &small):
+	case smallBuffer(err):
 		writeFastError(ctx, http.StatusRequestHeaderFieldsTooLarge, "request header too large")
 	case isTimeout(err):
 		writeFastError(ctx, http.StatusRequestTimeout, "request timeout")

@@ -76,8 +76,8 @@ func forward(p *pool.Pool, maxRetries int, log *slog.Logger, resendable bool, bo
 		cause := clientGone(err)
 		if errors.Is(cause, context.Canceled) || errors.Is(cause, errClientBody) {
 			// The client left, or sent a broken body: the worker did
-			// not fail, and no other worker would do better.
-			w.End(proc, true, false)
+			// not fail, nor answer, and no other worker would do better.
+			w.Abandon(proc)
 			return nil, nil, err
 		}
 		var next *pool.Worker

@@ -66,6 +66,7 @@ type h1Conn struct {
 	t      *h1
 	addr   string
 	nc     net.Conn
+	in     capReader // nc, as br reads it
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	idleAt time.Time
@@ -132,6 +133,34 @@ func (t *h1) roundTrip(req *http.Request, down context.Context) (*http.Response,
 	}
 }
 
+// h1BufSize is the size of an h1 connection's buffers.
+const h1BufSize = 4 << 10
+
+// capReader is r with a cap on the bytes read while left >= 0: past it,
+// errHeaderTooLarge. h1 sets the cap around a response's header blocks,
+// which net/http's ReadResponse would read whatever their size.
+type capReader struct {
+	r    io.Reader
+	left int
+}
+
+var errHeaderTooLarge = fmt.Errorf("%w: response header over %d bytes", errBadAnswer, maxWorkerHeader)
+
+func (r *capReader) Read(p []byte) (int, error) {
+	if r.left < 0 {
+		return r.r.Read(p)
+	}
+	if r.left == 0 {
+		return 0, errHeaderTooLarge
+	}
+	if len(p) > r.left {
+		p = p[:r.left]
+	}
+	n, err := r.r.Read(p)
+	r.left -= n
+	return n, err
+}
+
 // errStale means a reused connection failed before any byte of the
 // response: the worker closed it, most likely while it sat idle (after
 // the look before reuse, which would have found it closed).
@@ -158,16 +187,27 @@ func (c *h1Conn) roundTrip(req *http.Request, down context.Context) (*http.Respo
 		return nil, fmt.Errorf("%w: %w", errStale, err)
 	}
 	var resp *http.Response
+	// The header blocks of the answer, 1xx ones included, get
+	// maxWorkerHeader between them, and what the buffer reads past them.
+	c.in.left = maxWorkerHeader + h1BufSize
 	for err == nil {
 		resp, err = http.ReadResponse(c.br, req)
 		// 1xx answers (100 Continue, 103 Early Hints) come before
 		// the response; the body was sent whole already.
-		if err != nil || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+		if err != nil || resp.StatusCode >= 200 || resp.StatusCode < 100 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
 	}
+	c.in.left = -1
+	if err == nil {
+		err = badStatus(resp.StatusCode)
+	}
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
-		err = errors.New("worker switched protocols unasked")
+		// h1 carries no upgrade (takes).
+		err = fmt.Errorf("%w: switched protocols unasked", errBadAnswer)
+	}
+	if err == nil {
+		err = badNames(resp.Header)
 	}
 	if err != nil {
 		c.release(false)
@@ -304,7 +344,9 @@ func (t *h1) conn(ctx context.Context, addr string, fresh bool) (*h1Conn, error)
 		}
 		return nil, err
 	}
-	c = &h1Conn{t: t, addr: addr, nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}
+	c = &h1Conn{t: t, addr: addr, nc: nc, bw: bufio.NewWriterSize(nc, h1BufSize)}
+	c.in = capReader{r: nc, left: -1}
+	c.br = bufio.NewReaderSize(&c.in, h1BufSize)
 	c.onClient = func() { c.abort(abortClient) }
 	c.onDown = func() { c.abort(abortDown) }
 	c.peek.init(nc)

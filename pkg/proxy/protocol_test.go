@@ -497,8 +497,8 @@ func TestClientGoneIsNoWorkerError(t *testing.T) {
 	<-done
 	w := p.Get(1)
 	t.Logf("client error %v; worker errors=%d requests=%d; pool errors=%d requests=%d", err, w.Errors(), w.Requests(), p.Errors(), p.Requests())
-	if w.Errors() != 0 {
-		t.Errorf("a client that left counted as %d worker error(s); want 0", w.Errors())
+	if w.Errors() != 0 || w.Requests() != 0 || w.InFlight() != 0 {
+		t.Errorf("a client that left counted as %d worker error(s), %d response(s), %d in flight; want none", w.Errors(), w.Requests(), w.InFlight())
 	}
 }
 

@@ -93,14 +93,15 @@ func New(p *pool.Pool, o Options) *Proxy {
 	px := &Proxy{pool: p, opts: o, log: o.Log, h1: newH1(o.UpstreamTimeout)}
 	dialer := workerDialer()
 	px.transport = &http.Transport{
-		Proxy:                 nil, // workers are on loopback: never through HTTP_PROXY
-		DialContext:           dialer.DialContext,
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   maxIdlePerWorker,
-		IdleConnTimeout:       workerIdleTimeout,
-		ResponseHeaderTimeout: o.UpstreamTimeout,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true, // pass bodies through as the worker sent them
+		Proxy:                  nil, // workers are on loopback: never through HTTP_PROXY
+		DialContext:            dialer.DialContext,
+		MaxIdleConns:           0,
+		MaxIdleConnsPerHost:    maxIdlePerWorker,
+		IdleConnTimeout:        workerIdleTimeout,
+		ResponseHeaderTimeout:  o.UpstreamTimeout,
+		ExpectContinueTimeout:  time.Second,
+		DisableCompression:     true, // pass bodies through as the worker sent them
+		MaxResponseHeaderBytes: maxWorkerHeader,
 	}
 	px.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -255,17 +256,25 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 				}
 				return err
 			}
-			if resp.StatusCode == http.StatusSwitchingProtocols {
-				// Checked here, as the ReverseProxy would after it: a
-				// switch to a protocol the client did not ask for is
-				// the worker's failure, counted once, as one.
+			// Checked here, not left to the ReverseProxy (which panics
+			// on a status under 100, and would take a wrong switch of
+			// protocols for a failure after this one's count): an
+			// answer that cannot be passed on is the worker's failure,
+			// counted once, as one.
+			err = badStatus(resp.StatusCode)
+			if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
 				if asked, got := upgradeType(out.Header), upgradeType(resp.Header); !strings.EqualFold(asked, got) {
-					resp.Body.Close()
-					stopAttempt()
-					return fmt.Errorf("%w: switched to %q when %q was asked", errBadUpgrade, got, asked)
+					err = fmt.Errorf("%w: switched to %q when %q was asked", errBadAnswer, got, asked)
 				}
 			}
-			return nil
+			if err == nil {
+				err = badNames(resp.Header)
+			}
+			if err != nil {
+				resp.Body.Close()
+				stopAttempt()
+			}
+			return err
 		})
 	if err != nil {
 		return nil, err
@@ -279,13 +288,9 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		context.AfterFunc(req.Context(), stopAttempt)
 		return resp, nil
 	}
-	resp.Body = &countedBody{rc: resp.Body, w: w, proc: proc, stop: stopAttempt}
+	resp.Body = &countedBody{rc: resp.Body, p: px.pool, w: w, proc: proc, stop: stopAttempt}
 	return resp, nil
 }
-
-// errBadUpgrade is a worker's 101 to a protocol the client did not ask
-// for: an answer, so never retried, but no upgrade either (502).
-var errBadUpgrade = errors.New("worker switched protocols wrongly")
 
 // upgradeType is the protocol h asks for or switches to, "" if none.
 func upgradeType(h http.Header) string {
@@ -322,20 +327,36 @@ func withClientGone(ctx context.Context, err error) error {
 }
 
 // countedBody ends the worker's in-flight count when the response body is
-// done, so least-conn sees requests that are still streaming.
+// done, so least-conn sees requests that are still streaming; a body the
+// worker broke off (a reset, fewer bytes than its Content-Length, a bad
+// chunk) is the worker's failure, though its header went out as an
+// answer.
 type countedBody struct {
-	rc   io.ReadCloser
-	w    *pool.Worker
-	proc *pool.Process
-	stop func() // ends the attempt's context, once the body is done
-	done atomic.Bool
+	rc     io.ReadCloser
+	p      *pool.Pool
+	w      *pool.Worker
+	proc   *pool.Process
+	stop   func() // ends the attempt's context, once the body is done
+	broken bool   // set by the ReverseProxy's goroutine, which also closes
+	done   atomic.Bool
 }
 
-func (b *countedBody) Read(p []byte) (int, error) { return b.rc.Read(p) }
+func (b *countedBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF && !errors.Is(err, context.Canceled) {
+		// (context.Canceled: the client left, and its request was
+		// aborted.)
+		b.broken = true
+	}
+	return n, err
+}
 
 func (b *countedBody) Close() error {
 	if b.done.CompareAndSwap(false, true) {
-		b.w.End(b.proc, true, false)
+		b.w.End(b.proc, !b.broken, false)
+		if b.broken {
+			b.p.CountBroken()
+		}
 		defer b.stop()
 	}
 	return b.rc.Close()

@@ -1,0 +1,194 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clusterlb/clusterlb/pkg/pool"
+)
+
+// settled waits up to 3 s for the pool's counts to reach want: the
+// httputil engine ends a request's count when the ReverseProxy closes the
+// worker's body, after the client may have read it.
+func settled(t *testing.T, p *pool.Pool, want func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); !want() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func inFlight(p *pool.Pool) int64 {
+	var n int64
+	for _, w := range p.Workers() {
+		n += w.InFlight()
+	}
+	return n
+}
+
+// TestWrongAnswersAre502: a worker's answer that cannot be passed on (a
+// status outside 100..599, a 101 to nothing the client asked for, a
+// header name with a space) is a 502, at once, in both engines and on
+// both of the httputil engine's round trips: the worker's failure,
+// counted once, and never retried, for the worker did answer and may have
+// acted on the request. (The httputil engine's ReverseProxy panicked on a
+// status of 99 and left the worker's request in flight for ever; h1 took
+// it for a 1xx and waited for upstream_timeout; the fasthttp engine
+// relayed it, and a 101, as a success.)
+func TestWrongAnswersAre502(t *testing.T) {
+	answers := map[string]string{
+		"status 099":        "HTTP/1.1 099 Low\r\nContent-Length: 2\r\n\r\nok",
+		"status 600":        "HTTP/1.1 600 High\r\nContent-Length: 2\r\n\r\nok",
+		"unasked 101":       "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n",
+		"name with a space": "HTTP/1.1 200 OK\r\nX A: b\r\nContent-Length: 2\r\n\r\nok",
+	}
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, body := range []int{0, 100 << 10} { // h1, and http.Transport
+			for name, answer := range answers {
+				t.Run(fmt.Sprintf("%s/%d-byte-body/%s", engine, body, name), func(t *testing.T) {
+					a, seenA := scriptedWorker(t, answer, answer)
+					b, seenB := scriptedWorker(t, answer, answer)
+					p := newPool(a, b)
+					url := serveEngine(t, engine, p, Options{UpstreamTimeout: 10 * time.Second})
+					method := "GET"
+					if body > 0 {
+						method = "PUT"
+					}
+					req, _ := http.NewRequest(method, url+"/", strings.NewReader(strings.Repeat("x", body)))
+					c := &http.Client{Timeout: 5 * time.Second}
+					start := time.Now()
+					resp, err := c.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					settled(t, p, func() bool { return inFlight(p) == 0 && p.Errors() > 0 })
+					hits := seenA.Load() + seenB.Load()
+					t.Logf("%d in %v; worker hits %d; pool requests %d errors %d retries %d", resp.StatusCode, time.Since(start), hits, p.Requests(), p.Errors(), p.Retries())
+					if resp.StatusCode != 502 {
+						t.Errorf("got %d; want 502", resp.StatusCode)
+					}
+					if hits != 1 || p.Retries() != 0 {
+						t.Errorf("worker hits %d, retries %d; want 1 and 0", hits, p.Retries())
+					}
+					if p.Requests() != 1 || p.Errors() != 1 || inFlight(p) != 0 {
+						t.Errorf("pool requests %d errors %d in flight %d; want 1, 1, 0", p.Requests(), p.Errors(), inFlight(p))
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestWorkerHeaderBounded: a worker's response header past the bound is a
+// 502, in both engines; the httputil engine read it whole, however large
+// (a million header lines grew the balancer by hundreds of MB).
+func TestWorkerHeaderBounded(t *testing.T) {
+	huge := "HTTP/1.1 200 OK\r\n" + strings.Repeat("X-Big: "+strings.Repeat("b", 1000)+"\r\n", 1100) + "Content-Length: 2\r\n\r\nok"
+	fits := "HTTP/1.1 200 OK\r\n" + strings.Repeat("X-Big: "+strings.Repeat("b", 1000)+"\r\n", 12) + "Content-Length: 2\r\n\r\nok"
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, body := range []int{0, 100 << 10} {
+			t.Run(fmt.Sprintf("%s/%d-byte-body", engine, body), func(t *testing.T) {
+				addr, _ := scriptedWorker(t, huge, fits) // never retried: the second request gets fits
+				p := newPool(addr)
+				url := serveEngine(t, engine, p, Options{UpstreamTimeout: 10 * time.Second})
+				for _, want := range []int{502, 200} {
+					req, _ := http.NewRequest("PUT", url+"/", strings.NewReader(strings.Repeat("x", body)))
+					resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != want {
+						t.Errorf("got %d; want %d", resp.StatusCode, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestAbsoluteFormTarget: a request line with an absolute URI, of either
+// scheme, goes to a worker like any other (RFC 9112 3.2.2: a server
+// accepts it); the fasthttp engine answered 502 to an https:// one and
+// counted an error on every worker.
+func TestAbsoluteFormTarget(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, target := range []string{"http://example.com/e", "https://example.com:444/e"} {
+			t.Run(engine+"/"+target, func(t *testing.T) {
+				addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				p := newPool(addr)
+				url := serveEngine(t, engine, p, Options{})
+				c := sendRaw(t, url, "GET "+target+" HTTP/1.1\r\nHost: a\r\n\r\n", 5*time.Second)
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 || p.Errors() != 0 {
+					t.Fatalf("got %d, %d errors; want 200 and none", resp.StatusCode, p.Errors())
+				}
+				if raw := <-got; !strings.HasPrefix(raw, "GET /e HTTP/1.1\r\n") {
+					t.Errorf("worker got %q; want the path only in its request line", raw)
+				}
+			})
+		}
+	}
+}
+
+// TestBadHeaderNameIs400: a request header name that is no token (here
+// "Transfer Encoding", which a lenient worker might read as framing) gets
+// 400 and never reaches a worker, in both engines.
+func TestBadHeaderNameIs400(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			url := serveEngine(t, engine, newPool(addr), Options{})
+			line := rawExchange(t, url, "POST /e HTTP/1.1\r\nHost: a\r\nTransfer Encoding: chunked\r\nContent-Length: 4\r\n\r\nabcd", true)
+			if !strings.HasPrefix(line, "HTTP/1.1 400") {
+				t.Errorf("got %q; want 400", line)
+			}
+			select {
+			case raw := <-got:
+				t.Errorf("worker got %q", raw)
+			case <-time.After(100 * time.Millisecond):
+			}
+		})
+	}
+}
+
+// TestBrokenBodyIsWorkerError: a worker that dies in the middle of its
+// answer's body failed, whatever the client got by then: the httputil
+// engine (which has sent the header on) counted it a success, the fasthttp
+// engine (which answers 502) an error.
+func TestBrokenBodyIsWorkerError(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			addr := acceptLoop(t, func(c net.Conn) {
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabcde")
+				}
+			})
+			p := newPool(addr)
+			url := serveEngine(t, engine, p, Options{})
+			resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(url + "/")
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			w := p.Get(1)
+			settled(t, p, func() bool { return inFlight(p) == 0 && p.Errors() > 0 })
+			t.Logf("client: %v; pool requests %d errors %d; worker requests %d errors %d in flight %d", err, p.Requests(), p.Errors(), w.Requests(), w.Errors(), w.InFlight())
+			if p.Requests() != 1 || p.Errors() != 1 || w.Requests() != 0 || w.Errors() != 1 || w.InFlight() != 0 {
+				t.Errorf("want pool requests 1 errors 1, worker requests 0 errors 1 in flight 0")
+			}
+		})
+	}
+}
