@@ -112,16 +112,31 @@ func quantile(h *[latencyBins]uint64, n uint64, q float64) time.Duration {
 	return binUpper(latencyBins - 1)
 }
 
-// Cumulative calls fn for every bin that has counts since the start, in
-// order, with the bin's upper bound and the cumulative count up to it;
+// The buckets Cumulative gives: a fixed set, the same for every worker
+// and every scrape, as a sum across workers by bucket and Prometheus's
+// rate() need. Their bounds are the powers of two of microseconds from
+// 2^firstBucketExp (32 µs) to 2^lastBucketExp (67 s), where bins end.
+const (
+	firstBucketExp = 5
+	lastBucketExp  = 26
+)
+
+// Cumulative calls fn for each bucket of the fixed set, in order, with
+// its upper bound and the count of responses up to it since the start;
 // it returns the total count and the sum of all response times.
 func (l *Latency) Cumulative(fn func(upper time.Duration, cumulative uint64)) (count uint64, sum time.Duration) {
+	e := firstBucketExp
+	bound := func(e int) time.Duration { return time.Duration(1<<e) * time.Microsecond }
 	for b := range l.total {
-		c := l.total[b].Load()
-		count += c
-		if c > 0 && fn != nil {
-			fn(binUpper(b), count)
+		// Bounds fall on bins' ends: the ones bin b starts past take
+		// what came before it.
+		for ; fn != nil && e <= lastBucketExp && binUpper(b) > bound(e); e++ {
+			fn(bound(e), count)
 		}
+		count += l.total[b].Load()
+	}
+	for ; fn != nil && e <= lastBucketExp; e++ {
+		fn(bound(e), count)
 	}
 	return count, time.Duration(l.sumUsec.Load()) * time.Microsecond
 }

@@ -66,7 +66,7 @@ var (
 	descWorkerRSS = workerDesc("rss_bytes",
 		"Last sampled resident memory of the worker's current process, in bytes; absent while no process runs.")
 	descWorkerLatency = workerDesc("request_duration_seconds",
-		"Time from forwarding a request to the worker to receiving the response headers, since the balancer started; only buckets that have counts are listed.")
+		"Time from forwarding a request to the worker to receiving the response headers, since the balancer started.")
 
 	descRequests = poolDesc("requests_total",
 		"Requests the balancer answered, including its own error responses.")
@@ -138,7 +138,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descWorkerUp, up, id)
 		gauge(descWorkerState, 1, id, state.String())
 
-		if proc := w.Process(); proc != nil {
+		if proc := w.Process(); proc != nil && !w.Remote() {
+			// (A remote upstream's process is none of ours to measure.)
 			cpu, rss := proc.Usage()
 			gauge(descWorkerCPU, cpu, id)
 			gauge(descWorkerRSS, float64(rss), id)
