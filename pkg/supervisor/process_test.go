@@ -235,3 +235,24 @@ func runReal(t *testing.T, cmdline string, grace time.Duration) (*pool.Pool, fun
 		return err
 	}
 }
+
+// TestUsageCoversTheWorkersChildren: a worker run as "cd dir && prog"
+// is the shell, and prog its child; its CPU and memory in /stats (and
+// what max_memory compares) are the whole tree's, not the idle shell's.
+func TestUsageCoversTheWorkersChildren(t *testing.T) {
+	p, stop := runReal(t, `cd / && perl -e '$x = "a" x 60_000_000; sleep 60'`, time.Second)
+	defer stop()
+	var rss uint64
+	deadline := time.Now().Add(30 * time.Second) // a new child is seen within treeEvery samples
+	for rss < 50<<20 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		if w := p.Get(1); w != nil {
+			if pr := w.Process(); pr != nil {
+				_, rss = pr.Usage()
+			}
+		}
+	}
+	if rss < 50<<20 {
+		t.Errorf("worker's rss_bytes %d; want at least 50 MiB, its child's 60 MB string", rss)
+	}
+}
