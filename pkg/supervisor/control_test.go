@@ -344,3 +344,45 @@ func TestScaleBounded(t *testing.T) {
 		t.Errorf("%d processes started; want 1", n)
 	}
 }
+
+// TestNeverUpGoesToBackoff: a worker whose processes never come up (they
+// run, but never answer a check, and start_timeout stops each) is a
+// crash loop however long each waited: its backoff grows and it ends in
+// the backoff state. Counted from its start, each process had "lived"
+// past restart_backoff_reset and min_uptime, and the worker restarted
+// every start_timeout for ever.
+func TestNeverUpGoesToBackoff(t *testing.T) {
+	_, p, st, check, stop := running(t, 1, func(sp *Spec) {
+		sp.StartTimeout = 30 * time.Millisecond
+		sp.MinUptime = 10 * time.Millisecond
+		sp.MaxRestarts = 2
+		sp.Backoff = Backoff{Initial: time.Millisecond, Factor: 2, Max: time.Hour, Reset: 10 * time.Millisecond}
+	})
+	quit := make(chan struct{})
+	go func() { // the starter's channel must not fill if it loops
+		for {
+			select {
+			case <-st.started:
+			case <-quit:
+				return
+			}
+		}
+	}()
+	defer close(quit)
+	defer stop()
+	check.mu.Lock()
+	check.only = map[string]bool{} // from now on no process passes
+	check.mu.Unlock()
+	lastProc(st).die(exitStatus{Code: 1})
+	w := p.Get(1)
+	deadline := time.Now().Add(3 * time.Second)
+	for w.State() != pool.Backoff && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if w.State() != pool.Backoff {
+		st.mu.Lock()
+		n := len(st.procs)
+		st.mu.Unlock()
+		t.Errorf("after %d processes that never came up the worker is %v; want backoff", n, w.State())
+	}
+}

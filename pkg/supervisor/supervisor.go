@@ -186,6 +186,7 @@ type proc struct {
 	killer      *time.Timer
 	terminating bool
 	termAt      time.Time // when it was sent SIGTERM
+	upAt        time.Time // when it first passed its checks; zero before
 }
 
 // New returns a supervisor that adds its workers to p.
@@ -387,6 +388,9 @@ func (s *Supervisor) stopMonitor(pr *proc) {
 
 // up: pr passed its health checks.
 func (s *Supervisor) up(sl *slot, pr *proc) {
+	if pr.upAt.IsZero() {
+		pr.upAt = time.Now()
+	}
 	if pr.startTimer != nil {
 		pr.startTimer.Stop()
 		pr.startTimer = nil
@@ -607,7 +611,14 @@ func (s *Supervisor) exited(sl *slot, pr *proc, st exitStatus) {
 			sl.w.ClearProcess(pool.Down)
 			break
 		}
-		s.crashed(sl, uptime)
+		// What counts for the backoff is the time it served: one that
+		// never came up (stopped by start_timeout, or exited) crashed
+		// at once, however long it ran.
+		var served time.Duration
+		if !pr.upAt.IsZero() {
+			served = time.Since(pr.upAt)
+		}
+		s.crashed(sl, served)
 	default:
 		s.log.Info("worker stopped", "worker", id, "pid", pid, "status", st.String())
 	}
@@ -625,7 +636,8 @@ func (s *Supervisor) hasProcs(sl *slot) bool {
 	return false
 }
 
-// crashed schedules the next start of sl after its backoff delay.
+// crashed schedules the next start of sl after its backoff delay; its
+// process had served for uptime (0 if it never came up).
 func (s *Supervisor) crashed(sl *slot, uptime time.Duration) {
 	if uptime >= s.spec.Backoff.Reset {
 		sl.crashes = 0
