@@ -10,6 +10,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -393,4 +395,31 @@ func TestNoLeaksAfter100kRequests(t *testing.T) {
 		t.Errorf("got exit %d; want 0", code)
 	}
 	waitGone(t, pids, time.Second)
+}
+
+// TestFailedReloadKeepsTheCommand: a reload whose new command cannot
+// start fails on its first replacement and leaves the cluster as it was,
+// the command included: a worker that dies afterwards comes back with
+// the command that worked. (Before, the failed reload's command stayed
+// in force, and the next crash left the worker crash-looping.)
+func TestFailedReloadKeepsTheCommand(t *testing.T) {
+	skipShort(t)
+	file := filepath.Join(t.TempDir(), "balancer.yaml")
+	good := "cmd: PATH=" + binDir + ":$PATH backend\n"
+	if err := os.WriteFile(file, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := start(t, 2, "-workers", "2", "-config", file, "-start-timeout", "5s")
+	if err := os.WriteFile(file, []byte("cmd: exec /nonexistent/worker\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd.Process.Signal(syscall.SIGHUP)
+	c.waitFor("the reload to fail", func(statsDoc) bool { return strings.Contains(c.logs.String(), "reload failed") })
+	s, _ := c.stats()
+	victim := s.Workers[1]
+	syscall.Kill(victim.Pid, syscall.SIGKILL)
+	c.waitFor("worker 2 back, with the command that worked", func(s statsDoc) bool {
+		w := s.Workers[1]
+		return w.State == "up" && w.Pid != victim.Pid && w.Pid > 0
+	})
 }

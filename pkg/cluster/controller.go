@@ -24,8 +24,9 @@ type Controller struct {
 	log   *slog.Logger
 	local bool // the balancer runs workers of its own (local_workers)
 
-	mu  sync.Mutex    // one reload at a time reads and updates cfg
-	cfg config.Config // as started, with the worker count of the last reload
+	mu      sync.Mutex    // one reload at a time reads and updates cfg and applied
+	cfg     config.Config // as started, with the worker count of the last reload
+	applied config.Config // whose worker settings are in force: the last good reload's
 }
 
 var _ admin.Controller = (*Controller)(nil)
@@ -33,7 +34,7 @@ var _ admin.Controller = (*Controller)(nil)
 // NewController returns the controller of sup, for a balancer started
 // with args (which a reload parses again) into cfg.
 func NewController(sup *supervisor.Supervisor, args []string, cfg config.Config, logger *slog.Logger) *Controller {
-	return &Controller{sup: sup, args: args, cfg: cfg, log: logger, local: cfg.LocalWorkers}
+	return &Controller{sup: sup, args: args, cfg: cfg, applied: cfg, log: logger, local: cfg.LocalWorkers}
 }
 
 // Reload reads the configuration again and replaces the workers one by
@@ -96,6 +97,23 @@ func (c *Controller) reload(ctx context.Context, wait bool) error {
 	if err := c.sup.Configure(ctx, spec); err != nil {
 		return err
 	}
+	if err := c.apply(ctx, cfg, wait); err != nil {
+		// The settings that worked stay in force for every later start
+		// (a crash's restart, a scale-up): the new ones could not start
+		// a worker. Workers the reload had replaced already keep theirs
+		// until the next reload.
+		if old, serr := WorkerSpec(c.applied, c.log); serr == nil {
+			c.sup.Configure(context.WithoutCancel(ctx), old)
+		}
+		return fmt.Errorf("%w; later starts use the settings before the reload", err)
+	}
+	c.applied = cfg
+	return nil
+}
+
+// apply follows a changed worker count and replaces the workers one by
+// one with the spec just configured.
+func (c *Controller) apply(ctx context.Context, cfg config.Config, wait bool) error {
 	if cfg.Workers != c.cfg.Workers && c.cfg.LocalWorkers {
 		// The count in the file changed: follow it before replacing.
 		// (Not when the balancer runs no workers of its own.)
