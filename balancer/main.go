@@ -151,18 +151,36 @@ func run(args []string) int {
 	logger.Info("balancer listening", "pid", os.Getpid(), "listen", ln.Addr().String(), "workers", workers, "policy", cfg.Policy, "engine", cfg.Engine,
 		"stats", cfg.StatsPath, "admin", cfg.AdminListen)
 
+	// One goroutine carries out the signals' operations, in the order
+	// they came (a goroutine each would race for the supervisor, and a
+	// SIGTTOU sent after a SIGTTIN could run first).
+	ops := make(chan os.Signal, 16)
+	go func() {
+		for sig := range ops {
+			switch sig {
+			case syscall.SIGHUP:
+				logFailure(logger, "reload failed", ctl.ReloadWait(supCtx))
+			case syscall.SIGTTIN:
+				logFailure(logger, "scale failed", ctl.ScaleBy(supCtx, +1))
+			case syscall.SIGTTOU:
+				logFailure(logger, "scale failed", ctl.ScaleBy(supCtx, -1))
+			}
+		}
+	}()
+	defer close(ops)
+
 	code := 0
 wait:
 	for {
 		select {
 		case sig := <-sigs:
 			switch sig {
-			case syscall.SIGHUP:
-				go func() { logFailure(logger, "reload failed", ctl.ReloadWait(supCtx)) }()
-			case syscall.SIGTTIN:
-				go func() { logFailure(logger, "scale failed", ctl.ScaleBy(supCtx, +1)) }()
-			case syscall.SIGTTOU:
-				go func() { logFailure(logger, "scale failed", ctl.ScaleBy(supCtx, -1)) }()
+			case syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU:
+				select {
+				case ops <- sig:
+				default:
+					logger.Warn("signal ignored: too many operations queued", "signal", sig.String())
+				}
 			default:
 				logger.Info("stopping", "signal", sig.String(), "grace", cfg.ShutdownGrace)
 				break wait
