@@ -192,3 +192,37 @@ func TestBrokenBodyIsWorkerError(t *testing.T) {
 		})
 	}
 }
+
+// TestHopResponseTrailersDropped: hop-by-hop fields in a worker's
+// trailer section (those of RFC 9110 7.6.1, and those its Connection
+// header names) do not reach the client; the others do. (The httputil
+// engine passed them on: the ReverseProxy cleans the header section
+// only. The fasthttp engine's client refuses them: a 502 leaks nothing.)
+func TestHopResponseTrailersDropped(t *testing.T) {
+	answer := "HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\nConnection: X-Hop\r\nTransfer-Encoding: chunked\r\n\r\n" +
+		"2\r\nok\r\n0\r\nX-Sum: abc\r\nX-Hop: secret\r\nKeep-Alive: secret\r\nProxy-Authorization: secret\r\n\r\n"
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			addr, _ := scriptedWorker(t, answer)
+			url := serveEngine(t, engine, newPool(addr), Options{})
+			resp, err := http.Get(url + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			t.Logf("%s: %d %q trailers %v", engine, resp.StatusCode, body, resp.Trailer)
+			if engine == "fasthttp" && resp.StatusCode == 502 {
+				return // fasthttp's client refuses such trailers: nothing leaks
+			}
+			for _, k := range []string{"X-Hop", "Keep-Alive", "Proxy-Authorization"} {
+				if v := resp.Trailer.Get(k); v != "" {
+					t.Errorf("the client got the hop-by-hop trailer %s: %q", k, v)
+				}
+			}
+			if resp.Trailer.Get("X-Sum") != "abc" {
+				t.Errorf("the client got trailers %v; want X-Sum: abc among them", resp.Trailer)
+			}
+		})
+	}
+}

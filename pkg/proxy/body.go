@@ -285,13 +285,23 @@ func (t *trailerScrub) Read(p []byte) (int, error) {
 	n, err := t.ReadCloser.Read(p)
 	if err == io.EOF && !t.done {
 		t.done = true
-		for _, h := range hopHeaders {
-			t.trailer.Del(h)
-		}
-		t.trailer.Del("Trailer")
-		for name := range connectionTokens(t.connection) {
-			t.trailer.Del(name)
-		}
+		scrubTrailer(t.trailer, t.connection)
 	}
 	return n, err
+}
+
+// scrubTrailer deletes from trailer the hop-by-hop fields: those of
+// hopHeaders, Trailer, and those named by connection, the values of the
+// Connection header of the message it ends.
+func scrubTrailer(trailer http.Header, connection []string) {
+	if len(trailer) == 0 {
+		return
+	}
+	for _, h := range hopHeaders {
+		trailer.Del(h)
+	}
+	trailer.Del("Trailer")
+	for name := range connectionTokens(connection) {
+		trailer.Del(name)
+	}
 }

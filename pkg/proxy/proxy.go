@@ -288,7 +288,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		context.AfterFunc(req.Context(), stopAttempt)
 		return resp, nil
 	}
-	resp.Body = &countedBody{rc: resp.Body, p: px.pool, w: w, proc: proc, stop: stopAttempt}
+	resp.Body = &countedBody{rc: resp.Body, p: px.pool, w: w, proc: proc, stop: stopAttempt, resp: resp, connection: resp.Header["Connection"]}
 	return resp, nil
 }
 
@@ -339,11 +339,20 @@ type countedBody struct {
 	stop   func() // ends the attempt's context, once the body is done
 	broken bool   // set by the ReverseProxy's goroutine, which also closes
 	done   atomic.Bool
+
+	// At the body's end, the trailers that came with it are cleaned of
+	// hop-by-hop fields before the ReverseProxy passes them on: it
+	// cleans the header section only. (resp.Trailer, not a copy: the
+	// transport may make the map when the trailers come.)
+	resp       *http.Response
+	connection []string // the response's Connection header
 }
 
 func (b *countedBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	if err != nil && err != io.EOF && !errors.Is(err, context.Canceled) {
+	if err == io.EOF {
+		scrubTrailer(b.resp.Trailer, b.connection)
+	} else if err != nil && !errors.Is(err, context.Canceled) {
 		// (context.Canceled: the client left, and its request was
 		// aborted.)
 		b.broken = true
