@@ -423,20 +423,3 @@ func TestFailedReloadKeepsTheCommand(t *testing.T) {
 		return w.State == "up" && w.Pid != victim.Pid && w.Pid > 0
 	})
 }
-
-// TestSignalsInOrder: SIGTTIN then SIGTTOU, sent back to back, add a
-// worker and then remove one: the count ends where it began. (Each
-// signal had a goroutine of its own, racing for the supervisor's lock:
-// the SIGTTOU often ran first, as a no-op at one worker, and the cluster
-// ended with two.)
-func TestSignalsInOrder(t *testing.T) {
-	skipShort(t)
-	c := start(t, 1, "-workers", "1")
-	for i := 1; i <= 3; i++ {
-		c.cmd.Process.Signal(syscall.SIGTTIN)
-		c.cmd.Process.Signal(syscall.SIGTTOU)
-		c.waitFor(fmt.Sprintf("round %d: a worker added, then removed", i), func(s statsDoc) bool {
-			return strings.Count(c.logs.String(), "scaling down") == i && len(s.Workers) == 1 && s.Workers[0].State == "up"
-		})
-	}
-}
