@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -224,5 +225,87 @@ func TestHopResponseTrailersDropped(t *testing.T) {
 				t.Errorf("the client got trailers %v; want X-Sum: abc among them", resp.Trailer)
 			}
 		})
+	}
+}
+
+// TestSwitchedConnNotReused: a connection on which a worker answered 101
+// (unasked: a 502) speaks another protocol from then on; what comes on it
+// next must never be read as another request's answer. (The fasthttp
+// engine's client put it back in its pool, and the next client got the
+// bytes the worker sent after the switch.)
+func TestSwitchedConnNotReused(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			var n atomic.Int64
+			addr := acceptLoop(t, func(c net.Conn) {
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					if n.Add(1) == 1 {
+						io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
+						time.Sleep(3 * time.Millisecond)
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled")
+						continue
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhonest")
+				}
+			})
+			url := serveEngine(t, engine, newPool(addr), Options{})
+			for i, want := range []int{502, 200} {
+				time.Sleep(4 * time.Millisecond)
+				resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}).Get(url + "/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != want || (want == 200 && string(body) != "honest") {
+					t.Errorf("request %d: got %d %q; want %d", i+1, resp.StatusCode, body, want)
+				}
+			}
+		})
+	}
+}
+
+// TestTransportHeaderBoundNotRetried: a response header over the bound on
+// the http.Transport path (a body over h1's 64 KiB) is an answer, as on
+// h1: one worker hit, no retry.
+func TestTransportHeaderBoundNotRetried(t *testing.T) {
+	huge := "HTTP/1.1 200 OK\r\n" + strings.Repeat("X-Big: "+strings.Repeat("b", 1000)+"\r\n", 20) + "Content-Length: 2\r\n\r\nok"
+	a, seenA := scriptedWorker(t, huge, huge)
+	b, seenB := scriptedWorker(t, huge, huge)
+	p := newPool(a, b)
+	url := serveEngine(t, "httputil", p, Options{})
+	req, _ := http.NewRequest("PUT", url+"/", strings.NewReader(strings.Repeat("x", 100<<10)))
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if hits := seenA.Load() + seenB.Load(); resp.StatusCode != 502 || hits != 1 || p.Retries() != 0 {
+		t.Errorf("got %d after %d worker hits, %d retries; want 502 after 1, none", resp.StatusCode, hits, p.Retries())
+	}
+}
+
+// TestH1HeaderBoundExact: h1 bounds a response header as the Transport
+// and the fasthttp engine do, at 16 KiB: one of 20 KiB is refused on
+// either of the httputil engine's paths.
+func TestH1HeaderBoundExact(t *testing.T) {
+	answer := "HTTP/1.1 200 OK\r\nSet-Cookie: a=" + strings.Repeat("c", 20<<10) + "\r\nContent-Length: 2\r\n\r\nok"
+	for _, body := range []int{0, 100 << 10} {
+		addr, _ := scriptedWorker(t, answer)
+		url := serveEngine(t, "httputil", newPool(addr), Options{})
+		req, _ := http.NewRequest("PUT", url+"/", strings.NewReader(strings.Repeat("x", body)))
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 502 {
+			t.Errorf("%d-byte body: a 20 KiB header got %d; want 502", body, resp.StatusCode)
+		}
 	}
 }

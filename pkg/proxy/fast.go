@@ -71,6 +71,7 @@ type fastConn struct {
 	fw        *fastWorker
 	last      time.Time // the end of the last read (or the dial): when the connection went idle
 	inRequest bool      // a request's first bytes went out, and no read came since
+	switched  bool      // an answer began with a 101: what follows on it is no HTTP
 	peek      idlePeek
 }
 
@@ -86,7 +87,15 @@ type fastConn struct {
 // request and even answered it.
 const peekAfter = 10 * time.Millisecond
 
+// errSwitched: the connection was switched to another protocol by an
+// unasked 101 (a 502 for its request), which fasthttp's client does not
+// see, and would reuse it. Nothing of the next request is written.
+var errSwitched = fmt.Errorf("%w (it had switched protocols)", errStaleConn)
+
 func (c *fastConn) Write(b []byte) (int, error) {
+	if c.switched {
+		return 0, errSwitched
+	}
 	if !c.inRequest {
 		if time.Since(c.last) > peekAfter && c.peek.unsolicited() {
 			c.fw.hc.CloseIdleConnections()
@@ -99,6 +108,9 @@ func (c *fastConn) Write(b []byte) (int, error) {
 
 func (c *fastConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
+	if c.inRequest && n >= 12 && string(b[9:12]) == "101" && string(b[:7]) == "HTTP/1." {
+		c.switched = true
+	}
 	c.inRequest = false
 	c.last = time.Now()
 	return n, err

@@ -171,6 +171,10 @@ func (c *h1Conn) roundTrip(req *http.Request, down context.Context) (*http.Respo
 		c.nc.SetReadDeadline(time.Now().Add(c.t.headerTimeout))
 	}
 	c.abortedBy.Store(0)
+	// The answer's header blocks, 1xx ones included, get maxWorkerHeader
+	// bytes between them, as http.Transport's MaxResponseHeaderBytes
+	// counts: what the buffer reads past them counts too.
+	c.in.left = maxWorkerHeader
 	c.stopClient = context.AfterFunc(req.Context(), c.onClient)
 	c.stopDown = context.AfterFunc(down, c.onDown)
 
@@ -183,13 +187,11 @@ func (c *h1Conn) roundTrip(req *http.Request, down context.Context) (*http.Respo
 	}
 	if err != nil && c.reused && c.abortedBy.Load() == 0 &&
 		(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		c.in.left = -1
 		c.release(false)
 		return nil, fmt.Errorf("%w: %w", errStale, err)
 	}
 	var resp *http.Response
-	// The header blocks of the answer, 1xx ones included, get
-	// maxWorkerHeader between them, and what the buffer reads past them.
-	c.in.left = maxWorkerHeader + h1BufSize
 	for err == nil {
 		resp, err = http.ReadResponse(c.br, req)
 		// 1xx answers (100 Continue, 103 Early Hints) come before

@@ -249,6 +249,11 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			stopAttempt = func() { stopWatch(); cancel(nil) }
 			out = out.WithContext(actx)
 			resp, err = px.transport.RoundTrip(out)
+			if err != nil && strings.Contains(err.Error(), "server response headers exceeded") {
+				// net/http's MaxResponseHeaderBytes error, which has no
+				// sentinel: an answer, as on h1.
+				err = fmt.Errorf("%w: response header over %d bytes (%v)", errBadAnswer, maxWorkerHeader, err)
+			}
 			if err != nil {
 				stopAttempt()
 				if req.Context().Err() == nil && errors.Is(context.Cause(actx), pool.ErrWorkerDown) {
