@@ -386,3 +386,45 @@ func TestNeverUpGoesToBackoff(t *testing.T) {
 		t.Errorf("after %d processes that never came up the worker is %v; want backoff", n, w.State())
 	}
 }
+
+// TestLateUpOfATerminatingProcess: a process being stopped (here a
+// replacement that start_timeout gave up on, still in its grace period)
+// whose "up" was already on its way must not take the worker over: the
+// worker would point at a process about to die, and the reload would
+// report success. The "up" is delivered by hand, as the loop would run
+// it when the monitor queued it before the stop.
+func TestLateUpOfATerminatingProcess(t *testing.T) {
+	s, p, st, check, stop := running(t, 1, func(sp *Spec) {
+		sp.StartTimeout = 50 * time.Millisecond
+		sp.Grace = time.Hour
+	})
+	defer stop()
+	old := p.Get(1).Pid()
+	_, port, _ := cut(p.Get(1).Addr())
+	check.mu.Lock()
+	check.only = map[string]bool{port: true} // the replacement never passes
+	check.mu.Unlock()
+	st.mu.Lock()
+	st.termExit = false // and lingers once sent SIGTERM
+	st.mu.Unlock()
+	done := make(chan error, 1)
+	go func() { done <- s.RestartWorker(context.Background(), 1) }()
+	var late bool
+	waitFor(t, func() bool {
+		s.call(context.Background(), func() {
+			sl := s.slots[1]
+			if pr := sl.next; pr != nil && pr.terminating {
+				s.up(sl, pr)
+				late = true
+			}
+		})
+		return late
+	})
+	lastProc(st).die(exitStatus{Code: 0}) // its grace would run for an hour
+	if err := <-done; err == nil {
+		t.Error("the restart reported success; want the replacement's failure")
+	}
+	if got := p.Get(1).Pid(); got != old || p.Get(1).State() != pool.Up {
+		t.Errorf("worker 1: pid %d, %v; want the old process %d, up", got, p.Get(1).State(), old)
+	}
+}

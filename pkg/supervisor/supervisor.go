@@ -388,6 +388,11 @@ func (s *Supervisor) stopMonitor(pr *proc) {
 
 // up: pr passed its health checks.
 func (s *Supervisor) up(sl *slot, pr *proc) {
+	if pr.terminating || s.stopping {
+		// Queued by its monitor before the process was stopped (by
+		// start_timeout, a drain, the balancer's stop): too late.
+		return
+	}
 	if pr.upAt.IsZero() {
 		pr.upAt = time.Now()
 	}
