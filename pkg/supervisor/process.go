@@ -270,13 +270,28 @@ func (p *osProcess) Signal(sig syscall.Signal) error {
 func (p *osProcess) groupRuns() bool { return groupRuns(p.pid) }
 
 func groupRuns(pgid int) bool {
+	want := strconv.Itoa(pgid)
+	found := false
+	readable := eachProc(func(_ int, f []string) bool {
+		// f: state ppid pgrp ...
+		found = len(f) >= 3 && f[2] == want && f[0] != "Z"
+		return !found
+	})
+	return found || !readable
+}
+
+// eachProc calls fn with the pid of every process and the fields of its
+// /proc/PID/stat that follow the command name (state, ppid, pgrp, ...),
+// until fn returns false. It reads /proc, all of it: call it seldom. It
+// reports false when /proc cannot be read.
+func eachProc(fn func(pid int, fields []string) bool) bool {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return true
+		return false
 	}
-	want := strconv.Itoa(pgid)
 	for _, e := range entries {
-		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
@@ -289,12 +304,11 @@ func groupRuns(pgid int) bool {
 		if i < 0 {
 			continue
 		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) >= 3 && f[2] == want && f[0] != "Z" {
-			return true
+		if !fn(pid, strings.Fields(string(b[i+1:]))) {
+			break
 		}
 	}
-	return false
+	return true
 }
 
 func (p *osProcess) Wait() exitStatus {

@@ -1,9 +1,7 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
-	"os"
 	"strconv"
 	"time"
 
@@ -120,47 +118,21 @@ func tree(pid int, kids map[int][]int) []int {
 }
 
 // children maps each process's pid to its children's, from one pass
-// over /proc: the parent of each process is in its stat file (the
-// kernel's list of a task's children, /proc/PID/task/TID/children, is
-// not built into every kernel). It is nil when /proc cannot be read.
+// over /proc (eachProc): the parent of each process is in its stat file
+// (the kernel's list of a task's children, /proc/PID/task/TID/children,
+// is not built into every kernel). It is nil when /proc cannot be read.
 func children() map[int][]int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
+	kids := make(map[int][]int)
+	readable := eachProc(func(pid int, f []string) bool {
+		if len(f) >= 2 { // f: state ppid ...
+			if ppid, err := strconv.Atoi(f[1]); err == nil && ppid > 0 {
+				kids[ppid] = append(kids[ppid], pid)
+			}
+		}
+		return true
+	})
+	if !readable {
 		return nil
 	}
-	kids := make(map[int][]int)
-	buf := make([]byte, 512)
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if ppid, ok := parentOf(e.Name(), buf); ok && ppid > 0 {
-			kids[ppid] = append(kids[ppid], pid)
-		}
-	}
 	return kids
-}
-
-// parentOf reads the parent pid from /proc/PID/stat: the second field
-// after the command name's closing parenthesis (the name itself may hold
-// spaces and parentheses).
-func parentOf(pid string, buf []byte) (int, bool) {
-	f, err := os.Open("/proc/" + pid + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	n, _ := f.Read(buf)
-	f.Close()
-	b := buf[:n]
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || len(b) < i+4 {
-		return 0, false
-	}
-	b = b[i+4:] // past ") S "
-	if j := bytes.IndexByte(b, ' '); j >= 0 {
-		b = b[:j]
-	}
-	ppid, err := strconv.Atoi(string(b))
-	return ppid, err == nil
 }
