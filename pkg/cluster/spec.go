@@ -83,8 +83,6 @@ func ProxyOptions(cfg config.Config, logger *slog.Logger) proxy.Options {
 	return o
 }
 
-// proxyRetries maps the max_retries setting (-1 auto, 0 none) to
-// proxy.Options.MaxRetries (0 auto, negative none).
 // proxyRetryBuffer maps retry_buffer_bytes, where 0 buffers nothing, to
 // proxy.Options.RetryBufferBytes, where 0 is the default and a negative
 // value buffers nothing.
@@ -95,6 +93,8 @@ func proxyRetryBuffer(n int64) int64 {
 	return n
 }
 
+// proxyRetries maps the max_retries setting (-1 auto, 0 none) to
+// proxy.Options.MaxRetries (0 auto, negative none).
 func proxyRetries(n int) int {
 	switch n {
 	case -1:
