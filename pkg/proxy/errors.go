@@ -163,6 +163,9 @@ func badStatus(code int) error {
 // without end.
 const maxWorkerHeader = 16 << 10
 
+// errHeaderTooLarge is a worker's response header past maxWorkerHeader.
+var errHeaderTooLarge = fmt.Errorf("%w: response header over %d bytes", errBadAnswer, maxWorkerHeader)
+
 // validName reports whether a header field name is a token (RFC 9110
 // 5.1): no space, no separator, no control byte. "Transfer Encoding"
 // passed on might be read as framing by a lenient peer.

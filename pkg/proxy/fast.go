@@ -329,7 +329,7 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 			case err != nil && fw.cut.Load():
 				return workerDown(err)
 			case err != nil && smallBuffer(err):
-				return fmt.Errorf("%w: response header over %d bytes", errBadAnswer, maxWorkerHeader)
+				return errHeaderTooLarge
 			case err != nil:
 				return err
 			case resp.StatusCode() == http.StatusSwitchingProtocols:

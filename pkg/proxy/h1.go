@@ -144,8 +144,6 @@ type capReader struct {
 	left int
 }
 
-var errHeaderTooLarge = fmt.Errorf("%w: response header over %d bytes", errBadAnswer, maxWorkerHeader)
-
 func (r *capReader) Read(p []byte) (int, error) {
 	if r.left < 0 {
 		return r.r.Read(p)

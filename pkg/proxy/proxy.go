@@ -252,7 +252,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			if err != nil && strings.Contains(err.Error(), "server response headers exceeded") {
 				// net/http's MaxResponseHeaderBytes error, which has no
 				// sentinel: an answer, as on h1.
-				err = fmt.Errorf("%w: response header over %d bytes (%v)", errBadAnswer, maxWorkerHeader, err)
+				err = fmt.Errorf("%w (%v)", errHeaderTooLarge, err)
 			}
 			if err != nil {
 				stopAttempt()
