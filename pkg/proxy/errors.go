@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 
 	"github.com/clusterlb/clusterlb/pkg/pool"
@@ -194,6 +195,24 @@ var tokenByte = func() (t [256]bool) {
 	}
 	return t
 }()
+
+// badAnswer returns errBadAnswer for the httputil engine's answer resp to
+// out that cannot be passed on: a status outside 100..599, a 101 to no
+// upgrade out asked for (a bare one included, which the ReverseProxy
+// would take for a switch to "" as asked and tunnel), a header name that
+// is no token. Both of the engine's round trips (h1 and the
+// http.Transport) check with it, so that they agree.
+func badAnswer(out *http.Request, resp *http.Response) error {
+	if err := badStatus(resp.StatusCode); err != nil {
+		return err
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		if asked, got := upgradeType(out.Header), upgradeType(resp.Header); asked == "" || !strings.EqualFold(asked, got) {
+			return fmt.Errorf("%w: switched to %q when %q was asked", errBadAnswer, got, asked)
+		}
+	}
+	return badNames(resp.Header)
+}
 
 // badNames returns errBadAnswer when a name of h is no token.
 func badNames(h http.Header) error {

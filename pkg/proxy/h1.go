@@ -200,14 +200,8 @@ func (c *h1Conn) roundTrip(req *http.Request, down context.Context) (*http.Respo
 	}
 	c.in.left = -1
 	if err == nil {
-		err = badStatus(resp.StatusCode)
-	}
-	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
-		// h1 carries no upgrade (takes).
-		err = fmt.Errorf("%w: switched protocols unasked", errBadAnswer)
-	}
-	if err == nil {
-		err = badNames(resp.Header)
+		// h1 carries no upgrade (takes): any 101 is unasked.
+		err = badAnswer(req, resp)
 	}
 	if err != nil {
 		c.release(false)

@@ -266,16 +266,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			// protocols for a failure after this one's count): an
 			// answer that cannot be passed on is the worker's failure,
 			// counted once, as one.
-			err = badStatus(resp.StatusCode)
-			if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
-				if asked, got := upgradeType(out.Header), upgradeType(resp.Header); !strings.EqualFold(asked, got) {
-					err = fmt.Errorf("%w: switched to %q when %q was asked", errBadAnswer, got, asked)
-				}
-			}
-			if err == nil {
-				err = badNames(resp.Header)
-			}
-			if err != nil {
+			if err = badAnswer(out, resp); err != nil {
 				resp.Body.Close()
 				stopAttempt()
 			}
