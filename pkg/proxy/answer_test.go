@@ -45,6 +45,7 @@ func TestWrongAnswersAre502(t *testing.T) {
 	answers := map[string]string{
 		"status 099":        "HTTP/1.1 099 Low\r\nContent-Length: 2\r\n\r\nok",
 		"status 600":        "HTTP/1.1 600 High\r\nContent-Length: 2\r\n\r\nok",
+		"status 000":        "HTTP/1.1 000 Zero\r\nContent-Length: 2\r\n\r\nok",
 		"unasked 101":       "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n",
 		"bare 101":          "HTTP/1.1 101 Switching Protocols\r\n\r\n",
 		"name with a space": "HTTP/1.1 200 OK\r\nX A: b\r\nContent-Length: 2\r\n\r\nok",

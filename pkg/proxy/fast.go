@@ -106,10 +106,24 @@ func (c *fastConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
+// errZeroStatus is an answer with a status of 000, which fasthttp's
+// client reads as a 200 (and takes its body for a 1xx's, which has none):
+// fastConn cuts the read after the status code with this error, which
+// the client returns as a failure within the header (a failure at the
+// first byte it would take for a closed connection, and retry).
+var errZeroStatus = fmt.Errorf("%w: status 000", errBadAnswer)
+
 func (c *fastConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if c.inRequest && n >= 12 && string(b[9:12]) == "101" && string(b[:7]) == "HTTP/1." {
-		c.switched = true
+	if c.inRequest && n >= 12 && string(b[:7]) == "HTTP/1." {
+		switch string(b[9:12]) {
+		case "101":
+			c.switched = true
+		case "000":
+			c.switched = true // never reused either
+			c.inRequest = false
+			return 12, errZeroStatus
+		}
 	}
 	c.inRequest = false
 	c.last = time.Now()
@@ -208,7 +222,7 @@ func (f *Fast) worker(proc *pool.Process) *fastWorker {
 		// worker may still be doing the work, and forward answers 504.
 		MaxIdemponentCallAttempts: 2,
 		RetryIfErr: func(req *fasthttp.Request, _ int, err error) (bool, bool) {
-			if smallBuffer(err) {
+			if smallBuffer(err) || errors.Is(err, errBadAnswer) {
 				return false, false // an answer: errBadAnswer
 			}
 			return false, !fw.cut.Load() && !isTimeout(err) && (errors.Is(err, errStaleConn) || fastResendable(req))
@@ -336,7 +350,6 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 				// The engine carries no upgrade: Upgrade is not passed on.
 				return fmt.Errorf("%w: switched protocols unasked", errBadAnswer)
 			}
-			// (fasthttp reads a status of 000 as 200: not caught.)
 			if err := badStatus(resp.StatusCode()); err != nil {
 				return err
 			}
