@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"runtime"
@@ -214,6 +215,15 @@ func (c Config) WorkerCount() int {
 	return cpus.Count(os.DirFS("/"), runtime.NumCPU())
 }
 
+// backends is how many workers and upstreams the balancer starts with.
+func (c Config) backends() int {
+	n := len(c.Upstreams)
+	if c.LocalWorkers {
+		n += c.WorkerCount()
+	}
+	return n
+}
+
 // HealthCheck resolves HealthPath: it returns the HTTP path to GET, "*"
 // for an OPTIONS * that any answer passes (a -cmd worker's paths are not
 // known, but a stopped or stuck process answers nothing, though the
@@ -233,6 +243,11 @@ func (c Config) HealthCheck() string {
 
 // MaxWorkers bounds Workers; past it a typo is likelier than a need.
 const MaxWorkers = pool.MaxWorkers
+
+// MaxHeaderBytesLimit is the largest max_header_bytes: 64 MiB, 64 times
+// net/http's default, far past any real header, and far from the sums
+// (the read buffer's slack on top of it) that would overflow.
+const MaxHeaderBytesLimit = 64 << 20
 
 // Validate checks every setting and returns the first error, naming the
 // setting.
@@ -284,8 +299,16 @@ func (c Config) Validate() error {
 	if !c.LocalWorkers && len(c.Upstreams) == 0 {
 		return bad("local_workers", "false leaves no backend: give upstreams too")
 	}
-	if c.HealthPath != "" && c.HealthPath != HealthTCP && !strings.HasPrefix(c.HealthPath, "/") {
-		return bad("health_path", "want a path starting with /, or %q; got %q", HealthTCP, c.HealthPath)
+	if total := c.backends(); c.ReadyMinWorkers > total {
+		return bad("ready_min_workers", "want at most the %d workers and upstreams there are, or /readyz never answers ready; got %d", total, c.ReadyMinWorkers)
+	}
+	if c.HealthPath != "" && c.HealthPath != HealthTCP {
+		if !strings.HasPrefix(c.HealthPath, "/") {
+			return bad("health_path", "want a path starting with /, or %q; got %q", HealthTCP, c.HealthPath)
+		}
+		if _, err := url.ParseRequestURI(c.HealthPath); err != nil {
+			return bad("health_path", "want a path a request can carry (%%XX escapes of two hex digits); got %q", c.HealthPath)
+		}
 	}
 	for _, d := range []struct {
 		name string
@@ -324,8 +347,8 @@ func (c Config) Validate() error {
 	if c.HealthFall < 1 {
 		return bad("health_fall", "want 1 or more; got %d", c.HealthFall)
 	}
-	if c.MaxHeaderBytes < 1024 {
-		return bad("max_header_bytes", "want 1024 or more; got %d", c.MaxHeaderBytes)
+	if c.MaxHeaderBytes < 1024 || c.MaxHeaderBytes > MaxHeaderBytesLimit {
+		return bad("max_header_bytes", "want 1024 to %d; got %d", MaxHeaderBytesLimit, c.MaxHeaderBytes)
 	}
 	if c.MaxRetries < -1 {
 		return bad("max_retries", "want -1 (workers - 1), 0 (none) or more; got %d", c.MaxRetries)
@@ -344,6 +367,9 @@ func (c Config) Validate() error {
 			return bad(n.name, "want 0 or more; got %d", n.v)
 		}
 	}
+	if c.MaxRequestsJitter >= math.MaxInt64-c.MaxRequests {
+		return bad("max_requests_jitter", "want max_requests (%d) + max_requests_jitter below %d; got %d", c.MaxRequests, int64(math.MaxInt64), c.MaxRequestsJitter)
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -360,7 +386,7 @@ func (c Config) Validate() error {
 		if !validAddr(c.AdminListen, false) {
 			return bad("admin_listen", "want HOST:PORT (the port 0 to 65535), or \"\" to turn the admin API off; got %q", c.AdminListen)
 		}
-		if c.AdminListen == c.Listen {
+		if sameListener(c.AdminListen, c.Listen) {
 			return bad("admin_listen", "must differ from listen (%q): the admin API is never served on the public listener", c.Listen)
 		}
 	}
@@ -385,6 +411,22 @@ func validAddr(addr string, needHost bool) bool {
 	}
 	n, err := net.LookupPort("tcp", port)
 	return err == nil && (n > 0 || !needHost)
+}
+
+// sameListener reports whether listeners on a and b (both valid) would
+// take the same port: the same port number, not 0 (which picks a free
+// one), with the same host or either on every address. ("localhost"
+// beside "127.0.0.1" is left to the bind, which names its address.)
+func sameListener(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	na, _ := net.LookupPort("tcp", pa)
+	nb, _ := net.LookupPort("tcp", pb)
+	if na == 0 || na != nb {
+		return false
+	}
+	any := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return strings.EqualFold(ha, hb) || any(ha) || any(hb)
 }
 
 // validPath reports whether p is a path the balancer can serve its own
@@ -428,41 +470,48 @@ func contains(list []string, s string) bool {
 
 // LoadFile reads the YAML file at path over c. Every error names the key
 // and its line: a key it does not know (so a typo does not pass
-// silently), one given twice, a value of the wrong type (a fraction for a
-// whole number, which the YAML decoder would cut, or a bare number for a
-// duration), and a second document in the file.
+// silently), one given twice, one with no value (which would leave the
+// default in place unseen), a value of the wrong type (a fraction for a
+// whole number, which the YAML decoder would cut, or a bare number other
+// than 0 for a duration), and a second document in the file.
 func (c *Config) LoadFile(path string) error {
+	_, err := c.loadFile(path)
+	return err
+}
+
+// loadFile is LoadFile, and returns the settings the file gave.
+func (c *Config) loadFile(path string) (given map[string]bool, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("config file: %w", err)
+		return nil, fmt.Errorf("config file: %w", err)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil // an empty file: the defaults
+			return nil, nil // an empty file: the defaults
 		}
-		return fmt.Errorf("config file %s: %w", path, err)
+		return nil, fmt.Errorf("config file %s: %w", path, err)
 	}
 	var more yaml.Node
 	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
 		if err != nil {
-			return fmt.Errorf("config file %s: %w", path, err)
+			return nil, fmt.Errorf("config file %s: %w", path, err)
 		}
 		if !emptyDoc(&more) { // a "---" at the end is no second document
-			return fmt.Errorf("config file %s: line %d: a second YAML document; the settings are one mapping", path, more.Line)
+			return nil, fmt.Errorf("config file %s: line %d: a second YAML document; the settings are one mapping", path, more.Line)
 		}
 	}
 	if emptyDoc(&doc) {
-		return nil // only comments
+		return nil, nil // only comments
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
-		return fmt.Errorf("config file %s: line %d: want a mapping of settings (key: value)", path, root.Line)
+		return nil, fmt.Errorf("config file %s: line %d: want a mapping of settings (key: value)", path, root.Line)
 	}
 	pairs, err := settingPairs(root)
 	if err != nil {
-		return fmt.Errorf("config file %s: %w", path, err)
+		return nil, fmt.Errorf("config file %s: %w", path, err)
 	}
 	fields := map[string]reflect.Value{}
 	v := reflect.ValueOf(c).Elem()
@@ -482,22 +531,30 @@ func (c *Config) LoadFile(path string) error {
 		}
 		f, ok := fields[k.Value]
 		if !ok {
-			return bad("no such setting")
+			return nil, bad("no such setting")
 		}
 		if first, dup := seen[k.Value]; dup && !first.merged {
-			return bad("given again (first on line %d)", first.k.Line)
+			return nil, bad("given again (first on line %d)", first.k.Line)
 		}
 		seen[k.Value] = kv
-		if val.Kind == yaml.ScalarNode && val.ShortTag() != "!!null" {
+		if val.Kind == yaml.ScalarNode && val.ShortTag() == "!!null" {
+			// The decoder would leave the default in place, unseen: ""
+			// (admin_listen: "", to turn the admin API off) is a value.
+			return nil, bad("has no value; write one (\"\" for an empty string), or leave the key out for the default")
+		}
+		if val.Kind == yaml.ScalarNode {
 			switch {
 			case f.Type() == reflect.TypeFor[time.Duration]():
-				if _, err := time.ParseDuration(val.Value); err != nil {
-					return bad("want a duration such as 500ms, 2s or 1m; got %q", val.Value)
+				d, err := time.ParseDuration(val.Value)
+				if err != nil {
+					return nil, bad("want a duration such as 500ms, 2s or 1m; got %q", val.Value)
 				}
+				f.SetInt(int64(d)) // a bare 0 too, which the decoder refuses
+				continue
 			case f.CanInt() && val.ShortTag() != "!!int" && !wholeFloat(val):
-				return bad("want a whole number; got %q", val.Value)
+				return nil, bad("want a whole number; got %q", val.Value)
 			case f.Kind() == reflect.Float64 && val.ShortTag() != "!!int" && val.ShortTag() != "!!float":
-				return bad("want a number; got %q", val.Value)
+				return nil, bad("want a number; got %q", val.Value)
 			}
 		}
 		if err := val.Decode(f.Addr().Interface()); err != nil {
@@ -507,12 +564,16 @@ func (c *Config) LoadFile(path string) error {
 				if strings.HasPrefix(msg, "line ") { // bad gives the line already
 					_, msg, _ = strings.Cut(msg, ": ")
 				}
-				return bad("%s", msg)
+				return nil, bad("%s", msg)
 			}
-			return bad("%v", err)
+			return nil, bad("%v", err)
 		}
 	}
-	return nil
+	given = make(map[string]bool, len(seen))
+	for k := range seen {
+		given[k] = true
+	}
+	return given, nil
 }
 
 // emptyDoc reports whether a decoded YAML document holds nothing: no node,
@@ -540,7 +601,10 @@ func settingPairs(m *yaml.Node) ([]settingPair, error) {
 		if v.Kind == yaml.SequenceNode {
 			sources = v.Content
 		}
-		for _, src := range sources {
+		// The first mapping of a list wins (YAML's merge key type): the
+		// last one merged is the one kept, so the list goes in reverse.
+		for i := len(sources) - 1; i >= 0; i-- {
+			src := sources[i]
 			if src.Kind == yaml.AliasNode {
 				src = src.Alias
 			}
@@ -605,19 +669,23 @@ func parse(name string, args []string, fs *flag.FlagSet, path string) (Config, e
 		return Config{}, fmt.Errorf("unexpected argument %q (settings are flags, e.g. -workers 4)", fs.Arg(0))
 	}
 	c := Default()
+	var given map[string]bool
 	if path != "" {
-		if err := c.LoadFile(path); err != nil {
+		var err error
+		if given, err = c.loadFile(path); err != nil {
 			return Config{}, err
 		}
 	}
-	if err := finish(name, args, &c, path); err != nil {
+	if err := finish(name, args, &c, path, given); err != nil {
 		return Config{}, err
 	}
 	return c, nil
 }
 
-// finish applies the flags over c and validates the result.
-func finish(name string, args []string, c *Config, path string) error {
+// finish applies the flags over c and validates the result. An error is
+// blamed on the file at path when the file gave the setting (in given)
+// and no flag replaced it.
+func finish(name string, args []string, c *Config, path string, given map[string]bool) error {
 	fs := newFlagSet(name, c, io.Discard)
 	fs.String("config", "", "")
 	if err := fs.Parse(args); err != nil {
@@ -625,7 +693,7 @@ func finish(name string, args []string, c *Config, path string) error {
 	}
 	if err := c.Validate(); err != nil {
 		var se *SettingError
-		if errors.As(err, &se) && path != "" && !flagSet(fs, se.Setting) {
+		if errors.As(err, &se) && given[se.Setting] && !flagSet(fs, se.Setting) {
 			se.File = path
 		}
 		return err

@@ -99,6 +99,14 @@ func TestParseErrorsNameTheSetting(t *testing.T) {
 		{"two documents in file", []string{"-config", twoDocsFile}, []string{twoDocsFile, "second YAML document", "line 2"}},
 		{"key twice in file", []string{"-config", twiceFile}, []string{twiceFile, "workers", "line 3", "line 1"}},
 		{"stray argument", []string{"extra"}, []string{"extra"}},
+		{"recycle count past int64", []string{"-max-requests", "1000", "-max-requests-jitter", "9223372036854775807"}, []string{"max_requests_jitter"}},
+		{"jitter alone past int64", []string{"-max-requests-jitter", "9223372036854775807"}, []string{"max_requests_jitter"}},
+		{"header bound past any buffer", []string{"-max-header-bytes", "9223372036854775807"}, []string{"max_header_bytes"}},
+		{"health path with a bad escape", []string{"-health-path", "/%zz"}, []string{"health_path", "%zz"}},
+		{"admin on the public port, any host", []string{"-listen", ":18080", "-admin-listen", "127.0.0.1:18080"}, []string{"admin_listen"}},
+		{"readiness past the workers", []string{"-workers", "1", "-ready-min-workers", "5"}, []string{"ready_min_workers", "5"}},
+		{"readiness past the upstreams", []string{"-local-workers=false", "-upstream", "127.0.0.1:9", "-ready-min-workers", "2"}, []string{"ready_min_workers"}},
+		{"no value in file", []string{"-config", writeFile(t, "admin_listen:\n")}, []string{"admin_listen", "line 1", "no value"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -124,6 +132,29 @@ func TestFlagErrorNotBlamedOnFile(t *testing.T) {
 	_, _, err := Parse("balancer", []string{"-config", file, "-upstream", "10.0.0.1"}, io.Discard)
 	if err == nil || strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "upstreams") {
 		t.Errorf("got %v; want upstreams named, not the file", err)
+	}
+}
+
+// TestDefaultErrorNotBlamedOnFile: a setting the file does not give is
+// not the file's fault, though its check failed after a flag moved
+// another (restart_backoff past the default restart_backoff_max).
+func TestDefaultErrorNotBlamedOnFile(t *testing.T) {
+	file := writeFile(t, "log_level: info\n")
+	_, _, err := Parse("balancer", []string{"-config", file, "-restart-backoff", "20s"}, io.Discard)
+	if err == nil || strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "restart_backoff_max") {
+		t.Errorf("got %v; want restart_backoff_max named, not the file", err)
+	}
+	file = writeFile(t, "restart_backoff_max: 50ms\n")
+	_, _, err = Parse("balancer", []string{"-config", file}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), file) {
+		t.Errorf("got %v; want the file named: it set restart_backoff_max", err)
+	}
+}
+
+// TestAdminBesideListenOnPortZero: two listeners on port 0 never collide.
+func TestAdminBesideListenOnPortZero(t *testing.T) {
+	if _, _, err := Parse("balancer", []string{"-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0"}, io.Discard); err != nil {
+		t.Errorf("got %v; want both on port 0 accepted", err)
 	}
 }
 
@@ -218,6 +249,8 @@ func TestLoadFileAccepts(t *testing.T) {
 			func(c Config) bool { return c.HealthTimeout == 2*time.Second && c.HealthFall == 3 }},
 		{"a whole factor", "restart_backoff_factor: 2\n", func(c Config) bool { return c.RestartBackoffFactor == 2 }},
 		{"only comments", "# nothing\n", func(c Config) bool { return c.Workers == Default().Workers }},
+		{"a bare 0 for a duration", "shutdown_grace: 0\n", func(c Config) bool { return c.ShutdownGrace == 0 }},
+		{"merged list: the first mapping wins", "<<: [{policy: p2c}, {policy: least-conn}]\n", func(c Config) bool { return c.Policy == "p2c" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
