@@ -161,7 +161,12 @@ func runArtillery(ctx context.Context, bin, dir string, a artilleryRun) (artille
 	defer cancel()
 	// TMPDIR: artillery quick writes the script it generates to a temporary
 	// file it never removes; in dir, it goes when the bench's directory does.
-	env := []string{"ARTILLERY_DISABLE_TELEMETRY=true", "DO_NOT_TRACK=1", "TMPDIR=" + dir}
+	// The proxy variables emptied: artillery's HTTP engine sends every
+	// http:// request through HTTP_PROXY, 127.0.0.1 too (it reads no
+	// NO_PROXY), which would take its traffic off loopback and measure
+	// the proxy.
+	env := []string{"ARTILLERY_DISABLE_TELEMETRY=true", "DO_NOT_TRACK=1", "TMPDIR=" + dir,
+		"HTTP_PROXY=", "http_proxy=", "HTTPS_PROXY=", "https_proxy=", "ALL_PROXY=", "all_proxy="}
 	out, err := output(ctx, env, filepath.Dir(report), bin, "quick",
 		"--count", strconv.Itoa(a.Count), "--num", strconv.Itoa(a.Num),
 		"--output", report, a.URL)

@@ -86,7 +86,7 @@ func TestPerRepetitionRange(t *testing.T) {
 		min      float64
 		want     string
 	}{
-		{"lowest just under the line", perRep(947.7, 1060), perRep(1000, 1000), 0.95, "per repetition 0.948×–1.06×, 1 of 2 at ≥ 0.95×"},
+		{"lowest just under the line", perRep(947.7, 1060), perRep(1000, 1000), 0.95, "1.00× (per repetition 0.948×–1.06×, 1 of 2 at ≥ 0.95×; medians 1 004 vs 1 000 req/s, 1.00×)"},
 		{"highest just under the line", perRep(990, 998.1), perRep(1000, 1000), 1.0, "per repetition 0.99×–0.998×, 0 of 2 at ≥ 1.00×"},
 		{"clear of the line", perRep(900, 1100), perRep(1000, 1000), 0.95, "per repetition 0.90×–1.10×, 1 of 2 at ≥ 0.95×"},
 	}
@@ -97,6 +97,27 @@ func TestPerRepetitionRange(t *testing.T) {
 				t.Errorf("got %q; want %q in it", g.Got, tt.want)
 			}
 		})
+	}
+}
+
+// TestVerdictIsPaired: the verdict is on the repetitions' own ratios, not
+// on the ratio of the medians, which compares figures from different
+// minutes of a machine whose capacity drifts; either may be the higher.
+func TestVerdictIsPaired(t *testing.T) {
+	perRep := func(rps ...float64) summary {
+		return summary{OK: true, Runs: len(rps), RPS: median(rps), PerRep: rps}
+	}
+	// The machine slows down over the run: each repetition the balancer
+	// is ahead of its reference, but its median comes from the slow end.
+	slowing := throughputGoal("g", "w", perRep(110, 88, 55), perRep(100, 80, 50), "ref", 1.0, false)
+	if !slowing.Met || !strings.HasPrefix(slowing.Got, "1.10×") || !strings.Contains(slowing.Got, "medians 88.0 vs 80.0 req/s, 1.10×") {
+		t.Errorf("slowing: got met=%v %q; want met at 1.10×", slowing.Met, slowing.Got)
+	}
+	// Medians from different repetitions: 100/95 reads 1.05×, but the
+	// balancer was behind in two repetitions of three.
+	behind := throughputGoal("g", "w", perRep(100, 60, 120), perRep(95, 70, 130), "ref", 1.0, false)
+	if behind.Met || !strings.HasPrefix(behind.Got, "0.92×") || !strings.Contains(behind.Got, "1 of 3 at ≥ 1.00×") {
+		t.Errorf("behind: got met=%v %q; want not met at 0.92×", behind.Met, behind.Got)
 	}
 }
 

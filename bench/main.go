@@ -190,7 +190,8 @@ func run(args []string) int {
 		cores: runtime.NumCPU(),
 		out:   os.Stdout,
 		res: &results{Started: time.Now(), Quick: opts.quick, Reps: opts.reps, Duration: opts.duration, Order: "mirrored", BusyRecorded: true, WorkerSweepPerRun: true,
-			ProxyThreads: opts.proxyThreads, GoMaxProcs: runtime.GOMAXPROCS(0)},
+			ProxyThreads: opts.proxyThreads, GoMaxProcs: runtime.GOMAXPROCS(0), ComplejaRun: runDuration(pathCompleja, opts.duration, opts.quick),
+			NginxKeepaliveRequests: nginxKeepaliveRequests},
 	}
 	defer b.procs.stopAll()
 

@@ -2,6 +2,9 @@ package main
 
 import (
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -57,6 +60,20 @@ func TestProxyConfs(t *testing.T) {
 	} {
 		if !strings.Contains(hap, want) {
 			t.Errorf("haproxy.cfg lacks %q:\n%s", want, hap)
+		}
+	}
+	if n := strings.Count(ngx, "keepalive_requests 1000000;"); n != 2 {
+		t.Errorf("nginx.conf has keepalive_requests 1000000 %d times; want 2 (clients and upstreams):\n%s", n, ngx)
+	}
+	if bin, err := exec.LookPath("nginx"); err == nil {
+		// nginx itself reads the file, where it is installed.
+		dir := t.TempDir()
+		conf := filepath.Join(dir, "nginx.conf")
+		if err := os.WriteFile(conf, []byte(nginxConf(dir, "127.0.0.1:9000", up, 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(bin, "-t", "-p", dir, "-c", conf).CombinedOutput(); err != nil {
+			t.Errorf("nginx -t: %v\n%s", err, out)
 		}
 	}
 	if ngx := nginxConf("/tmp/x", "127.0.0.1:9000", up, 4); !strings.Contains(ngx, "worker_processes 4;") {

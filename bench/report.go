@@ -110,9 +110,14 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	p("Before every measured run the bench waits until /proc/stat shows the CPUs less than %.0f%% busy over %s, ", settleBusy*100, settleWindow)
 	p("because wrk stops with up to 64 requests still in the workers, which on /operacion-compleja are about a second of work that would otherwise slow the next target's run; ")
 	p("after %s it gives up and runs all the same, and results.json marks that run (`busy_start`). %s ", settleMax, r.busyCount())
-	d := int(res.Duration.Seconds())
+	d := wrkSeconds(res.Duration)
 	p("wrk runs as `wrk -t2 -c64 -d%ds --timeout 10s --latency URL` against the targets of a and b and the balancers of e's worker sweep", d)
-	if res.Duration < minComplejaRun {
+	switch cr := res.ComplejaRun; {
+	case cr > res.Duration && cr >= 2*wrkTimeout:
+		p(" (-d%ds on /operacion-compleja: wrk counts a request as timed out only once it has waited 10 s while the run goes on, and leaves out the requests still waiting at the end, so a run no longer than the timeout could show neither a timeout nor a starved connection)", wrkSeconds(cr))
+	case cr > res.Duration:
+		p(" (-d%ds on /operacion-compleja, where 64 requests share the workers' cores and finish in bursts about a second apart; too short for wrk to see a timeout)", wrkSeconds(cr))
+	case cr == 0 && res.Duration < minComplejaRun:
 		p(" (at least -d%ds on /operacion-compleja, where 64 requests share the workers' cores and finish in bursts about a second apart)", int(minComplejaRun.Seconds()))
 	}
 	p("; against **direct** as two `wrk -t1 -c32` at once, one per worker; in e's connection sweep as `wrk -t2 -cN -d%ds` for N = %s (`-t1` for N = 1); ", d, joinInts(eConns))
@@ -121,11 +126,12 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	p("and wrk would count the queueing as socket errors and leave those requests out of its latency figures.\n\n")
 
 	p("## Goals\n\n")
-	p("A throughput goal is judged on the ratio of the medians (and, where the goal says so, on the median p99 too). ")
-	p("It is not met when either side of the ratio had errors (wrk's socket errors or non-2xx answers, summed over the repetitions) or a failed repetition, ")
-	p("since wrk counts an error answered at once as a request per second like any other; \"errors\" gives both sides' counts. ")
-	p("Each repetition runs every target once, so its own ratio is measured under the same load from the rest of the machine: ")
-	p("\"per repetition\" gives the lowest and highest of those ratios, and how many reached the goal's ratio, to show how near the line the verdict is.\n\n")
+	p("Each repetition runs every target once, so its own ratio of two targets' req/s is measured under the same load from the rest of the machine, ")
+	p("whose capacity drifts by tens of percent over a run. A throughput goal is judged on the median of those per-repetition ratios ")
+	p("(and, where the goal says so, on the median p99 too); \"per repetition\" gives their lowest and highest, and how many reached the goal's ratio, to show how near the line the verdict is, ")
+	p("and \"medians\" the two targets' median req/s and their ratio, which compares figures from different minutes of the run. ")
+	p("A goal is not met when either side had errors (wrk's socket errors or non-2xx answers, summed over the repetitions) or a failed repetition, ")
+	p("since wrk counts an error answered at once as a request per second like any other; \"errors\" gives both sides' counts.\n\n")
 	p("| goal | wanted | measured | |\n|---|---|---|---|\n")
 	gs := evalGoals(res)
 	for _, g := range gs {
@@ -410,13 +416,13 @@ func (r *report) sectionA(w io.Writer, plots map[string]string) {
 	p("## a. The balancer against nginx, haproxy and direct access\n\n")
 	p("One balancer (`-engine httputil -workers 2`) hosts two workers of the built-in backend. The fasthttp balancer ")
 	th := max(1, r.opts.proxyThreads)
-	p("(`-engine fasthttp -local-workers=false -upstream A -upstream B`, no workers of its own), nginx (`worker_processes %d`, upstream keepalive 64, ", th)
+	p("(`-engine fasthttp -local-workers=false -upstream A -upstream B`, no workers of its own), nginx (`worker_processes %d`, upstream keepalive 64, %s", th, keepaliveRequests(r.res.NginxKeepaliveRequests))
 	p("HTTP/1.1 to the upstreams, no access log) and haproxy (`nbthread %d`, `http-reuse always`, `option http-keep-alive`) proxy to those same ", th)
 	p("two processes, their addresses read from the host's /stats. **direct** is two wrk at once, 32 connections each, one per worker: throughput summed, the higher p99. ")
 	p("So all five targets share the same two worker processes. 64 connections in all. ")
 	p("Threads: nginx and haproxy %s; each balancer runs with %s; each worker with one (the balancer gives its workers GOMAXPROCS=1). ", plural(th, "thread (worker process) each", "threads (worker processes) each"), r.balancerThreads())
 	if th == 1 {
-		p("The goal's reference is nginx with one worker, as the project's issue states it, so on /operacion-simple, where the proxy is the bottleneck, the ratio sets the balancer's threads against nginx's one; ")
+		p("The goal's reference is nginx with one worker, as in the table of the project's issue (\"nginx, 1 worker, upstream keepalive\"), so on /operacion-simple, where the proxy is the bottleneck, the ratio sets the balancer's threads against nginx's one; ")
 		p("the more cores the machine has, the more that favours the balancer (`-proxy-threads N` gives nginx and haproxy N each). ")
 	}
 	p("Both balancers run with `-health-timeout 5s` (default 1 s): the workers also serve nginx, haproxy and direct, whose traffic the balancers never see, ")
@@ -442,8 +448,8 @@ func (r *report) sectionA(w io.Writer, plots map[string]string) {
 func (r *report) sectionB(w io.Writer) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("## b. The Express app: the balancer with `-cmd node` against Node's cluster mode\n\n")
-	p("`bench/node/app.js` (Express 4) with %d workers: under the balancer as `-cmd \"node bench/node/app.js\"`, per engine, with the default TCP health check ", r.cores)
-	p("(an HTTP check on /health times out while the event loop works through queued compleja requests, and the workers are taken out of rotation), ")
+	p("`bench/node/app.js` (Express 4) with %d workers: under the balancer as `-cmd \"node bench/node/app.js\"`, per engine, with the default health check for `-cmd`, ", r.cores)
+	p("an `OPTIONS *` that any answer within health_timeout (1 s) passes, ")
 	p("and under Node's own cluster mode (`node bench/node/cluster.js`, CLUSTER_WORKERS=%d). wrk at 64 connections. ", r.cores)
 	p("The balancer rows use the default policy, round-robin, except **%s** (`-engine fasthttp -policy least-conn`), for comparison: ", bLeastConn)
 	p("a Node worker has one thread, and the requests that reach it while the OS or its garbage collector pauses it wait. ")
@@ -626,7 +632,7 @@ func (r *report) printRatios(w io.Writer) {
 		}
 	}
 	get := func(scen, t, ep string) summary { return res.get(key{Scenario: scen, Target: t, Endpoint: ep}) }
-	p("Ratios (medians):\n")
+	p("Ratios of the medians (the goals below are judged on the per-repetition ratios):\n")
 	if r.opts.only["a"] {
 		for _, ep := range endpoints {
 			for _, t := range []string{"balancer-httputil", "balancer-fasthttp", "haproxy", "direct"} {
@@ -685,4 +691,13 @@ func firstNonEmpty(ss ...string) string {
 		return oneLine(ss[i])
 	}
 	return "no figure"
+}
+
+// keepaliveRequests says nginx's keepalive_requests as the report's
+// list of its settings takes it: nothing for nginx's default.
+func keepaliveRequests(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("`keepalive_requests %d` to the clients and the upstreams, ", n)
 }

@@ -50,7 +50,7 @@ func TestReportWrite(t *testing.T) {
 		"| balancer-fasthttp | failed |",
 		"| httputil vs nginx (a, simple) | ≥ 0.60× nginx req/s | 0.70× (7 000 vs 10 000 req/s); errors 0 vs 0 | **met** |",
 		"| fasthttp vs nginx (a, simple) | ≥ 1.00× nginx req/s, p99 ≤ nginx's | no figure: engine",
-		"| 18.0 MiB | scenario a, 2 workers |",
+		"| 18.0 MiB | scenario a, over the 2 shared workers |",
 		"![requests per second on /operacion-simple](a_simple.png)",
 		"e_workers.png", "e_connections.png",
 		"## What did not run",

@@ -123,6 +123,14 @@ type results struct {
 	// it inherits the bench's environment and CPU limits, and the bench
 	// sets no GOMAXPROCS for it. 0 where it was not recorded.
 	GoMaxProcs int `json:"gomaxprocs,omitempty"`
+	// ComplejaRun is how long a wrk run on /operacion-compleja lasted in
+	// scenarios a and b (runDuration); 0 in files written when it was
+	// max(duration, minComplejaRun).
+	ComplejaRun time.Duration `json:"compleja_run_ns,omitempty"`
+	// NginxKeepaliveRequests is nginx's keepalive_requests, on the client
+	// and the upstream side; 0 in files written when it was nginx's
+	// default (1000).
+	NginxKeepaliveRequests int `json:"nginx_keepalive_requests,omitempty"`
 	// WorkerSweepPerRun: scenario e's worker sweep started each balancer
 	// for its own run only; false in files written when the sweep
 	// started them all at once.

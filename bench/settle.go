@@ -43,9 +43,13 @@ func readCPUTimes(r io.Reader) (cpuTimes, error) {
 		if err != nil {
 			return cpuTimes{}, fmt.Errorf("/proc/stat: field %d: %w", i+1, err)
 		}
+		// user nice system idle iowait irq softirq steal guest
+		// guest_nice: idle and iowait are the idle ones; guest and
+		// guest_nice are counted in user and nice already.
+		if i >= 8 {
+			continue
+		}
 		t.total += v
-		// user nice system idle iowait irq softirq steal ...: idle and
-		// iowait are the idle ones.
 		if i != 3 && i != 4 {
 			t.busy += v
 		}

@@ -15,6 +15,7 @@ func TestReadCPUTimes(t *testing.T) {
 		err         bool
 	}{
 		{"linux 6", "cpu  100 5 50 800 20 3 2 10 0 0\ncpu0 1 2 3 4\n", 170, 990, false},
+		{"guest time, counted in user already", "cpu  100 5 50 800 20 3 2 10 7 1\n", 170, 990, false},
 		{"old kernel, four fields", "cpu 1 2 3 4\n", 6, 10, false},
 		{"not the cpu line", "intr 1 2 3 4 5\n", 0, 0, true},
 		{"garbage", "cpu 1 x 3 4\n", 0, 0, true},

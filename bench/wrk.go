@@ -141,22 +141,27 @@ type wrkRun struct {
 	Duration time.Duration
 }
 
-// args is wrk's command line. wrk takes whole seconds only, so the
-// duration is rounded up to at least 1s. The timeout is raised from wrk's
-// 2s: at 64 connections on two cores /operacion-compleja queues for
-// longer than that, and wrk would count the queueing as errors and drop
-// those requests from the latency figures.
+// wrkTimeout is wrk's --timeout, raised from its 2 s: at 64 connections
+// on two cores /operacion-compleja queues for longer than that, and wrk
+// would count the queueing as errors and drop those requests from the
+// latency figures.
+const wrkTimeout = 10 * time.Second
+
+// wrkSeconds is the -d wrk runs for d: whole seconds, rounded up, at
+// least 1.
+func wrkSeconds(d time.Duration) int {
+	return max(1, int(math.Ceil(d.Seconds())))
+}
+
+// args is wrk's command line.
 func (w wrkRun) args() []string {
-	secs := int(math.Ceil(w.Duration.Seconds()))
-	if secs < 1 {
-		secs = 1
-	}
+	secs := wrkSeconds(w.Duration)
 	threads := max(1, min(w.Threads, w.Conns))
 	return []string{
 		"-t" + strconv.Itoa(threads),
 		"-c" + strconv.Itoa(w.Conns),
 		"-d" + strconv.Itoa(secs) + "s",
-		"--timeout", "10s",
+		"--timeout", strconv.Itoa(int(wrkTimeout.Seconds())) + "s",
 		"--latency",
 		w.URL,
 	}
