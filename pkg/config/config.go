@@ -425,8 +425,8 @@ func sameListener(a, b string) bool {
 	if na == 0 || na != nb {
 		return false
 	}
-	any := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
-	return strings.EqualFold(ha, hb) || any(ha) || any(hb)
+	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return strings.EqualFold(ha, hb) || wildcard(ha) || wildcard(hb)
 }
 
 // validPath reports whether p is a path the balancer can serve its own
