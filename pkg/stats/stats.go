@@ -2,6 +2,7 @@ package stats
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"time"
 
@@ -86,7 +87,9 @@ func Handler(p *pool.Pool, started time.Time) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, `{"error":"method not allowed"}`, http.StatusMethodNotAllowed)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			io.WriteString(w, `{"error":"method not allowed; allow: GET, HEAD"}`+"\n")
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")

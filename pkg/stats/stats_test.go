@@ -75,7 +75,12 @@ func TestHandlerJSON(t *testing.T) {
 func TestHandlerRejectsPost(t *testing.T) {
 	rec := httptest.NewRecorder()
 	Handler(pool.New(new(pool.RoundRobin)), time.Now()).ServeHTTP(rec, httptest.NewRequest("POST", "/stats", nil))
-	if rec.Code != http.StatusMethodNotAllowed {
-		t.Errorf("got %d; want 405", rec.Code)
+	if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Allow") != "GET, HEAD" {
+		t.Errorf("got %d, Allow %q; want 405, GET, HEAD", rec.Code, rec.Header().Get("Allow"))
+	}
+	// JSON, as it says, like the balancer's other error answers.
+	var body struct{ Error string }
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" || json.Unmarshal(rec.Body.Bytes(), &body) != nil || body.Error == "" {
+		t.Errorf("got Content-Type %q, body %q; want application/json with an error", ct, rec.Body)
 	}
 }
