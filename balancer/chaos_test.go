@@ -423,3 +423,33 @@ func TestFailedReloadKeepsTheCommand(t *testing.T) {
 		return w.State == "up" && w.Pid != victim.Pid && w.Pid > 0
 	})
 }
+
+// TestReloadToMoreWorkersStartsEachOnce: a reload that raises the count
+// replaces the workers there were and starts the new one once. (It scaled
+// up first, then replaced every worker, the one just started included: a
+// second process for it, and a restart counted.)
+func TestReloadToMoreWorkersStartsEachOnce(t *testing.T) {
+	skipShort(t)
+	file := filepath.Join(t.TempDir(), "balancer.yaml")
+	if err := os.WriteFile(file, []byte("workers: 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := start(t, 1, "-config", file)
+	before, _ := c.stats()
+	if err := os.WriteFile(file, []byte("workers: 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd.Process.Signal(syscall.SIGHUP)
+	after := c.waitFor("two workers up after the reload", func(s statsDoc) bool {
+		return len(s.Workers) == 2 && s.Workers[0].State == "up" && s.Workers[1].State == "up" &&
+			strings.Contains(c.logs.String(), "rolling reload done")
+	})
+	time.Sleep(300 * time.Millisecond) // a second start of worker 2 would be under way by now
+	after, _ = c.stats()
+	if w := after.Workers[0]; w.Pid == before.Workers[0].Pid || w.Restarts != 1 {
+		t.Errorf("worker 1: pid %d (was %d), restarts %d; want replaced once", w.Pid, before.Workers[0].Pid, w.Restarts)
+	}
+	if w := after.Workers[1]; w.Restarts != 0 || strings.Count(c.logs.String(), `"worker started" worker=2 `) != 1 {
+		t.Errorf("worker 2: restarts %d, log:\n%s\nwant started once, no restart", w.Restarts, c.logs.String())
+	}
+}

@@ -111,21 +111,36 @@ func (c *Controller) reload(ctx context.Context, wait bool) error {
 	return nil
 }
 
-// apply follows a changed worker count and replaces the workers one by
-// one with the spec just configured.
+// apply replaces the workers one by one with the spec just configured,
+// and follows a changed worker count: fewer before replacing (the ones
+// to go are not replaced first), more after (the new ones start with
+// the new spec, and are not replaced again).
 func (c *Controller) apply(ctx context.Context, cfg config.Config, wait bool) error {
-	if cfg.Workers != c.cfg.Workers && c.cfg.LocalWorkers {
-		// The count in the file changed: follow it before replacing.
-		// (Not when the balancer runs no workers of its own.)
-		if err := c.scaleTo(ctx, cfg.WorkerCount(), wait); err != nil {
+	// Not when the balancer runs no workers of its own.
+	n, scale := cfg.WorkerCount(), cfg.Workers != c.cfg.Workers && c.cfg.LocalWorkers
+	cur, err := c.sup.Workers(ctx)
+	if err != nil {
+		return err
+	}
+	if scale && n < cur {
+		if err := c.scaleTo(ctx, n, wait); err != nil {
 			return err
 		}
-		c.cfg.Workers = cfg.Workers
+		c.cfg.Workers, scale = cfg.Workers, false
 	}
 	if wait {
-		return c.sup.ReloadWait(ctx)
+		err = c.sup.ReloadWait(ctx)
+	} else {
+		err = c.sup.Reload(ctx)
 	}
-	return c.sup.Reload(ctx)
+	if err != nil || !scale {
+		return err
+	}
+	if err := c.scaleTo(ctx, n, wait); err != nil {
+		return err
+	}
+	c.cfg.Workers = cfg.Workers
+	return nil
 }
 
 func (c *Controller) scaleTo(ctx context.Context, n int, wait bool) error {
