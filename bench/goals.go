@@ -109,10 +109,17 @@ func throughputGoal(name, want string, got, ref summary, refName string, minRati
 		g.Met = g.Met && got.P99 <= ref.P99
 	}
 	g.Got += fmt.Sprintf("; errors %d vs %d", got.Errors, ref.Errors)
+	if ref.Timeouts > 0 {
+		g.Got += fmt.Sprintf(" (%s %d of them timeouts)", refName, ref.Timeouts)
+	}
 	if got.Failed > 0 || ref.Failed > 0 {
 		g.Got += fmt.Sprintf("; failed repetitions %d vs %d", got.Failed, ref.Failed)
 	}
-	if got.Errors > 0 || ref.Errors > 0 || got.Failed > 0 || ref.Failed > 0 {
+	// The reference's timeouts are slow requests, counted in its req/s
+	// when they end: they make it no faster, and Node's cluster has them
+	// by design (the issue's own figures say so), so they do not void
+	// the comparison; any error of the measured side does.
+	if got.Errors > 0 || ref.Errors > ref.Timeouts || got.Failed > 0 || ref.Failed > 0 {
 		g.Met = false
 		g.Got += " (not met: a side with errors or failed repetitions cannot meet it)"
 	}

@@ -11,6 +11,11 @@ func TestThroughputGoal(t *testing.T) {
 	ok := func(rps float64, p99 time.Duration, errs int64) summary {
 		return summary{OK: true, Runs: 1, RPS: rps, P99: p99, Errors: errs}
 	}
+	timeouts := func(rps float64, errs, touts int64) summary {
+		s := ok(rps, ms, errs)
+		s.Timeouts = touts
+		return s
+	}
 	failedRep := ok(1200, ms, 0)
 	failedRep.Failed = 1
 	tests := []struct {
@@ -28,6 +33,9 @@ func TestThroughputGoal(t *testing.T) {
 		{"no errors shown", ok(1200, ms, 0), ok(1000, ms, 0), 1.0, false, true, "errors 0 vs 0"},
 		{"errors on the measured side", ok(1200, ms, 4), ok(1000, ms, 0), 1.0, false, false, "errors 4 vs 0"},
 		{"errors on the reference side", ok(1200, ms, 0), ok(1000, ms, 7), 0.6, false, false, "errors 0 vs 7"},
+		{"only timeouts on the reference side", ok(1200, ms, 0), timeouts(1000, 7, 7), 0.6, false, true, "errors 0 vs 7 (nginx 7 of them timeouts)"},
+		{"timeouts and others on the reference side", ok(1200, ms, 0), timeouts(1000, 9, 7), 0.6, false, false, "errors 0 vs 9 (nginx 7 of them timeouts)"},
+		{"timeouts on the measured side", timeouts(1200, 3, 3), ok(1000, ms, 0), 0.6, false, false, "errors 3 vs 0"},
 		{"a failed repetition", failedRep, ok(1000, ms, 0), 1.0, false, false, "failed repetitions 1 vs 0"},
 		{"target failed", summary{Err: "engine: want one of httputil"}, ok(1000, ms, 0), 1.0, false, false, "no figure: engine"},
 		{"reference failed", ok(1000, ms, 0), summary{Err: "nginx is not installed"}, 1.0, false, false, "no nginx figure"},

@@ -130,8 +130,13 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	p("whose capacity drifts by tens of percent over a run. A throughput goal is judged on the median of those per-repetition ratios ")
 	p("(and, where the goal says so, on the median p99 too); \"per repetition\" gives their lowest and highest, and how many reached the goal's ratio, to show how near the line the verdict is, ")
 	p("and \"medians\" the two targets' median req/s and their ratio, which compares figures from different minutes of the run. ")
-	p("A goal is not met when either side had errors (wrk's socket errors or non-2xx answers, summed over the repetitions) or a failed repetition, ")
-	p("since wrk counts an error answered at once as a request per second like any other; \"errors\" gives both sides' counts.\n\n")
+	p("A goal is not met when the measured side had errors (wrk's socket errors or non-2xx answers, summed over the repetitions), when the reference had errors other than timeouts, or when either had a failed repetition, ")
+	p("since wrk counts an error answered at once as a request per second like any other; \"errors\" gives both sides' counts. ")
+	p("A reference's timeouts (requests slower than 10 s, which Node's cluster has on compleja) make it no faster, so they are shown but do not void the comparison")
+	if !res.TimeoutsRecorded {
+		p(" (this run's file does not tell them from other errors, so there every error of either side voids it)")
+	}
+	p(".\n\n")
 	p("| goal | wanted | measured | |\n|---|---|---|---|\n")
 	gs := evalGoals(res)
 	for _, g := range gs {

@@ -29,6 +29,7 @@ type sample struct {
 	P99          time.Duration `json:"p99_ns"`
 	Requests     int64         `json:"requests"`
 	Errors       int64         `json:"errors"`
+	Timeouts     int64         `json:"timeouts,omitempty"` // of Errors, wrk's timeouts (a request slower than wrkTimeout)
 	OK           int64         `json:"ok,omitempty"`
 	VUsersFailed int64         `json:"vusers_failed,omitempty"`
 	RSS          int64         `json:"rss_bytes,omitempty"`
@@ -52,6 +53,7 @@ type summary struct {
 	RPS          float64       // median
 	P99          time.Duration // median
 	Errors       int64         // total over the repetitions
+	Timeouts     int64         // of Errors, total
 	OKCount      int64         // total 200s (artillery)
 	VUsersFailed int64         // total (artillery)
 	RSS          int64         // median of the per-run peaks, 0 if none
@@ -77,6 +79,7 @@ func (s *series) summary() summary {
 		rps = append(rps, smp.RPS)
 		p99 = append(p99, smp.P99)
 		out.Errors += smp.Errors
+		out.Timeouts += smp.Timeouts
 		out.OKCount += smp.OK
 		out.VUsersFailed += smp.VUsersFailed
 		if smp.RSS > 0 {
@@ -131,6 +134,9 @@ type results struct {
 	// and the upstream side; 0 in files written when it was nginx's
 	// default (1000).
 	NginxKeepaliveRequests int `json:"nginx_keepalive_requests,omitempty"`
+	// TimeoutsRecorded: the samples tell wrk's timeouts apart (Timeouts);
+	// false in files written before they did.
+	TimeoutsRecorded bool `json:"timeouts_recorded,omitempty"`
 	// WorkerSweepPerRun: scenario e's worker sweep started each balancer
 	// for its own run only; false in files written when the sweep
 	// started them all at once.

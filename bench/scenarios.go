@@ -163,7 +163,7 @@ func (b *bench) measureWrk(ctx context.Context, label string, rep int, j job) {
 		b.progress(label, rep, row, "%-9s FAILED: %v", j.k.Endpoint, short(err))
 		return
 	}
-	s := sample{RPS: r.RPS, P99: r.P99, Requests: r.Requests, Errors: r.Errors(), RSS: rss, Busy: !idle}
+	s := sample{RPS: r.RPS, P99: r.P99, Requests: r.Requests, Errors: r.Errors(), Timeouts: r.Socket.Timeout, RSS: rss, Busy: !idle}
 	b.res.add(j.k, s)
 	extra := ""
 	if rss > 0 {
@@ -455,8 +455,8 @@ func (b *bench) scenarioD(ctx context.Context) {
 				b.progress(label, rep, t.name, "FAILED: %v", short(err))
 				continue
 			}
-			b.res.add(ks, sample{RPS: rs.RPS, P99: rs.P99, Requests: rs.Requests, Errors: rs.Errors(), Busy: !idle})
-			b.res.add(kc, sample{RPS: rc.RPS, P99: rc.P99, Requests: rc.Requests, Errors: rc.Errors(), Busy: !idle})
+			b.res.add(ks, sample{RPS: rs.RPS, P99: rs.P99, Requests: rs.Requests, Errors: rs.Errors(), Timeouts: rs.Socket.Timeout, Busy: !idle})
+			b.res.add(kc, sample{RPS: rc.RPS, P99: rc.P99, Requests: rc.Requests, Errors: rc.Errors(), Timeouts: rc.Socket.Timeout, Busy: !idle})
 			b.progress(label, rep, t.name, "simple %7.0f req/s p99 %-9s | compleja %5.1f req/s p99 %-9s errors %d%s",
 				rs.RPS, fmtDur(rs.P99), rc.RPS, fmtDur(rc.P99), rs.Errors()+rc.Errors(), b.checkRestarts(ctx, t, ks))
 		}
