@@ -56,7 +56,8 @@ func TestTimeoutNotRetried(t *testing.T) {
 			for range c.workers {
 				addrs = append(addrs, newBackend(t, "slow", slow).srv.Listener.Addr().String())
 			}
-			url := serveEngine(t, c.engine, newPool(addrs...), Options{UpstreamTimeout: 300 * time.Millisecond})
+			p := newPool(addrs...)
+			url := serveEngine(t, c.engine, p, Options{UpstreamTimeout: 300 * time.Millisecond})
 			req, _ := http.NewRequest(c.method, url+"/", strings.NewReader(strings.Repeat("x", c.body)))
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -64,8 +65,11 @@ func TestTimeoutNotRetried(t *testing.T) {
 			}
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != 504 || hits.Load() != 1 {
-				t.Errorf("got %d after %d worker hits; want 504 after 1", resp.StatusCode, hits.Load())
+			// No hit at all is a timeout too: on a loaded machine the
+			// 2 MiB upload can outlast the 300 ms before the worker's
+			// handler runs. Never more than one, and never a retry.
+			if resp.StatusCode != 504 || hits.Load() > 1 || p.Retries() != 0 {
+				t.Errorf("got %d after %d worker hits, %d retries; want 504 after at most 1, no retry", resp.StatusCode, hits.Load(), p.Retries())
 			}
 		})
 	}
