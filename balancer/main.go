@@ -116,6 +116,7 @@ func run(args []string) int {
 
 	started := time.Now()
 	p := pool.New(pool.NewSelector(cfg.Policy))
+	p.SetMaxInFlight(cfg.WorkerMaxConns)
 	sup := supervisor.New(spec, p)
 	statsHandler := stats.Handler(p, started)
 	metricsHandler := stats.Metrics(p, started)

@@ -114,6 +114,10 @@ type Config struct {
 	// MaxRetries bounds the retries of one request on other workers; -1
 	// (default) means one less than the number of workers, 0 none.
 	MaxRetries int `yaml:"max_retries"`
+	// WorkerMaxConns bounds the requests at each worker at once; past it
+	// they wait in the balancer, in the order they came, up to
+	// UpstreamTimeout. 0 sets no bound.
+	WorkerMaxConns int `yaml:"worker_max_conns"`
 	// RetryBufferBytes: request bodies up to this size are buffered so
 	// they can be replayed on another worker; larger ones stream, and
 	// are replayed only while none of the body was sent. 0 buffers none.
@@ -244,6 +248,10 @@ func (c Config) HealthCheck() string {
 // MaxWorkers bounds Workers; past it a typo is likelier than a need.
 const MaxWorkers = pool.MaxWorkers
 
+// MaxWorkerConns bounds WorkerMaxConns: each place is one slot of a
+// channel per worker.
+const MaxWorkerConns = 1 << 16
+
 // MaxHeaderBytesLimit is the largest max_header_bytes: 64 MiB, 64 times
 // net/http's default, far past any real header, and far from the sums
 // (the read buffer's slack on top of it) that would overflow.
@@ -349,6 +357,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxHeaderBytes < 1024 || c.MaxHeaderBytes > MaxHeaderBytesLimit {
 		return bad("max_header_bytes", "want 1024 to %d; got %d", MaxHeaderBytesLimit, c.MaxHeaderBytes)
+	}
+	if c.WorkerMaxConns < 0 || c.WorkerMaxConns > MaxWorkerConns {
+		return bad("worker_max_conns", "want 0 (no bound) to %d; got %d", MaxWorkerConns, c.WorkerMaxConns)
 	}
 	if c.MaxRetries < -1 {
 		return bad("max_retries", "want -1 (workers - 1), 0 (none) or more; got %d", c.MaxRetries)
@@ -757,6 +768,7 @@ func newFlagSet(name string, c *Config, output io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "idle keep-alive client connections are closed after this")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request header block; larger gets 431")
 	fs.IntVar(&c.MaxRetries, "max-retries", c.MaxRetries, "retries of a request on other workers; -1 = workers - 1")
+	fs.IntVar(&c.WorkerMaxConns, "worker-max-conns", c.WorkerMaxConns, "requests at each worker at once; more wait in the balancer, in order, up to upstream-timeout (4 suits a Node app); 0 = no bound")
 	fs.Int64Var(&c.RetryBufferBytes, "retry-buffer-bytes", c.RetryBufferBytes, "request bodies up to this size are buffered for replay; 0 = none")
 	fs.DurationVar(&c.MinUptime, "min-uptime", c.MinUptime, "a worker that exits sooner had an unstable start")
 	fs.IntVar(&c.MaxRestarts, "max-restarts", c.MaxRestarts, "unstable starts in a row before a worker is held in backoff; 0 = never")

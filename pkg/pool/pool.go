@@ -23,7 +23,18 @@ type Pool struct {
 	requests atomic.Int64
 	errors   atomic.Int64
 	retries  atomic.Int64
+
+	maxInFlight int // per worker, 0 for no bound; see SetMaxInFlight
 }
+
+// SetMaxInFlight bounds the requests at each worker at once to n (0, the
+// default, sets no bound): past it, a request waits in the balancer for
+// its turn (Worker.BeginWait) instead of opening one more connection to
+// the worker. A single-threaded worker (Node) serves the connections it
+// has served before a new one's first request, so a burst of new
+// connections to a busy one waits for as long as the load lasts. Call it
+// before adding workers.
+func (p *Pool) SetMaxInFlight(n int) { p.maxInFlight = n }
 
 // New returns an empty pool that picks workers with sel.
 func New(sel Selector) *Pool {
@@ -50,6 +61,9 @@ func (p *Pool) Get(id int) *Worker {
 func (p *Pool) Add(w *Worker) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.maxInFlight > 0 && w.places == nil {
+		w.places = make(chan struct{}, p.maxInFlight)
+	}
 	old := p.Workers()
 	next := make([]*Worker, 0, len(old)+1)
 	for _, o := range old {

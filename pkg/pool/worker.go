@@ -149,6 +149,10 @@ type Worker struct {
 	restarts atomic.Int64
 
 	latency Latency
+
+	// places bounds the requests at the worker at once (Pool.SetMaxInFlight):
+	// one token per request sent, nil for no bound.
+	places chan struct{}
 }
 
 // NewWorker returns a worker with the given id, in state Starting, with no
@@ -284,12 +288,63 @@ func (w *Worker) Begin() *Process {
 	return p
 }
 
+// ErrQueueTimeout: a request waited its turn at a worker whose places
+// were all taken (Pool.SetMaxInFlight) for as long as it may.
+var ErrQueueTimeout = errors.New("every place at the worker stayed taken")
+
+// BeginWait is Begin, then, when the pool bounds the requests at a
+// worker at once, a wait for a place among them: the requests past the
+// bound wait here in the order they came, until ctx ends or wait passes
+// (then nil and the error: ctx's cause, or ErrQueueTimeout; nothing stays
+// counted). End or Abandon frees the place. Without a bound it does not
+// wait.
+func (w *Worker) BeginWait(ctx context.Context, wait time.Duration) (*Process, error) {
+	p := w.Begin()
+	if p == nil || w.places == nil {
+		return p, nil
+	}
+	select {
+	case w.places <- struct{}{}:
+		return p, nil
+	default:
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case w.places <- struct{}{}: // blocked senders go first come, first served
+		return p, nil
+	case <-ctx.Done():
+		err := context.Cause(ctx)
+		w.unbegin(p)
+		return nil, err
+	case <-t.C:
+		w.unbegin(p)
+		return nil, ErrQueueTimeout
+	}
+}
+
+// unbegin takes back a Begin whose request never went out.
+func (w *Worker) unbegin(p *Process) {
+	w.inFlight.Add(-1)
+	p.inFlight.Add(-1)
+}
+
+// free gives back the place of a request that BeginWait let through.
+func (w *Worker) free() {
+	if w.places != nil {
+		select {
+		case <-w.places:
+		default: // a Begin without BeginWait held none
+		}
+	}
+}
+
 // End closes a Begin on process p: ok means a response came back,
 // otherwise the worker failed the request; retried means the request was
 // then tried on another worker.
 func (w *Worker) End(p *Process, ok, retried bool) {
-	w.inFlight.Add(-1)
-	p.inFlight.Add(-1)
+	w.unbegin(p)
+	w.free()
 	if ok {
 		w.requests.Add(1)
 		p.requests.Add(1)
@@ -304,8 +359,8 @@ func (w *Worker) End(p *Process, ok, retried bool) {
 // Abandon closes a Begin on process p for a request that neither got a
 // response from the worker nor failed there: its client left first.
 func (w *Worker) Abandon(p *Process) {
-	w.inFlight.Add(-1)
-	p.inFlight.Add(-1)
+	w.unbegin(p)
+	w.free()
 }
 
 // UnmarshalText reads a state's name, as /stats shows it.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -310,4 +311,71 @@ func TestH1HeaderBoundExact(t *testing.T) {
 			t.Errorf("%d-byte body: a 20 KiB header got %d; want 502", body, resp.StatusCode)
 		}
 	}
+}
+
+// TestWorkerMaxConns: with the requests at a worker bounded, the ones
+// past the bound wait in the balancer and all get their answer, in both
+// engines and on both of the httputil engine's round trips; the worker
+// never has more at once. A wait past upstream_timeout is a 503.
+func TestWorkerMaxConns(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, body := range []int{0, 100 << 10} {
+			t.Run(fmt.Sprintf("%s/%d-byte-body", engine, body), func(t *testing.T) {
+				var now, most atomic.Int64
+				slow := func(w http.ResponseWriter, r *http.Request) {
+					n := now.Add(1)
+					for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+					}
+					time.Sleep(50 * time.Millisecond)
+					now.Add(-1)
+				}
+				p := pool.New(new(pool.RoundRobin))
+				p.SetMaxInFlight(2)
+				w := pool.NewWorker(1)
+				w.SetProcess(pool.NewProcess(100, newBackend(t, "slow", slow).srv.Listener.Addr().String(), time.Now()), pool.Up)
+				p.Add(w)
+				url := serveEngine(t, engine, p, Options{UpstreamTimeout: 10 * time.Second})
+				codes := make(chan int, 6)
+				for range 6 {
+					go func() {
+						req, _ := http.NewRequest("PUT", url+"/", strings.NewReader(strings.Repeat("x", body)))
+						resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+						if err != nil {
+							codes <- 0
+							return
+						}
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						codes <- resp.StatusCode
+					}()
+				}
+				for range 6 {
+					if c := <-codes; c != 200 {
+						t.Errorf("got %d; want 200", c)
+					}
+				}
+				if most.Load() != 2 {
+					t.Errorf("the worker had up to %d requests at once; want 2", most.Load())
+				}
+			})
+		}
+	}
+	t.Run("wait past upstream_timeout", func(t *testing.T) {
+		p := pool.New(new(pool.RoundRobin))
+		p.SetMaxInFlight(1)
+		w := pool.NewWorker(1)
+		w.SetProcess(pool.NewProcess(100, newBackend(t, "slow", func(http.ResponseWriter, *http.Request) { time.Sleep(time.Second) }).srv.Listener.Addr().String(), time.Now()), pool.Up)
+		p.Add(w)
+		url := serveEngine(t, "httputil", p, Options{UpstreamTimeout: 2 * time.Second})
+		held, _ := w.BeginWait(context.Background(), time.Second) // the one place, taken
+		defer w.End(held, true, false)
+		resp, err := http.Get(url + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 503 {
+			t.Errorf("got %d; want 503 after the wait", resp.StatusCode)
+		}
+	})
 }

@@ -326,7 +326,7 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 	req.Header.SetNoDefaultContentType(true)
 
 	resp := &ctx.Response
-	w, proc, err := forward(f.pool, f.opts.MaxRetries, f.log, fastResendable(req), wholeBody{},
+	w, proc, err := forward(ctx, f.opts.UpstreamTimeout, f.pool, f.opts.MaxRetries, f.log, fastResendable(req), wholeBody{},
 		func(err error) error { return err },
 		func(proc *pool.Process, retry bool) error {
 			if retry {

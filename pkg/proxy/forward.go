@@ -38,7 +38,9 @@ func (wholeBody) clientErr() error { return nil }
 // failure it returns the error to map with Status; the worker's End is
 // done. clientGone wraps err with the client's cancel, if any.
 // resendable says whether the request may be sent twice (see resendable).
-func forward(p *pool.Pool, maxRetries int, log *slog.Logger, resendable bool, body replayer,
+// When the pool bounds the requests at a worker, a request past the bound
+// waits for its turn there, until ctx ends or queueWait passes (503).
+func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetries int, log *slog.Logger, resendable bool, body replayer,
 	clientGone func(error) error, try func(proc *pool.Process, retry bool) error) (*pool.Worker, *pool.Process, error) {
 	if maxRetries == 0 {
 		maxRetries = len(p.Workers()) - 1
@@ -50,7 +52,13 @@ func forward(p *pool.Pool, maxRetries int, log *slog.Logger, resendable bool, bo
 		if w == nil {
 			return nil, nil, ErrNoWorker
 		}
-		proc := w.Begin()
+		proc, err := w.BeginWait(ctx, queueWait)
+		if errors.Is(err, pool.ErrQueueTimeout) {
+			return nil, nil, fmt.Errorf("%w: worker %d kept every place taken for %v", ErrNoWorker, w.ID(), queueWait)
+		}
+		if err != nil {
+			return nil, nil, err // the client left while it waited
+		}
 		if proc == nil {
 			// The process went away between the pick and now.
 			tried = append(tried, w)
@@ -58,7 +66,7 @@ func forward(p *pool.Pool, maxRetries int, log *slog.Logger, resendable bool, bo
 			continue
 		}
 		start := time.Now()
-		err := try(proc, len(tried) > 0)
+		err = try(proc, len(tried) > 0)
 		if err == nil {
 			now := time.Now()
 			w.Latency().Observe(now.Sub(start), now)

@@ -214,7 +214,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var resp *http.Response
 	var stopAttempt func() // ends the last attempt's context
-	w, proc, err := forward(px.pool, px.opts.MaxRetries, px.log, resendable(req), &b,
+	w, proc, err := forward(req.Context(), px.opts.UpstreamTimeout, px.pool, px.opts.MaxRetries, px.log, resendable(req), &b,
 		func(err error) error { return withClientGone(req.Context(), err) },
 		func(proc *pool.Process, retry bool) error {
 			// req is the ReverseProxy's own clone of the inbound
