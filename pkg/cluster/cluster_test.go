@@ -272,3 +272,55 @@ func TestStartOnlyChanges(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadRefusedWhileScaling: a reload asked for while a scale is
+// under way is refused before it puts its settings in place, so the
+// worker the scale starts meanwhile cannot get them. (It put them in
+// place, found the supervisor busy, and put the old ones back: a worker
+// started in between kept the refused settings.)
+func TestReloadRefusedWhileScaling(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "balancer.yaml")
+	// A worker that never opens its port: the scale waits for it.
+	if err := os.WriteFile(file, []byte("cmd: exec sleep 30\nstart_timeout: 20s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-config", file, "-workers", "1", "-admin-listen", ""}
+	cfg, _, err := config.Parse("balancer", args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	spec, err := WorkerSpec(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sup := supervisor.New(spec, pool.New(new(pool.RoundRobin)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx, 1) }()
+	defer func() { cancel(); <-done }()
+	ctl := NewController(sup, args, cfg, logger)
+
+	scaleCtx, stopScale := context.WithCancel(ctx)
+	scaled := make(chan error, 1)
+	go func() { scaled <- ctl.Scale(scaleCtx, 2) }()
+	defer func() { stopScale(); <-scaled }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if n, _ := sup.Workers(ctx); n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the scale never added worker 2")
+		}
+	}
+	if err := os.WriteFile(file, []byte("cmd: exec sleep 31\nstart_timeout: 20s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = ctl.Reload(ctx)
+	if !errors.Is(err, supervisor.ErrBusy) || strings.Contains(err.Error(), "settings before the reload") {
+		t.Errorf("got %v; want ErrBusy, refused before any setting changed", err)
+	}
+	if err := ctl.RestartWorker(ctx, 1); !errors.Is(err, supervisor.ErrBusy) {
+		t.Errorf("restart during the scale: got %v; want ErrBusy", err)
+	}
+}

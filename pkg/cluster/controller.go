@@ -24,7 +24,12 @@ type Controller struct {
 	log   *slog.Logger
 	local bool // the balancer runs workers of its own (local_workers)
 
-	mu      sync.Mutex    // one reload at a time reads and updates cfg and applied
+	// mu is held by every operation, so that one never runs while a
+	// reload has its new worker settings in place: a worker that a scale
+	// or a restart started then would get them, and keep them after a
+	// refused or failed reload put the old ones back. It also guards cfg
+	// and applied.
+	mu      sync.Mutex
 	cfg     config.Config // as started, with the worker count of the last reload
 	applied config.Config // whose worker settings are in force: the last good reload's
 }
@@ -60,6 +65,10 @@ func (c *Controller) Scale(ctx context.Context, n int) error {
 	if !c.local {
 		return errNoLocalWorkers
 	}
+	if !c.mu.TryLock() {
+		return supervisor.ErrBusy
+	}
+	defer c.mu.Unlock()
 	return c.sup.Scale(ctx, n)
 }
 
@@ -68,11 +77,17 @@ func (c *Controller) ScaleBy(ctx context.Context, delta int) error {
 	if !c.local {
 		return errNoLocalWorkers
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	return c.sup.ScaleBy(ctx, delta)
 }
 
 // RestartWorker drains worker id and replaces it.
 func (c *Controller) RestartWorker(ctx context.Context, id int) error {
+	if !c.mu.TryLock() {
+		return supervisor.ErrBusy
+	}
+	defer c.mu.Unlock()
 	return c.sup.RestartWorker(ctx, id)
 }
 
