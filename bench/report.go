@@ -411,8 +411,30 @@ func p99RatioCell(a, b summary) string {
 // bLeastConn is scenario b's fasthttp balancer with -policy least-conn.
 const bLeastConn = "balancer-fasthttp-least-conn"
 
+// bMaxConns is scenario b's fasthttp balancer with -worker-max-conns
+// bMaxConnsN.
+const (
+	bMaxConns  = "balancer-fasthttp-max-conns-8"
+	bMaxConnsN = 8
+)
+
 // bTargets are scenario b's rows, the reference last.
-var bTargets = []string{"balancer-httputil", "balancer-fasthttp", bLeastConn, "node-cluster"}
+var bTargets = []string{"balancer-httputil", "balancer-fasthttp", bLeastConn, bMaxConns, "node-cluster"}
+
+// bRows are the rows of bTargets that res measured: a file written
+// before a row was added has none of it.
+func bRows(res *results) []string {
+	var out []string
+	for _, t := range bTargets {
+		for _, s := range res.Series {
+			if s.Scenario == "b" && s.Target == t {
+				out = append(out, t)
+				break
+			}
+		}
+	}
+	return out
+}
 
 var aTargets = []string{"balancer-httputil", "balancer-fasthttp", "nginx", "haproxy", "direct"}
 
@@ -459,11 +481,16 @@ func (r *report) sectionB(w io.Writer) {
 	p("The balancer rows use the default policy, round-robin, except **%s** (`-engine fasthttp -policy least-conn`), for comparison: ", bLeastConn)
 	p("a Node worker has one thread, and the requests that reach it while the OS or its garbage collector pauses it wait. ")
 	p("Round-robin gives each worker its turn but passes over one that holds more than 1.25× its share of the requests in flight; least-conn sends each request to the worker with the fewest. ")
-	p("(Node's cluster pins each connection to one worker, so only that worker's connections wait.) The goals are read on the default policy's rows.\n\n")
+	p("(Node's cluster pins each connection to one worker, so only that worker's connections wait.) ")
+	if slices.Contains(bRows(r.res), bMaxConns) {
+		p("**%s** is the fasthttp engine with `-worker-max-conns %d`: at most %d requests at each worker at once, the rest waiting in the balancer in the order they came, ", bMaxConns, bMaxConnsN, bMaxConnsN)
+		p("since a busy Node process serves the connections it has served before the first request of a new one (see [tuning.md](tuning.md)). ")
+	}
+	p("The goals are read on the default settings' rows.\n\n")
 	p("| target | endpoint | req/s | × Node cluster | p99 | p99 × Node cluster | errors |\n|---|---|--:|--:|--:|--:|--:|\n")
 	for _, ep := range endpoints {
 		ref := r.res.get(key{Scenario: "b", Target: "node-cluster", Endpoint: ep.name})
-		for _, t := range bTargets {
+		for _, t := range bRows(r.res) {
 			s := r.res.get(key{Scenario: "b", Target: t, Endpoint: ep.name})
 			p("| %s | %s | %s | %s | %s | %s | %s |\n", t, ep.name, rpsCell(s), ratioCell(s, ref), p99Cell(s), p99RatioCell(s, ref), errCell(s))
 		}
@@ -650,7 +677,10 @@ func (r *report) printRatios(w io.Writer) {
 	}
 	if r.opts.only["b"] {
 		for _, ep := range endpoints {
-			for _, t := range bTargets[:len(bTargets)-1] {
+			for _, t := range bRows(res) {
+				if t == "node-cluster" {
+					continue
+				}
 				line(fmt.Sprintf("b %s %s / node-cluster", ep.name, t), get("b", t, ep.name), get("b", "node-cluster", ep.name))
 			}
 		}

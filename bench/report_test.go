@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -334,4 +335,21 @@ func renderReport(t *testing.T, res *results, scenarios string) *strings.Builder
 	md := new(strings.Builder)
 	rep.markdown(md, nil)
 	return md
+}
+
+// TestBRowsFollowTheFile: scenario b's rows are the ones the results
+// measured, so a file written before a row was added renders without an
+// empty one, and a new file shows it.
+func TestBRowsFollowTheFile(t *testing.T) {
+	old := &results{}
+	for _, tg := range []string{"balancer-httputil", "balancer-fasthttp", bLeastConn, "node-cluster"} {
+		old.add(key{Scenario: "b", Target: tg, Endpoint: "simple"}, sample{RPS: 1})
+	}
+	if got := bRows(old); slices.Contains(got, bMaxConns) || len(got) != 4 {
+		t.Errorf("old file: got rows %v; want the four it measured", got)
+	}
+	old.add(key{Scenario: "b", Target: bMaxConns, Endpoint: "simple"}, sample{RPS: 1})
+	if got := bRows(old); !slices.Equal(got, bTargets) {
+		t.Errorf("new file: got rows %v; want %v", got, bTargets)
+	}
 }

@@ -61,6 +61,7 @@ type balancerOpts struct {
 	// workers is ignored.
 	upstreams []string
 	extra     []string // more flags
+	maxConns  int      // -worker-max-conns; 0 = the default
 }
 
 // startBalancer runs the balancer and waits until /stats shows all its
@@ -109,6 +110,9 @@ func balancerArgs(bin, listen string, o balancerOpts) (args []string, n int) {
 	}
 	if o.policy != "" {
 		args = append(args, "-policy", o.policy)
+	}
+	if o.maxConns > 0 {
+		args = append(args, "-worker-max-conns", strconv.Itoa(o.maxConns))
 	}
 	if o.cmd != "" {
 		args = append(args, "-cmd", o.cmd)
