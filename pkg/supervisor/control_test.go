@@ -307,10 +307,14 @@ func TestScaleFillsFreedIDs(t *testing.T) {
 func TestScaleBesideRemoteUpstreams(t *testing.T) {
 	s, p, st, _, stop := running(t, 2, func(sp *Spec) { sp.Remote = []string{"127.0.0.1:1"} })
 	defer stop()
+	// Run adds the upstream after the local slots, which running waits
+	// for: the upstream may come a moment later.
 	var remote int
-	for _, w := range p.Workers() {
-		if w.Remote() {
-			remote = w.ID()
+	for deadline := time.Now().Add(2 * time.Second); remote == 0 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		for _, w := range p.Workers() {
+			if w.Remote() {
+				remote = w.ID()
+			}
 		}
 	}
 	if remote <= pool.MaxWorkers {
