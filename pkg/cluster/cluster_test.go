@@ -186,6 +186,26 @@ func TestOwnPathsNeverProxied(t *testing.T) {
 // TestReloadReadsTheFileAgain: a reload parses the same arguments again,
 // so an invalid file is refused with the setting at fault and changes
 // nothing, and a valid one that changes a start-only setting says so.
+// runController starts a supervisor with n workers and its controller,
+// as the balancer does with args; both stop when the test ends.
+func runController(t *testing.T, args []string, n int, logger *slog.Logger) (context.Context, *supervisor.Supervisor, *Controller) {
+	t.Helper()
+	cfg, _, err := config.Parse("balancer", args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := WorkerSpec(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sup := supervisor.New(spec, pool.New(new(pool.RoundRobin)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx, n) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ctx, sup, NewController(sup, args, cfg, logger)
+}
+
 func TestReloadReadsTheFileAgain(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "balancer.yaml")
 	write := func(s string) {
@@ -197,22 +217,8 @@ func TestReloadReadsTheFileAgain(t *testing.T) {
 	// No process is started: the cluster runs with no local workers, and
 	// one remote upstream where nothing listens.
 	args := []string{"-config", file, "-local-workers=false", "-upstream", "127.0.0.1:9"}
-	cfg, _, err := config.Parse("balancer", args, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var logs testutil.SyncBuffer
-	logger := slog.New(slog.NewTextHandler(&logs, nil))
-	spec, err := WorkerSpec(cfg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sup := supervisor.New(spec, pool.New(new(pool.RoundRobin)))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sup.Run(ctx, 0) }()
-	defer func() { cancel(); <-done }()
-	ctl := NewController(sup, args, cfg, logger)
+	ctx, sup, ctl := runController(t, args, 0, slog.New(slog.NewTextHandler(&logs, nil)))
 
 	// Nothing to scale: no worker of its own may start.
 	for _, err := range []error{ctl.ScaleBy(ctx, +1), ctl.ScaleBy(ctx, -1), ctl.Scale(ctx, 2)} {
@@ -225,7 +231,7 @@ func TestReloadReadsTheFileAgain(t *testing.T) {
 	}
 
 	write("workers: -3\n")
-	err = ctl.Reload(ctx)
+	err := ctl.Reload(ctx)
 	if err == nil || !strings.Contains(err.Error(), "workers") || !strings.Contains(err.Error(), "not reloaded") {
 		t.Errorf("got %v; want the refusal naming workers", err)
 	}
@@ -285,21 +291,7 @@ func TestReloadRefusedWhileScaling(t *testing.T) {
 		t.Fatal(err)
 	}
 	args := []string{"-config", file, "-workers", "1", "-admin-listen", ""}
-	cfg, _, err := config.Parse("balancer", args, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	spec, err := WorkerSpec(cfg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sup := supervisor.New(spec, pool.New(new(pool.RoundRobin)))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sup.Run(ctx, 1) }()
-	defer func() { cancel(); <-done }()
-	ctl := NewController(sup, args, cfg, logger)
+	ctx, sup, ctl := runController(t, args, 1, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	scaleCtx, stopScale := context.WithCancel(ctx)
 	scaled := make(chan error, 1)
@@ -316,7 +308,7 @@ func TestReloadRefusedWhileScaling(t *testing.T) {
 	if err := os.WriteFile(file, []byte("cmd: exec sleep 31\nstart_timeout: 20s\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err = ctl.Reload(ctx)
+	err := ctl.Reload(ctx)
 	if !errors.Is(err, supervisor.ErrBusy) || strings.Contains(err.Error(), "settings before the reload") {
 		t.Errorf("got %v; want ErrBusy, refused before any setting changed", err)
 	}
