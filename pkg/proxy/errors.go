@@ -217,9 +217,17 @@ func badAnswer(out *http.Request, resp *http.Response) error {
 // badNames returns errBadAnswer when a name of h is no token.
 func badNames(h http.Header) error {
 	for k := range h {
-		if !validName(k) {
-			return fmt.Errorf("%w: header name %q", errBadAnswer, k)
+		if err := badName(k); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// badName returns errBadAnswer when a worker's header name is no token.
+func badName[T string | []byte](name T) error {
+	if !validName(name) {
+		return fmt.Errorf("%w: header name %q", errBadAnswer, name)
 	}
 	return nil
 }

@@ -354,8 +354,8 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 				return err
 			}
 			for k := range resp.Header.All() {
-				if !validName(k) {
-					return fmt.Errorf("%w: header name %q", errBadAnswer, k)
+				if err := badName(k); err != nil {
+					return err
 				}
 			}
 			return nil
