@@ -67,8 +67,8 @@ func isTimeout(err error) bool {
 	return errors.As(err, &te) && te.Timeout()
 }
 
-// isRefused reports whether err happened while connecting, so the worker
-// never saw the request.
+// isRefused reports whether err happened while connecting (refused, or
+// timed out), so the worker never saw the request.
 func isRefused(err error) bool {
 	var op *net.OpError
 	return (errors.As(err, &op) && op.Op == "dial") || errors.Is(err, syscall.ECONNREFUSED)
@@ -121,23 +121,28 @@ func notSent(err error) bool {
 // the body can be sent again whole (there is none, or it was buffered);
 // and, for a body that cannot, whether any attempt has read from it yet.
 //
-// Never when the client went away, its body could not be read, or the
-// worker timed out: another worker would only do the same work again, or
-// get the same broken body. Never when the body is partly gone (a
-// streamed body an attempt has read from). Otherwise the worker is taken
-// to have died (refused, reset, EOF), and the request goes to another
-// worker if it may be sent twice, or if the worker never got it: the
-// connection was refused, or was found closed before the request went
-// out. A POST that a worker may have acted on before it died gets a 502,
-// never a second run.
+// Never when the client went away, or its body could not be read: no
+// other worker would do better. Never when the body is partly gone (a
+// streamed body an attempt has read from). Always when the worker never
+// got the request: the connection was refused, or timed out (a host cut
+// off, a worker whose accept queue is full), or was found closed before
+// the request went out. Never when the worker timed out on a request it
+// got: another worker would only do the same work again. Otherwise the
+// worker is taken to have died (reset, EOF), and the request goes to
+// another worker if it may be sent twice: a POST that a worker may have
+// acted on before it died gets a 502, never a second run.
 func retryable(resendable bool, err error, replayable, bodyRead bool) bool {
 	switch {
-	case errors.Is(err, context.Canceled) || isTimeout(err) || errors.Is(err, errClientBody) || errors.Is(err, errBadAnswer):
+	case errors.Is(err, context.Canceled) || errors.Is(err, errClientBody) || errors.Is(err, errBadAnswer):
 		return false
 	case !replayable && bodyRead:
 		return false
+	case notSent(err):
+		return true
+	case isTimeout(err):
+		return false
 	}
-	return resendable || notSent(err)
+	return resendable
 }
 
 // errBadAnswer is a worker's answer that cannot be passed on: a status

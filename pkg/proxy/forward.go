@@ -74,7 +74,11 @@ func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetr
 			return w, proc, nil
 		}
 		if isRefused(err) && w.Process() == proc && w.CompareAndSwapState(pool.Up, pool.Down) {
-			log.Warn("worker down", "worker", w.ID(), "pid", proc.Pid(), "addr", proc.Addr(), "reason", "connection refused")
+			reason := "connection refused"
+			if isTimeout(err) {
+				reason = "connect timed out"
+			}
+			log.Warn("worker down", "worker", w.ID(), "pid", proc.Pid(), "addr", proc.Addr(), "reason", reason)
 		}
 		tried = append(tried, w)
 		bodyRead := body.failed()

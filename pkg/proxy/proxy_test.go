@@ -359,6 +359,82 @@ func TestRetryOnRefused(t *testing.T) {
 	}
 }
 
+// unanswered returns the address of a listener whose accept queue is
+// full and never drained: a connect to it gets no answer (Linux drops
+// the SYN), as to a host cut off from the network, and times out.
+func unanswered(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the queue: connects complete until it is full, then hang.
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		if err != nil {
+			if isTimeout(err) {
+				return addr
+			}
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if i == 16 {
+			t.Skip("the listener's accept queue never filled: connects to it do not hang here")
+		}
+	}
+}
+
+// TestRetryOnConnectTimeout: a worker that does not answer the connect
+// (a host cut off, an accept queue full) never got the request, so the
+// request goes to another worker whatever its method, after the connect
+// timeout, and the worker is marked down.
+func TestRetryOnConnectTimeout(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			t.Run(engine+"/"+method, func(t *testing.T) {
+				t.Parallel()
+				live := newBackend(t, "live", nil)
+				p := newPool(unanswered(t), live.srv.Listener.Addr().String())
+				url := serveEngine(t, engine, p, Options{})
+				c := &http.Client{Timeout: 4 * workerDialTimeout}
+				defer c.CloseIdleConnections()
+				req, _ := http.NewRequest(method, url+"/", strings.NewReader("pay 10"))
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				data, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Fatalf("got %d %q; want 200 from the live worker", resp.StatusCode, data)
+				}
+				if got := *live.body.Load(); got != "pay 10" {
+					t.Errorf("live worker got body %q; want %q", got, "pay 10")
+				}
+				cut := p.Get(1)
+				if cut.State() != pool.Down {
+					t.Errorf("the worker that never answered is %v; want down", cut.State())
+				}
+				if p.Retries() != 1 || cut.Retries() != 1 || p.Errors() != 0 {
+					t.Errorf("got retries=%d worker retries=%d errors=%d; want 1 1 0", p.Retries(), cut.Retries(), p.Errors())
+				}
+			})
+		}
+	}
+}
+
 // resetter accepts connections, reads the start of a request, and closes
 // the connection without answering: a worker that dies mid-request. hits
 // counts the requests it got.
@@ -665,6 +741,7 @@ func TestRetryable(t *testing.T) {
 	reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	stale := fmt.Errorf("write: %w", errStaleConn)
+	dialTimeout := &net.OpError{Op: "dial", Net: "tcp", Err: timeoutErr{}}
 	const (
 		resend = true  // an idempotent method, or an Idempotency-Key
 		once   = false // POST, PATCH without a key
@@ -690,6 +767,8 @@ func TestRetryable(t *testing.T) {
 		{"streamed PUT reset after it was read", resend, reset, false, true, false},
 		{"streamed PUT refused after it was read", resend, refused, false, true, false},
 		{"refusal as a bare errno", once, syscall.ECONNREFUSED, false, false, true},
+		{"buffered POST whose connect timed out: never sent", once, dialTimeout, true, false, true},
+		{"streamed POST whose connect timed out", once, dialTimeout, false, false, true},
 		{"timeout", resend, &net.OpError{Op: "read", Err: timeoutErr{}}, true, false, false},
 		{"deadline", resend, context.DeadlineExceeded, true, false, false},
 		{"client gone", resend, fmt.Errorf("%w: %w", context.Canceled, reset), true, false, false},
