@@ -78,3 +78,68 @@ func TestPlacesFirstComeFirstServed(t *testing.T) {
 		t.Errorf("after the place freed: got %v, %v; want a process at once", proc, err)
 	}
 }
+
+// TestTurnGoesToTheWorkersProcessNow: a request that waited for its place
+// goes to the process the worker has when its turn comes (a reload
+// replaced the one it came for), or, when the worker is down by then,
+// back to the caller to pick another worker, with nothing left counted.
+func TestTurnGoesToTheWorkersProcessNow(t *testing.T) {
+	for _, then := range []string{"replaced", "down"} {
+		t.Run(then, func(t *testing.T) {
+			p := New(new(RoundRobin))
+			p.SetMaxInFlight(1)
+			w := NewWorker(1)
+			old := NewProcess(100, "127.0.0.1:1", time.Now())
+			w.SetProcess(old, Up)
+			p.Add(w)
+			ctx := context.Background()
+			held, _ := w.BeginWait(ctx, time.Second)
+			type result struct {
+				proc *Process
+				err  error
+			}
+			got := make(chan result, 1)
+			go func() {
+				proc, err := w.BeginWait(ctx, 10*time.Second)
+				got <- result{proc, err}
+			}()
+			for deadline := time.Now().Add(2 * time.Second); w.InFlight() != 2 && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(10 * time.Millisecond) // from the count to the wait
+			fresh := NewProcess(101, "127.0.0.1:2", time.Now())
+			if then == "replaced" {
+				w.SetProcess(fresh, Up)
+			} else {
+				w.SetState(Down)
+			}
+			w.End(held, true, false)
+			var r result
+			select {
+			case r = <-got:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the waiter never went")
+			}
+			if r.err != nil {
+				t.Fatalf("got error %v; want none", r.err)
+			}
+			if then == "replaced" {
+				if r.proc != fresh {
+					t.Fatalf("got the process of pid %d; want 101, the one that replaced the old", r.proc.Pid())
+				}
+				if old.InFlight() != 0 || fresh.InFlight() != 1 || w.InFlight() != 1 {
+					t.Errorf("in flight: old %d, new %d, worker %d; want 0 1 1", old.InFlight(), fresh.InFlight(), w.InFlight())
+				}
+				w.End(r.proc, true, false)
+			} else if r.proc != nil {
+				t.Fatalf("got the process of pid %d; want none for a worker that is down", r.proc.Pid())
+			}
+			if old.InFlight() != 0 || fresh.InFlight() != 0 || w.InFlight() != 0 {
+				t.Errorf("after: in flight old %d, new %d, worker %d; want 0", old.InFlight(), fresh.InFlight(), w.InFlight())
+			}
+			if len(w.places) != 0 {
+				t.Errorf("%d places still taken; want 0", len(w.places))
+			}
+		})
+	}
+}

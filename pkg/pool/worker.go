@@ -95,6 +95,12 @@ func (p *Process) arm() {
 	}
 }
 
+// MarkDown ends the process's up stretch, as marking its worker down
+// would: the requests on their way to it give up (UpContext ends). For a
+// process that no longer serves its worker's slot, a draining one found
+// hung, whose worker's state belongs to the process that replaced it.
+func (p *Process) MarkDown() { p.disarm() }
+
 // disarm ends the current up stretch, if any.
 func (p *Process) disarm() {
 	if p == nil {
@@ -297,7 +303,10 @@ var ErrQueueTimeout = errors.New("every place at the worker stayed taken")
 // bound wait here in the order they came, until ctx ends or wait passes
 // (then nil and the error: ctx's cause, or ErrQueueTimeout; nothing stays
 // counted). End or Abandon frees the place. Without a bound it does not
-// wait.
+// wait. A request that waited goes to the process the worker has when its
+// turn comes (a reload may have replaced the one it came for); when the
+// worker is no longer up, BeginWait returns nil and no error, nothing
+// counted, as Begin does for a worker with no process.
 func (w *Worker) BeginWait(ctx context.Context, wait time.Duration) (*Process, error) {
 	p := w.Begin()
 	if p == nil || w.places == nil {
@@ -312,7 +321,7 @@ func (w *Worker) BeginWait(ctx context.Context, wait time.Duration) (*Process, e
 	defer t.Stop()
 	select {
 	case w.places <- struct{}{}: // blocked senders go first come, first served
-		return p, nil
+		return w.turnCame(p), nil
 	case <-ctx.Done():
 		err := context.Cause(ctx)
 		w.unbegin(p)
@@ -321,6 +330,24 @@ func (w *Worker) BeginWait(ctx context.Context, wait time.Duration) (*Process, e
 		w.unbegin(p)
 		return nil, ErrQueueTimeout
 	}
+}
+
+// turnCame moves a request counted on p, which waited for its place, to
+// the worker's process now: p, or the one that replaced it. When the
+// worker is not up, it takes the request back and returns nil.
+func (w *Worker) turnCame(p *Process) *Process {
+	cur := w.proc.Load()
+	if cur == p && w.Available() {
+		return p
+	}
+	if cur == nil || !w.Available() {
+		w.unbegin(p)
+		w.free()
+		return nil
+	}
+	p.inFlight.Add(-1)
+	cur.inFlight.Add(1)
+	return cur
 }
 
 // unbegin takes back a Begin whose request never went out.
