@@ -159,14 +159,10 @@ func (c *Controller) apply(ctx context.Context, cfg config.Config, wait bool) er
 }
 
 func (c *Controller) scaleTo(ctx context.Context, n int, wait bool) error {
-	if !wait {
-		return c.sup.Scale(ctx, n)
+	if wait {
+		return c.sup.ScaleWait(ctx, n)
 	}
-	cur, err := c.sup.Workers(ctx)
-	if err != nil {
-		return err
-	}
-	return c.sup.ScaleBy(ctx, n-cur)
+	return c.sup.Scale(ctx, n)
 }
 
 // reloadable are the settings a reload applies: the worker count, and

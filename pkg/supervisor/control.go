@@ -32,6 +32,7 @@ func (s *Supervisor) Configure(ctx context.Context, spec Spec) error {
 		}
 		spec.fill()
 		s.spec = spec
+		s.specGen++
 	})
 }
 
@@ -127,6 +128,14 @@ func (s *Supervisor) Scale(ctx context.Context, n int) error {
 	return s.scale(ctx, n)
 }
 
+// ScaleWait is Scale, but waits for an operation under way to end
+// instead of returning ErrBusy: for a reload asked for by a signal.
+func (s *Supervisor) ScaleWait(ctx context.Context, n int) error {
+	s.op.Lock()
+	defer s.op.Unlock()
+	return s.scale(ctx, n)
+}
+
 // ScaleBy adds delta workers (or removes, when negative), never going
 // below one; it waits for an operation under way instead of returning
 // ErrBusy: for SIGTTIN and SIGTTOU.
@@ -155,9 +164,11 @@ func (s *Supervisor) scale(ctx context.Context, n int) error {
 					continue
 				}
 				added++
-				sl := s.addSlot(id)
+				// Told when up, or when it cannot start: a
+				// failure at once (no free port, no such program)
+				// is told before addSlot returns.
 				ch := make(chan error, 1)
-				sl.upWait = append(sl.upWait, ch)
+				s.addSlot(id, ch)
 				waits = append(waits, ch)
 			}
 			s.log.Info("scaled up", "workers", n)

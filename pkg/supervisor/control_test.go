@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -142,6 +143,7 @@ func TestReloadStopsAHungDrainingWorker(t *testing.T) {
 	old := st.procs[0]
 	held := w.Begin() // a request stuck in the old process
 	defer w.End(held, false, false)
+	up := held.UpContext() // as the proxy watches it
 	oldAddr := w.Process().Addr()
 	if err := s.Reload(context.Background()); err != nil {
 		t.Fatal(err)
@@ -151,6 +153,11 @@ func TestReloadStopsAHungDrainingWorker(t *testing.T) {
 	}
 	check.fail(oldAddr) // it hangs now
 	waitFor(t, func() bool { return len(old.sent()) > 0 })
+	select {
+	case <-up.Done():
+	default:
+		t.Error("the hung process's up context did not end: its stuck requests would wait for it to die")
+	}
 }
 
 func TestReplacementThatNeverComesUpKeepsTheOld(t *testing.T) {
@@ -430,5 +437,161 @@ func TestLateUpOfATerminatingProcess(t *testing.T) {
 	}
 	if got := p.Get(1).Pid(); got != old || p.Get(1).State() != pool.Up {
 		t.Errorf("worker 1: pid %d, %v; want the old process %d, up", got, p.Get(1).State(), old)
+	}
+}
+
+// portOf returns the PORT a fake process was started with.
+func portOf(pr *fakeProc) string { return envValue(pr.env, "PORT") }
+
+// startsFailingChecks makes every process started from now on fail its
+// checks (the one serving slot 1 keeps passing).
+func startsFailingChecks(check *switchCheck, p *pool.Pool) {
+	_, port, _ := cut(p.Get(1).Addr())
+	check.mu.Lock()
+	check.only = map[string]bool{port: true}
+	check.mu.Unlock()
+}
+
+// TestFailedRecycleWaitsItsBackoff: a recycle whose replacement dies
+// before it is up is not tried again at every check, but after the
+// backoff delay, as a crash's restart is.
+func TestFailedRecycleWaitsItsBackoff(t *testing.T) {
+	_, p, st, check, stop := running(t, 1, func(sp *Spec) {
+		sp.MaxRequests = 1
+		sp.StartTimeout = time.Minute
+		sp.Backoff = Backoff{Initial: 3 * time.Second, Factor: 1, Max: 3 * time.Second, Reset: time.Hour}
+	})
+	defer stop()
+	first := lastProc(st)
+	<-st.started // the first process's start
+	startsFailingChecks(check, p)
+	quit := make(chan struct{})
+	defer close(quit)
+	go func() { // every replacement dies at once
+		for {
+			select {
+			case pr := <-st.started:
+				pr.die(exitStatus{Code: 1})
+			case <-quit:
+				return
+			}
+		}
+	}()
+	w := p.Get(1)
+	w.End(w.Begin(), true, false) // past max_requests: recycled
+	waitFor(t, func() bool { return lastProc(st) != first && lastProc(st).dead.Load() })
+	// The recycle check runs every 100 ms: without the backoff it would
+	// start a replacement at each one.
+	time.Sleep(800 * time.Millisecond)
+	st.mu.Lock()
+	n := len(st.procs)
+	st.mu.Unlock()
+	if n != 2 {
+		t.Errorf("got %d processes started; want 2 (the worker and one failed replacement) within the backoff delay", n)
+	}
+	if w.Pid() != first.pid || w.State() != pool.Up {
+		t.Errorf("got pid %d state %v; want the first process %d still serving", w.Pid(), w.State(), first.pid)
+	}
+}
+
+// TestReloadReplacesAReplacementWithOldSettings: a reload that finds a
+// replacement already starting (a recycle's), started with the settings
+// from before the reload, stops it and starts one with the new settings,
+// instead of counting it as reloaded.
+func TestReloadReplacesAReplacementWithOldSettings(t *testing.T) {
+	s, p, st, check, stop := running(t, 1, func(sp *Spec) {
+		sp.MaxRequests = 1
+		sp.StartTimeout = time.Minute
+	})
+	defer stop()
+	first := lastProc(st)
+	startsFailingChecks(check, p)
+	w := p.Get(1)
+	w.End(w.Begin(), true, false) // past max_requests: a recycle starts
+	waitFor(t, func() bool { return lastProc(st) != first })
+	stale := lastProc(st)
+	check.fail(portOf(stale)) // it stays starting
+	check.mu.Lock()
+	check.only = nil
+	check.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := s.Configure(ctx, Spec{
+		Argv: []string{"worker"}, Env: []string{"HOME=/", "RELEASE=2"}, Grace: time.Second, StartTimeout: time.Minute,
+		Backoff: Backoff{Initial: 5 * time.Millisecond, Factor: 1, Max: 50 * time.Millisecond, Reset: time.Hour},
+		Check:   check,
+		Health:  health.Options{Interval: 5 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2, StartInterval: time.Millisecond},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(ctx); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	cur := lastProc(st)
+	if w.Pid() != cur.pid || cur == stale {
+		t.Fatalf("worker runs pid %d; want a process started by the reload (the last started, %d), not %d", w.Pid(), cur.pid, stale.pid)
+	}
+	if got := envValue(cur.env, "RELEASE"); got != "2" {
+		t.Errorf("the worker's process has RELEASE=%q; want the reload's 2", got)
+	}
+	waitFor(t, func() bool { return len(stale.sent()) > 0 })
+}
+
+// TestRestartWaitsForAReplacementOnItsWay: restarting a worker whose
+// process died while its replacement was starting waits for that
+// replacement instead of starting a second process for the slot.
+func TestRestartWaitsForAReplacementOnItsWay(t *testing.T) {
+	s, p, st, check, stop := running(t, 1, func(sp *Spec) {
+		sp.MaxRequests = 1
+		sp.StartTimeout = time.Minute
+	})
+	defer stop()
+	first := lastProc(st)
+	startsFailingChecks(check, p)
+	w := p.Get(1)
+	w.End(w.Begin(), true, false) // a recycle starts a replacement
+	waitFor(t, func() bool { return lastProc(st) != first })
+	next := lastProc(st)
+	first.die(exitStatus{Code: 1})
+	waitFor(t, func() bool { return w.Pid() == 0 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.RestartWorker(ctx, 1) }()
+	time.Sleep(50 * time.Millisecond) // the restart is asked for before the replacement is up
+	check.mu.Lock()
+	check.only = nil
+	check.mu.Unlock()
+	if err := <-done; err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	if w.Pid() != next.pid || w.State() != pool.Up {
+		t.Errorf("got pid %d state %v; want the replacement %d up", w.Pid(), w.State(), next.pid)
+	}
+	st.mu.Lock()
+	n := len(st.procs)
+	st.mu.Unlock()
+	if n != 2 {
+		t.Errorf("got %d processes started; want 2 (no second one for the slot)", n)
+	}
+}
+
+// TestScaleUpTellsAStartFailure: a new worker that cannot be started at
+// all (no such program) fails the scale at once, instead of leaving it
+// waiting for an up that never comes.
+func TestScaleUpTellsAStartFailure(t *testing.T) {
+	s, _, st, _, stop := running(t, 1, nil)
+	defer stop()
+	st.fail.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	err := s.Scale(ctx, 2)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v; want the start's failure", err)
+	}
+	if !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("got %v; want it to say why the start failed", err)
 	}
 }

@@ -31,9 +31,10 @@ type Spec struct {
 	Grace   time.Duration
 	Backoff Backoff
 	// MinUptime: a process that exits sooner was an unstable start.
-	// MaxRestarts unstable starts in a row put the worker in state
-	// backoff, restarted at the longest backoff interval only. Zero
-	// MaxRestarts never does.
+	// After MaxRestarts restarts that follow unstable starts, in a row,
+	// the next unstable start puts the worker in state backoff, restarted
+	// at the longest backoff interval only (as PM2's max_restarts counts).
+	// Zero MaxRestarts never does.
 	MinUptime   time.Duration
 	MaxRestarts int
 	// StartTimeout bounds the time a new process has to pass its first
@@ -150,6 +151,7 @@ type Supervisor struct {
 	op     sync.Mutex // one control operation at a time
 
 	spec     Spec
+	specGen  int // counts Configure calls: which spec a process was started with
 	log      *slog.Logger
 	slots    map[int]*slot
 	procs    map[*proc]*slot // every live process, current, starting or draining
@@ -173,6 +175,13 @@ type slot struct {
 	removing bool
 	replaced []chan error // told when next takes over, or fails to
 	upWait   []chan error // told when cur is first up (after Scale)
+
+	// Replacements that failed in a row, and the time before which a
+	// recycle (max_requests, max_memory) starts no other: one that cannot
+	// start waits out the backoff delay, as a crash's restart does,
+	// instead of being tried again at every check.
+	replaceFails int
+	recycleAt    time.Time
 }
 
 // proc is one process and what the supervisor keeps for it.
@@ -187,6 +196,7 @@ type proc struct {
 	terminating bool
 	termAt      time.Time // when it was sent SIGTERM
 	upAt        time.Time // when it first passed its checks; zero before
+	specGen     int       // Supervisor.specGen when it was started
 }
 
 // New returns a supervisor that adds its workers to p.
@@ -294,8 +304,8 @@ func (s *Supervisor) call(ctx context.Context, fn func()) error {
 	}
 }
 
-func (s *Supervisor) addSlot(id int) *slot {
-	sl := &slot{w: pool.NewWorker(id)}
+func (s *Supervisor) addSlot(id int, upWait ...chan error) *slot {
+	sl := &slot{w: pool.NewWorker(id), upWait: upWait}
 	s.slots[id] = sl
 	s.pool.Add(sl.w)
 	s.spawn(sl, false)
@@ -328,7 +338,7 @@ func (s *Supervisor) spawn(sl *slot, replacement bool) {
 		s.startFailed(sl, replacement, fmt.Errorf("start worker %d: %w", id, err))
 		return
 	}
-	pr := &proc{p: p, h: pool.NewProcess(p.Pid(), addr, time.Now())}
+	pr := &proc{p: p, h: pool.NewProcess(p.Pid(), addr, time.Now()), specGen: s.specGen}
 	if s.spec.MaxRequests > 0 {
 		pr.limit = s.spec.MaxRequests
 		if s.spec.MaxRequestsJitter > 0 {
@@ -418,6 +428,7 @@ func (s *Supervisor) takeOver(sl *slot, pr *proc) {
 	old := sl.cur
 	sl.next, sl.cur = nil, pr
 	pr.staging = nil
+	sl.replaceFails = 0
 	if sl.removing {
 		s.terminate(pr)
 		return
@@ -485,6 +496,7 @@ func (s *Supervisor) drain(pr *proc) {
 			}
 			if hung.observe(ctx) {
 				s.log.Warn("draining worker not answering its health checks; stopping it", "pid", pr.h.Pid(), "addr", pr.h.Addr(), "in_flight", pr.h.InFlight())
+				pr.h.MarkDown() // its requests fail over now, not when it is gone
 				break
 			}
 		}
@@ -592,10 +604,7 @@ func (s *Supervisor) exited(sl *slot, pr *proc, st exitStatus) {
 		}
 		err := fmt.Errorf("replacement of worker %d exited before it was up: %s", id, st)
 		s.log.Warn("worker replacement failed; the old process keeps serving", "worker", id, "pid", pid, "status", st.String())
-		for _, ch := range sl.replaced {
-			ch <- err
-		}
-		sl.replaced = nil
+		s.replaceFailed(sl, err)
 		if sl.cur == nil && !s.stopping && !sl.removing && sl.timer == nil {
 			s.crashed(sl, 0) // the old process died meanwhile: restart as usual
 		}
@@ -660,9 +669,12 @@ func (s *Supervisor) crashed(sl *slot, uptime time.Duration) {
 	}
 	sl.w.ClearProcess(state)
 	s.log.Info("worker restarting", "worker", sl.w.ID(), "in", delay, "crashes_in_a_row", sl.crashes, "state", state.String())
-	sl.timer = time.AfterFunc(delay, func() {
+	var t *time.Timer
+	t = time.AfterFunc(delay, func() {
 		s.send(func() {
-			if sl.timer == nil || s.stopping || sl.removing || sl.cur != nil {
+			// Not a timer stopped or replaced since: its send may have
+			// waited behind a restart and a new crash's own timer.
+			if sl.timer != t || s.stopping || sl.removing || sl.cur != nil {
 				return
 			}
 			sl.timer = nil
@@ -670,27 +682,57 @@ func (s *Supervisor) crashed(sl *slot, uptime time.Duration) {
 			s.spawn(sl, false)
 		})
 	})
+	sl.timer = t
 }
 
 // startFailed handles a process that could not even be started.
 func (s *Supervisor) startFailed(sl *slot, replacement bool, err error) {
 	s.log.Error("worker failed to start", "worker", sl.w.ID(), "err", err)
 	if replacement {
-		for _, ch := range sl.replaced {
-			ch <- err
-		}
-		sl.replaced = nil
+		s.replaceFailed(sl, err)
 		if sl.cur != nil {
 			return
 		}
+	} else {
+		for _, ch := range sl.upWait {
+			ch <- err
+		}
+		sl.upWait = nil
 	}
 	s.crashed(sl, 0)
 }
 
+// replaceFailed tells the waiters of sl's replacement that it failed
+// with err, and holds back the slot's next recycle by the backoff delay.
+func (s *Supervisor) replaceFailed(sl *slot, err error) {
+	for _, ch := range sl.replaced {
+		ch <- err
+	}
+	sl.replaced = nil
+	sl.replaceFails++
+	sl.recycleAt = time.Now().Add(s.spec.Backoff.Delay(sl.replaceFails))
+}
+
 // replace starts a replacement for sl's process; done (if not nil) is
-// told when it took over or failed. A slot whose process is dead is
-// restarted at once instead.
+// told when it took over or failed. A replacement already starting is
+// kept if it runs the current spec; one started before the last
+// Configure is stopped and another started, so that a reload never
+// counts a process with the old settings as replaced. A slot whose
+// process is dead is restarted at once instead, unless a replacement is
+// on its way, which then takes the slot when up.
 func (s *Supervisor) replace(sl *slot, done chan error) {
+	if sl.next != nil && sl.next.specGen != s.specGen {
+		old := sl.next
+		sl.next = nil
+		s.log.Info("worker replacement stopped: started with the settings before the reload", "worker", sl.w.ID(), "pid", old.h.Pid())
+		s.terminate(old)
+	}
+	if sl.cur == nil && sl.next != nil {
+		if done != nil {
+			sl.replaced = append(sl.replaced, done)
+		}
+		return
+	}
 	if sl.cur == nil {
 		if sl.timer != nil {
 			sl.timer.Stop()
@@ -698,10 +740,10 @@ func (s *Supervisor) replace(sl *slot, done chan error) {
 		}
 		sl.crashes, sl.unstable = 0, 0
 		sl.w.AddRestart()
-		s.spawn(sl, false)
 		if done != nil {
-			sl.upWait = append(sl.upWait, done)
+			sl.upWait = append(sl.upWait, done) // before spawn, which tells a failure at once
 		}
+		s.spawn(sl, false)
 		return
 	}
 	if done != nil {
@@ -721,6 +763,9 @@ func (s *Supervisor) checkRecycle() {
 		pr := sl.cur
 		if pr == nil || sl.remote || sl.next != nil || sl.removing || pr.terminating || sl.w.State() != pool.Up {
 			continue
+		}
+		if time.Now().Before(sl.recycleAt) {
+			continue // its last replacement failed: wait as a restart would
 		}
 		if pr.limit > 0 && pr.h.Requests() >= pr.limit {
 			s.log.Info("worker recycled", "worker", sl.w.ID(), "pid", pr.h.Pid(), "reason", "max_requests", "requests", pr.h.Requests())

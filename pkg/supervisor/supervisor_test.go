@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"os"
 	"slices"
 	"strings"
@@ -92,9 +93,13 @@ type fakeStarter struct {
 	procs    []*fakeProc
 	started  chan *fakeProc
 	termExit bool
+	fail     atomic.Bool // every start fails, as with no such program
 }
 
 func (f *fakeStarter) start(id int, argv, env []string) (process, error) {
+	if f.fail.Load() {
+		return nil, errors.New("fork/exec worker: no such file or directory")
+	}
 	f.mu.Lock()
 	p := &fakeProc{pid: 1000 + len(f.procs), env: env, exit: make(chan exitStatus, 1), termExit: f.termExit}
 	f.procs = append(f.procs, p)
