@@ -124,8 +124,9 @@ type Config struct {
 	RetryBufferBytes int64 `yaml:"retry_buffer_bytes"`
 
 	// MinUptime: a worker that exits sooner had an unstable start.
-	// MaxRestarts unstable starts in a row put it in state backoff,
-	// restarted only every restart_backoff_max.
+	// After MaxRestarts restarts that follow unstable starts, in a row,
+	// the next unstable start puts it in state backoff, restarted only
+	// every restart_backoff_max.
 	MinUptime   time.Duration `yaml:"min_uptime"`
 	MaxRestarts int           `yaml:"max_restarts"`
 	// StartTimeout bounds the time a new worker has to pass its first
@@ -771,7 +772,7 @@ func newFlagSet(name string, c *Config, output io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.WorkerMaxConns, "worker-max-conns", c.WorkerMaxConns, "requests at each worker at once; more wait in the balancer, in order, up to upstream-timeout (4 suits a Node app); 0 = no bound")
 	fs.Int64Var(&c.RetryBufferBytes, "retry-buffer-bytes", c.RetryBufferBytes, "request bodies up to this size are buffered for replay; 0 = none")
 	fs.DurationVar(&c.MinUptime, "min-uptime", c.MinUptime, "a worker that exits sooner had an unstable start")
-	fs.IntVar(&c.MaxRestarts, "max-restarts", c.MaxRestarts, "unstable starts in a row before a worker is held in backoff; 0 = never")
+	fs.IntVar(&c.MaxRestarts, "max-restarts", c.MaxRestarts, "restarts after unstable starts, in a row, before a worker is held in backoff; 0 = never")
 	fs.DurationVar(&c.StartTimeout, "start-timeout", c.StartTimeout, "time a new worker has to pass its first health check")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "wait for in-flight requests of a worker being replaced or removed")
 	fs.Int64Var(&c.MaxRequests, "max-requests", c.MaxRequests, "replace a worker after this many requests; 0 = never")
