@@ -59,6 +59,23 @@ func evalGoals(res *results) []goal {
 	return gs
 }
 
+// boundGoals are scenario b's two lines for Node's cluster, read on the
+// row with -worker-max-conns instead of the default settings': not goals
+// (the bound is off by default), but the trade the Node guide describes,
+// in the same run's figures. Nil when the run has no such row.
+func boundGoals(res *results) []goal {
+	b := func(target, ep string) summary { return res.get(key{Scenario: "b", Target: target, Endpoint: ep}) }
+	if !slices.Contains(bRows(res), bMaxConns) {
+		return nil
+	}
+	return []goal{
+		throughputGoal("-cmd node, "+bMaxConns+" vs Node cluster (b, compleja)", "≥ 1.00× Node cluster req/s, 0 errors",
+			b(bMaxConns, "compleja"), b("node-cluster", "compleja"), "Node cluster", 1.0, false),
+		throughputGoal("-cmd node, "+bMaxConns+" vs Node cluster (b, simple)", "≥ 0.80× Node cluster req/s",
+			b(bMaxConns, "simple"), b("node-cluster", "simple"), "Node cluster", 0.8, false),
+	}
+}
+
 // throughputGoal compares got with ref: met when their req/s ratio is at
 // least min, where asked p99 is no higher, and neither side had an error
 // or a failed repetition. The ratio is the median of the repetitions' own

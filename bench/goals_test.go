@@ -174,3 +174,32 @@ func TestFormat(t *testing.T) {
 		}
 	}
 }
+
+// TestBoundGoals: the bounded row of scenario b is read against Node's
+// cluster on the same two lines as the goals, and only when the run has
+// it.
+func TestBoundGoals(t *testing.T) {
+	ms := time.Millisecond
+	r := &results{}
+	for range 3 {
+		r.add(key{Scenario: "b", Target: "node-cluster", Endpoint: "compleja"}, sample{RPS: 45, P99: 7000 * ms, Requests: 900, Errors: 18, Timeouts: 18})
+		r.add(key{Scenario: "b", Target: "node-cluster", Endpoint: "simple"}, sample{RPS: 8000, P99: 30 * ms, Requests: 80000})
+	}
+	if gs := boundGoals(r); gs != nil {
+		t.Fatalf("without the bounded row: got %v; want none", gs)
+	}
+	for range 3 {
+		r.add(key{Scenario: "b", Target: bMaxConns, Endpoint: "compleja"}, sample{RPS: 46, P99: 1800 * ms, Requests: 920})
+		r.add(key{Scenario: "b", Target: bMaxConns, Endpoint: "simple"}, sample{RPS: 6000, P99: 40 * ms, Requests: 60000})
+	}
+	gs := boundGoals(r)
+	if len(gs) != 2 {
+		t.Fatalf("got %d lines; want 2", len(gs))
+	}
+	if !gs[0].Met || !strings.Contains(gs[0].Name, "compleja") || !strings.Contains(gs[0].Got, "errors 0 vs 54") {
+		t.Errorf("compleja: got met=%v %q %q; want met, 0 errors against Node's 54 timeouts", gs[0].Met, gs[0].Name, gs[0].Got)
+	}
+	if gs[1].Met || !strings.Contains(gs[1].Name, "simple") || !strings.Contains(gs[1].Got, "0.75×") {
+		t.Errorf("simple: got met=%v %q %q; want not met at 0.75×", gs[1].Met, gs[1].Name, gs[1].Got)
+	}
+}
