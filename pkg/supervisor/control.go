@@ -119,12 +119,13 @@ func (s *Supervisor) wait(ctx context.Context, done chan error) error {
 // the lowest free ids; the highest ids are removed, each drained first. It
 // returns when the new workers are up and the removed ones have stopped,
 // ErrBadCount for n out of bounds, ErrBusy if another control operation is under
-// way.
+// way. A scale-down whose ctx ends before the removed workers have stopped
+// returns, but stays the operation under way until they have: a scale-up
+// meanwhile would give new workers ids past the ones still draining.
 func (s *Supervisor) Scale(ctx context.Context, n int) error {
 	if !s.op.TryLock() {
 		return ErrBusy
 	}
-	defer s.op.Unlock()
 	return s.scale(ctx, n)
 }
 
@@ -132,7 +133,6 @@ func (s *Supervisor) Scale(ctx context.Context, n int) error {
 // instead of returning ErrBusy: for a reload asked for by a signal.
 func (s *Supervisor) ScaleWait(ctx context.Context, n int) error {
 	s.op.Lock()
-	defer s.op.Unlock()
 	return s.scale(ctx, n)
 }
 
@@ -141,19 +141,28 @@ func (s *Supervisor) ScaleWait(ctx context.Context, n int) error {
 // ErrBusy: for SIGTTIN and SIGTTOU.
 func (s *Supervisor) ScaleBy(ctx context.Context, delta int) error {
 	s.op.Lock()
-	defer s.op.Unlock()
 	n, err := s.Workers(ctx)
 	if err != nil {
+		s.op.Unlock()
 		return err
 	}
 	return s.scale(ctx, max(1, n+delta))
 }
 
+// scale runs with s.op held, and releases it: when it returns, or, for a
+// removal its ctx gave up on, when the removed workers have stopped.
 func (s *Supervisor) scale(ctx context.Context, n int) error {
+	unlock := s.op.Unlock
+	defer func() {
+		if unlock != nil {
+			unlock()
+		}
+	}()
 	if n < 1 || n > pool.MaxWorkers {
 		return fmt.Errorf("%w: want 1 to %d workers; got %d", ErrBadCount, pool.MaxWorkers, n)
 	}
 	var waits []chan error
+	removing := false
 	err := s.call(ctx, func() {
 		ids := s.ids()
 		if n > len(ids) {
@@ -178,6 +187,7 @@ func (s *Supervisor) scale(ctx context.Context, n int) error {
 			ch := make(chan error, 1)
 			waits = append(waits, ch)
 			s.remove(s.slots[id], ch)
+			removing = true
 		}
 		if len(ids) > n {
 			s.log.Info("scaling down", "workers", n)
@@ -186,8 +196,21 @@ func (s *Supervisor) scale(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
-	for _, ch := range waits {
+	for i, ch := range waits {
 		if err := s.wait(ctx, ch); err != nil {
+			if removing && ctx.Err() != nil {
+				rest := waits[i:]
+				unlock = nil
+				go func() {
+					for _, ch := range rest {
+						select {
+						case <-ch:
+						case <-s.quit:
+						}
+					}
+					s.op.Unlock()
+				}()
+			}
 			return err
 		}
 	}

@@ -278,9 +278,9 @@ func ids(p *pool.Pool) []int {
 }
 
 // TestScaleFillsFreedIDs: WORKER_IDs stay 1..N. A scale-up while a
-// removed worker still drains takes the next free id; once the drained
-// one is gone, the next scale-up takes its id again, not one past the
-// highest ever used.
+// removed worker is still stopping (its caller gave up waiting) is
+// refused as busy; once the worker is gone, the next scale-up takes its
+// id again, not one past the highest ever used.
 func TestScaleFillsFreedIDs(t *testing.T) {
 	s, p, st, _, stop := running(t, 2, nil)
 	defer stop()
@@ -293,12 +293,17 @@ func TestScaleFillsFreedIDs(t *testing.T) {
 	if err := s.Scale(short, 1); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Scale(1) with worker 2 still stopping: got %v; want the context's deadline", err)
 	}
-	if err := s.Scale(context.Background(), 2); err != nil {
-		t.Fatal(err)
+	if err := s.Scale(context.Background(), 2); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Scale(2) with worker 2 still stopping: got %v; want ErrBusy", err)
 	}
 	second.die(exitStatus{Code: 0})
 	waitFor(t, func() bool { return !slices.Contains(ids(p), 2) })
-	if err := s.Scale(context.Background(), 3); err != nil {
+	var err error
+	waitFor(t, func() bool {
+		err = s.Scale(context.Background(), 3)
+		return !errors.Is(err, ErrBusy)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	got := ids(p)
@@ -593,5 +598,37 @@ func TestScaleUpTellsAStartFailure(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("got %v; want it to say why the start failed", err)
+	}
+}
+
+// TestAbandonedScaleDownStaysUnderWay: a scale-down whose caller gave up
+// while a removed worker drains stays the operation under way until the
+// worker has stopped, so that a scale-up meanwhile cannot give the new
+// worker an id past the one still draining: WORKER_ID stays 1..N.
+func TestAbandonedScaleDownStaysUnderWay(t *testing.T) {
+	s, p, _, _, stop := running(t, 3, func(sp *Spec) { sp.DrainTimeout = time.Minute })
+	defer stop()
+	third := p.Get(3)
+	held := third.Begin() // worker 3 drains until this request ends
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := s.Scale(ctx, 2); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("scale down: got %v; want the caller's deadline while worker 3 drains", err)
+	}
+	if err := s.Scale(context.Background(), 3); !errors.Is(err, ErrBusy) {
+		t.Fatalf("scale up while worker 3 drains: got %v; want ErrBusy", err)
+	}
+	third.End(held, true, false)
+	waitFor(t, func() bool { return p.Get(3) == nil })
+	var err error
+	waitFor(t, func() bool {
+		err = s.Scale(context.Background(), 3)
+		return !errors.Is(err, ErrBusy)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(p); !slices.Equal(got, []int{1, 2, 3}) {
+		t.Errorf("got ids %v; want [1 2 3]", got)
 	}
 }
