@@ -379,3 +379,37 @@ func TestWorkerMaxConns(t *testing.T) {
 		}
 	})
 }
+
+// TestClosingAnswerDropsTheHeadersItNames: a worker's "Connection: close,
+// X-Secret" makes X-Secret hop-by-hop; it must not reach the client.
+// (net/http's ReadResponse deletes a Connection header holding "close",
+// and the names it listed with it, before the ReverseProxy could remove
+// them.)
+func TestClosingAnswerDropsTheHeadersItNames(t *testing.T) {
+	answer := "HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: s\r\nConnection: X-Other\r\nX-Other: o\r\nX-Kept: k\r\nContent-Length: 2\r\n\r\nok"
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			a, _ := scriptedWorker(t, answer, answer)
+			p := newPool(a)
+			url := serveEngine(t, engine, p, Options{})
+			c := &http.Client{Timeout: 5 * time.Second}
+			resp, err := c.Get(url + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != "ok" {
+				t.Fatalf("got %d %q; want 200 ok", resp.StatusCode, body)
+			}
+			for _, name := range []string{"X-Secret", "X-Other"} {
+				if v := resp.Header.Get(name); v != "" {
+					t.Errorf("%s: %q reached the client; want it removed", name, v)
+				}
+			}
+			if resp.Header.Get("X-Kept") != "k" {
+				t.Errorf("X-Kept: got %q; want k", resp.Header.Get("X-Kept"))
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -159,6 +160,32 @@ func (r *capReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// connectionFrom returns the values of the Connection fields of the
+// header block at the start of raw, or nil when raw does not hold the
+// whole block. raw is what the connection's buffer held before
+// ReadResponse, which is still in place if ReadResponse read nothing
+// more from the connection (the buffer was not refilled): the caller
+// checks that. A block that came in more than one read is left as
+// ReadResponse made it.
+func connectionFrom(raw []byte) []string {
+	end := bytes.Index(raw, []byte("\r\n\r\n"))
+	if lf := bytes.Index(raw, []byte("\n\n")); lf >= 0 && (end < 0 || lf < end) {
+		end = lf
+	}
+	if end < 0 {
+		return nil
+	}
+	var vals []string
+	lines := bytes.Split(raw[:end], []byte("\n"))
+	for _, line := range lines[1:] { // after the status line
+		name, value, ok := bytes.Cut(bytes.TrimSuffix(line, []byte("\r")), []byte(":"))
+		if ok && bytes.EqualFold(name, []byte("Connection")) {
+			vals = append(vals, string(bytes.TrimSpace(value)))
+		}
+	}
+	return vals
+}
+
 // errStale means a reused connection failed before any byte of the
 // response: the worker closed it, most likely while it sat idle (after
 // the look before reuse, which would have found it closed).
@@ -190,6 +217,11 @@ func (c *h1Conn) roundTrip(req *http.Request, down context.Context) (*http.Respo
 		return nil, fmt.Errorf("%w: %w", errStale, err)
 	}
 	var resp *http.Response
+	// The answer's first bytes, in the buffer: they stay in place if
+	// ReadResponse reads no more from the connection (see connectionFrom).
+	raw, _ := c.br.Peek(c.br.Buffered())
+	unread := c.in.left
+	informational := false
 	for err == nil {
 		resp, err = http.ReadResponse(c.br, req)
 		// 1xx answers (100 Continue, 103 Early Hints) come before
@@ -197,8 +229,16 @@ func (c *h1Conn) roundTrip(req *http.Request, down context.Context) (*http.Respo
 		if err != nil || resp.StatusCode >= 200 || resp.StatusCode < 100 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
+		informational = true
 	}
+	inPlace := c.in.left == unread
 	c.in.left = -1
+	if err == nil && inPlace && resp.Close && !informational && resp.ProtoAtLeast(1, 1) && resp.Header["Connection"] == nil {
+		// ReadResponse deletes a Connection header that holds
+		// "close", and with it the other names it lists, which the
+		// ReverseProxy must remove: it gets them back.
+		resp.Header["Connection"] = connectionFrom(raw)
+	}
 	if err == nil {
 		// h1 carries no upgrade (takes): any 101 is unasked.
 		err = badAnswer(req, resp)
