@@ -316,3 +316,19 @@ func TestReloadRefusedWhileScaling(t *testing.T) {
 		t.Errorf("restart during the scale: got %v; want ErrBusy", err)
 	}
 }
+
+// TestScaleKeepsReadyMinWorkers: scaling below ready_min_workers (the
+// admin API's /scale, SIGTTOU) is refused, as such settings are at start:
+// /readyz would answer 503 for good while the balancer serves.
+func TestScaleKeepsReadyMinWorkers(t *testing.T) {
+	args := []string{"-workers", "2", "-ready-min-workers", "2", "-cmd", "sleep 30"}
+	ctx, sup, ctl := runController(t, args, 2, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for name, err := range map[string]error{"Scale(1)": ctl.Scale(ctx, 1), "ScaleBy(-1)": ctl.ScaleBy(ctx, -1)} {
+		if !errors.Is(err, supervisor.ErrBadCount) || !strings.Contains(err.Error(), "ready_min_workers") {
+			t.Errorf("%s: got %v; want a refusal naming ready_min_workers", name, err)
+		}
+	}
+	if n, err := sup.Workers(ctx); n != 2 || err != nil {
+		t.Errorf("got %d workers (%v); want 2", n, err)
+	}
+}

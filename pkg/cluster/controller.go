@@ -69,7 +69,21 @@ func (c *Controller) Scale(ctx context.Context, n int) error {
 		return supervisor.ErrBusy
 	}
 	defer c.mu.Unlock()
+	if err := c.readyBound(n); err != nil {
+		return err
+	}
 	return c.sup.Scale(ctx, n)
+}
+
+// readyBound refuses a worker count that would keep /readyz at 503 for
+// good: fewer workers and upstreams than ready_min_workers, as the
+// settings are refused for it at start and on a reload.
+func (c *Controller) readyBound(n int) error {
+	if n >= 1 && n+len(c.cfg.Upstreams) < c.cfg.ReadyMinWorkers {
+		return fmt.Errorf("%w: %d workers and %d upstreams are fewer than ready_min_workers (%d), so /readyz would never answer ready",
+			supervisor.ErrBadCount, n, len(c.cfg.Upstreams), c.cfg.ReadyMinWorkers)
+	}
+	return nil
 }
 
 // ScaleBy adds delta workers, or removes them when delta is negative.
@@ -79,6 +93,15 @@ func (c *Controller) ScaleBy(ctx context.Context, delta int) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if delta < 0 {
+		n, err := c.sup.Workers(ctx)
+		if err != nil {
+			return err
+		}
+		if err := c.readyBound(max(1, n+delta)); err != nil {
+			return err
+		}
+	}
 	return c.sup.ScaleBy(ctx, delta)
 }
 
