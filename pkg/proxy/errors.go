@@ -74,6 +74,16 @@ func isRefused(err error) bool {
 	return (errors.As(err, &op) && op.Op == "dial") || errors.Is(err, syscall.ECONNREFUSED)
 }
 
+// workerUnreachable reports whether a failed connect says the worker is
+// gone or cut off (refused, or timed out), which marks it down at once;
+// not a failure on the balancer's own side (EMFILE, EADDRNOTAVAIL: out
+// of descriptors or ports), which would mark every worker down in turn
+// and cut their requests in flight. Either way the request, never sent,
+// may go to another worker (retryable).
+func workerUnreachable(err error) bool {
+	return isRefused(err) && (errors.Is(err, syscall.ECONNREFUSED) || isTimeout(err))
+}
+
 // workerDown wraps err, the I/O failure of an attempt that was cut short
 // because its worker was marked down, so that it reads as
 // pool.ErrWorkerDown.

@@ -73,7 +73,7 @@ func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetr
 			p.CountRequest(true)
 			return w, proc, nil
 		}
-		if isRefused(err) && w.Process() == proc && w.CompareAndSwapState(pool.Up, pool.Down) {
+		if workerUnreachable(err) && w.Process() == proc && w.CompareAndSwapState(pool.Up, pool.Down) {
 			reason := "connection refused"
 			if isTimeout(err) {
 				reason = "connect timed out"

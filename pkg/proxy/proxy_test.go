@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1086,5 +1087,24 @@ func TestFastHopHeadersBothWays(t *testing.T) {
 	}
 	if r.Header.Get("X-Kept") != "yes" || resp.Header.Get("X-Kept") != "yes" {
 		t.Errorf("X-Kept lost: worker %q, client %q; want yes", r.Header.Get("X-Kept"), resp.Header.Get("X-Kept"))
+	}
+}
+
+func TestWorkerUnreachable(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"refused", &net.OpError{Op: "dial", Net: "tcp", Err: &os.SyscallError{Syscall: "connect", Err: syscall.ECONNREFUSED}}, true},
+		{"connect timed out", &net.OpError{Op: "dial", Net: "tcp", Err: timeoutErr{}}, true},
+		{"out of descriptors here", &net.OpError{Op: "dial", Net: "tcp", Err: &os.SyscallError{Syscall: "socket", Err: syscall.EMFILE}}, false},
+		{"out of local ports", &net.OpError{Op: "dial", Net: "tcp", Err: &os.SyscallError{Syscall: "connect", Err: syscall.EADDRNOTAVAIL}}, false},
+		{"reset after the connect", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, false},
+	}
+	for _, tt := range tests {
+		if got := workerUnreachable(tt.err); got != tt.want {
+			t.Errorf("%s: got %v; want %v", tt.name, got, tt.want)
+		}
 	}
 }
