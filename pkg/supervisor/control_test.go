@@ -30,6 +30,13 @@ func (c *switchCheck) Check(_ context.Context, addr string) error {
 	return nil
 }
 
+// passAll undoes only: every process passes again, but those of bad.
+func (c *switchCheck) passAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.only = nil
+}
+
 // fail makes the checks of addr (or of a bare port) fail from now on.
 func (c *switchCheck) fail(addr string) {
 	if _, port, ok := cut(addr); ok {
@@ -165,10 +172,7 @@ func TestReplacementThatNeverComesUpKeepsTheOld(t *testing.T) {
 	defer stop()
 	old := p.Get(1).Pid()
 	// Every process started from now on fails its checks.
-	_, port, _ := cut(p.Get(1).Addr())
-	check.mu.Lock()
-	check.only = map[string]bool{port: true}
-	check.mu.Unlock()
+	startsFailingChecks(check, p)
 	err := s.RestartWorker(context.Background(), 1)
 	if err == nil {
 		t.Fatal("got nil; want an error for a replacement that never came up")
@@ -353,9 +357,7 @@ func TestScaleBounded(t *testing.T) {
 	if err := s.Scale(ctx, pool.MaxWorkers+1); !errors.Is(err, ErrBadCount) {
 		t.Errorf("Scale(%d): got %v; want ErrBadCount", pool.MaxWorkers+1, err)
 	}
-	st.mu.Lock()
-	n := len(st.procs)
-	st.mu.Unlock()
+	n := st.count()
 	if n != 1 {
 		t.Errorf("%d processes started; want 1", n)
 	}
@@ -416,10 +418,7 @@ func TestLateUpOfATerminatingProcess(t *testing.T) {
 	})
 	defer stop()
 	old := p.Get(1).Pid()
-	_, port, _ := cut(p.Get(1).Addr())
-	check.mu.Lock()
-	check.only = map[string]bool{port: true} // the replacement never passes
-	check.mu.Unlock()
+	startsFailingChecks(check, p) // the replacement never passes
 	st.mu.Lock()
 	st.termExit = false // and lingers once sent SIGTERM
 	st.mu.Unlock()
@@ -488,9 +487,7 @@ func TestFailedRecycleWaitsItsBackoff(t *testing.T) {
 	// The recycle check runs every 100 ms: without the backoff it would
 	// start a replacement at each one.
 	time.Sleep(800 * time.Millisecond)
-	st.mu.Lock()
-	n := len(st.procs)
-	st.mu.Unlock()
+	n := st.count()
 	if n != 2 {
 		t.Errorf("got %d processes started; want 2 (the worker and one failed replacement) within the backoff delay", n)
 	}
@@ -516,9 +513,7 @@ func TestReloadReplacesAReplacementWithOldSettings(t *testing.T) {
 	waitFor(t, func() bool { return lastProc(st) != first })
 	stale := lastProc(st)
 	check.fail(portOf(stale)) // it stays starting
-	check.mu.Lock()
-	check.only = nil
-	check.mu.Unlock()
+	check.passAll()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -566,18 +561,14 @@ func TestRestartWaitsForAReplacementOnItsWay(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.RestartWorker(ctx, 1) }()
 	time.Sleep(50 * time.Millisecond) // the restart is asked for before the replacement is up
-	check.mu.Lock()
-	check.only = nil
-	check.mu.Unlock()
+	check.passAll()
 	if err := <-done; err != nil {
 		t.Fatalf("restart: %v", err)
 	}
 	if w.Pid() != next.pid || w.State() != pool.Up {
 		t.Errorf("got pid %d state %v; want the replacement %d up", w.Pid(), w.State(), next.pid)
 	}
-	st.mu.Lock()
-	n := len(st.procs)
-	st.mu.Unlock()
+	n := st.count()
 	if n != 2 {
 		t.Errorf("got %d processes started; want 2 (no second one for the slot)", n)
 	}

@@ -96,6 +96,13 @@ type fakeStarter struct {
 	fail     atomic.Bool // every start fails, as with no such program
 }
 
+// count returns how many processes were started.
+func (f *fakeStarter) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.procs)
+}
+
 func (f *fakeStarter) start(id int, argv, env []string) (process, error) {
 	if f.fail.Load() {
 		return nil, errors.New("fork/exec worker: no such file or directory")
@@ -224,9 +231,7 @@ func TestNoRestartAfterStop(t *testing.T) {
 	cancel()
 	<-done
 	time.Sleep(20 * time.Millisecond)
-	st.mu.Lock()
-	n := len(st.procs)
-	st.mu.Unlock()
+	n := st.count()
 	if n != 1 {
 		t.Errorf("got %d starts; want 1: a stopped worker must not be restarted", n)
 	}
