@@ -183,6 +183,71 @@ func TestOwnPathsNeverProxied(t *testing.T) {
 	}
 }
 
+// TestCloseCutsRequestsInFlight: once shutdown_grace has run out, Close
+// closes the client connections whose requests are still waiting for a
+// worker, on either engine; none is left open to serve another request.
+func TestCloseCutsRequestsInFlight(t *testing.T) {
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	worker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+	}))
+	defer worker.Close()
+	defer close(release)
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.Engine = engine
+			p := pool.New(new(pool.RoundRobin))
+			w := pool.NewWorker(1)
+			w.SetProcess(pool.NewProcess(100, worker.Listener.Addr().String(), time.Now()), pool.Up)
+			p.Add(w)
+			logger := slog.New(slog.DiscardHandler)
+			var stopping atomic.Bool
+			front := NewFrontend(cfg, p, ProxyOptions(cfg, logger), NewOwnPaths(cfg, p, http.NotFoundHandler(), http.NotFoundHandler(), &stopping), logger)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- front.Serve(ln) }()
+			defer front.CloseIdleConnections()
+			conn, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := io.WriteString(conn, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-arrived:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the request never reached the worker")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			if err := front.Shutdown(ctx); err == nil {
+				t.Fatal("Shutdown returned nil with a request in flight")
+			}
+			front.Close()
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, err := conn.Read(make([]byte, 1))
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the client's connection is still open 5 s after Close")
+			}
+			if n != 0 {
+				t.Errorf("got %d bytes of an answer; want the connection closed", n)
+			}
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Error("Serve did not return after Close")
+			}
+		})
+	}
+}
+
 // TestReloadReadsTheFileAgain: a reload parses the same arguments again,
 // so an invalid file is refused with the setting at fault and changes
 // nothing, and a valid one that changes a start-only setting says so.

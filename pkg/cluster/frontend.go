@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"sync"
 	"sync/atomic"
 
 	"github.com/clusterlb/clusterlb/pkg/config"
@@ -70,7 +71,9 @@ func NewFrontend(cfg config.Config, p *pool.Pool, o proxy.Options, own OwnPaths,
 			IdleTimeout:    cfg.IdleTimeout,
 			MaxHeaderBytes: cfg.MaxHeaderBytes,
 		}, own.paths, own.mux)
-		return &fastFrontend{srv: srv, fx: fx}
+		f := &fastFrontend{srv: srv, fx: fx, conns: make(map[net.Conn]struct{})}
+		srv.ConnState = f.track
+		return f
 	}
 	px := proxy.New(p, o)
 	srv := &http.Server{
@@ -105,15 +108,56 @@ func (f *httputilFrontend) Shutdown(ctx context.Context) error { return f.srv.Sh
 func (f *httputilFrontend) Close()                             { f.srv.Close() }
 func (f *httputilFrontend) CloseIdleConnections()              { f.px.CloseIdleConnections() }
 
+// fastFrontend keeps its own set of client connections: fasthttp's
+// Server can only wait for them. Once ShutdownWithContext has given up it
+// has forgotten its listener, so a Shutdown after it does nothing, and it
+// lets the connections it waited for go on serving keep-alive requests.
 type fastFrontend struct {
 	srv *fasthttp.Server
 	fx  *proxy.Fast
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
 }
 
 func (f *fastFrontend) Serve(ln net.Listener) error        { return f.srv.Serve(ln) }
 func (f *fastFrontend) Shutdown(ctx context.Context) error { return f.srv.ShutdownWithContext(ctx) }
-func (f *fastFrontend) Close()                             { f.srv.Shutdown() }
 func (f *fastFrontend) CloseIdleConnections()              { f.fx.CloseIdleConnections() }
+
+// Close closes the listener and every client connection, in the middle
+// of a request or not, as net/http's Server.Close does. Upgraded
+// (hijacked) connections are the tunnels', which end with their workers.
+func (f *fastFrontend) Close() {
+	// The listener, if Shutdown never ran: a context already done stops
+	// it from waiting for the requests in flight.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	f.srv.ShutdownWithContext(ctx)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	for c := range f.conns {
+		c.Close()
+	}
+	clear(f.conns)
+}
+
+// track is the server's ConnState hook.
+func (f *fastFrontend) track(c net.Conn, state fasthttp.ConnState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch state {
+	case fasthttp.StateNew:
+		if f.closed {
+			c.Close() // accepted as Close ran
+			return
+		}
+		f.conns[c] = struct{}{}
+	case fasthttp.StateHijacked, fasthttp.StateClosed:
+		delete(f.conns, c)
+	}
+}
 
 // debugWriter sends net/http's own log lines (bad TLS, accept retries) to
 // the debug level: a hostile client should not flood the log.
