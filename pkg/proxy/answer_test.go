@@ -413,3 +413,65 @@ func TestClosingAnswerDropsTheHeadersItNames(t *testing.T) {
 		})
 	}
 }
+
+// TestUpgradeNamesCompareInASCII: a worker that switches to a protocol
+// whose name matches the one asked only under Unicode folding (the Kelvin
+// sign for a k) gets a 502, counted once, and its connection closed.
+// (badAnswer let it through with strings.EqualFold; the ReverseProxy then
+// refused it on its own, which counted the error twice and left the
+// worker's connection open.)
+func TestUpgradeNamesCompareInASCII(t *testing.T) {
+	closed := make(chan struct{}, 1)
+	addr := acceptLoop(t, func(c net.Conn) {
+		defer func() { closed <- struct{}{} }()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websoc\u212aet\r\n\r\n")
+		br.ReadByte() // until the balancer closes it
+	})
+	p := newPool(addr)
+	url := serveEngine(t, "httputil", p, Options{})
+	c := sendRaw(t, url, "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 10*time.Second)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 502 {
+		t.Errorf("got %d; want 502", resp.StatusCode)
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Error("the worker's connection is still open 5 s after the 502")
+	}
+	settled(t, p, func() bool { return inFlight(p) == 0 && p.Errors() > 0 })
+	if p.Requests() != 1 || p.Errors() != 1 || inFlight(p) != 0 {
+		t.Errorf("pool requests %d errors %d in flight %d; want 1, 1, 0", p.Requests(), p.Errors(), inFlight(p))
+	}
+}
+
+// TestUnprintableUpgradeIs400: a client that asks to switch to a protocol
+// whose name is not printable ASCII gets a 400, the worker never sees it,
+// and it is no error of the balancer's. (The ReverseProxy refuses to
+// send it, through the error handler: a 502, counted as a failure.)
+func TestUnprintableUpgradeIs400(t *testing.T) {
+	addr, seen := scriptedWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	p := newPool(addr)
+	url := serveEngine(t, "httputil", p, Options{})
+	c := sendRaw(t, url, "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: w\xe9b\r\n\r\n", 10*time.Second)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 || seen.Load() != 0 {
+		t.Errorf("got %d after %d worker hits; want 400 after none", resp.StatusCode, seen.Load())
+	}
+	if p.Requests() != 1 || p.Errors() != 0 {
+		t.Errorf("pool requests %d errors %d; want 1 and 0", p.Requests(), p.Errors())
+	}
+}

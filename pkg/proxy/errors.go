@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"syscall"
 
 	"github.com/clusterlb/clusterlb/pkg/pool"
@@ -20,6 +19,11 @@ var ErrNoWorker = errors.New("no worker available")
 // worker's: 400.
 var errClientBody = errors.New("bad request body")
 
+// errBadUpgrade marks a request that asks to switch to a protocol whose
+// name is not printable ASCII, which the ReverseProxy refuses to send:
+// the client's fault, 400.
+var errBadUpgrade = errors.New("invalid Upgrade header")
+
 // StatusClientClosed is the status logged for a request whose client went
 // away before the answer (nginx's 499). Nothing is sent.
 const StatusClientClosed = 499
@@ -27,7 +31,8 @@ const StatusClientClosed = 499
 // Status maps a failed forward to the status the client gets, and the
 // message of its JSON body. It is the one place where errors become
 // statuses: 503 when no worker is up, 504 when the worker timed out, 499
-// when the client went away, 400 when its body could not be read (408
+// when the client went away, 400 when its body could not be read or it
+// asks to switch to a protocol with no printable name (408
 // when it stalled, 413 when over the fasthttp engine's limit), 502
 // otherwise.
 func Status(r *http.Request, err error) (int, string) {
@@ -48,6 +53,8 @@ func statusOf(err error, clientGone bool) (int, string) {
 		return StatusClientClosed, "client closed request"
 	case errors.Is(err, errClientBody):
 		return http.StatusBadRequest, "bad request body"
+	case errors.Is(err, errBadUpgrade):
+		return http.StatusBadRequest, "invalid Upgrade header"
 	case errors.Is(err, errBodyTooLarge):
 		return http.StatusRequestEntityTooLarge, "request body too large"
 	case isTimeout(err):
@@ -222,11 +229,45 @@ func badAnswer(out *http.Request, resp *http.Response) error {
 		return err
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		if asked, got := upgradeType(out.Header), upgradeType(resp.Header); asked == "" || !strings.EqualFold(asked, got) {
+		// Compared as the ReverseProxy compares them, in ASCII: under
+		// Unicode folding a Kelvin sign is a k, and a name it refuses
+		// would pass here. (What is asked is printable: forward.)
+		if asked, got := upgradeType(out.Header), upgradeType(resp.Header); asked == "" || !asciiEqualFold(asked, got) {
 			return fmt.Errorf("%w: switched to %q when %q was asked", errBadAnswer, got, asked)
 		}
 	}
 	return badNames(resp.Header)
+}
+
+// asciiEqualFold reports whether a and b are equal, ignoring the case of
+// ASCII letters only.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(a) {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// printable reports whether s is printable ASCII only.
+func printable(s string) bool {
+	for i := range len(s) {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // badNames returns errBadAnswer when a name of h is no token.
