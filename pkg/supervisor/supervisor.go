@@ -433,6 +433,13 @@ func (s *Supervisor) takeOver(sl *slot, pr *proc) {
 		s.terminate(pr)
 		return
 	}
+	if old != nil {
+		// Its monitor moves sl.w's state: a failed check of the old
+		// process that it acted on after the line below would mark the
+		// new one down. (drain stops it too; once stopped, that is a
+		// no-op.)
+		s.stopMonitor(old)
+	}
 	sl.w.SetProcess(pr.h, pool.Up)
 	sl.w.AddRestart()
 	s.monitor(sl, pr, sl.w)
