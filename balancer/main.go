@@ -30,7 +30,6 @@ import (
 	"github.com/clusterlb/clusterlb/pkg/config"
 	"github.com/clusterlb/clusterlb/pkg/cpus"
 	"github.com/clusterlb/clusterlb/pkg/demo"
-	"github.com/clusterlb/clusterlb/pkg/guard"
 	"github.com/clusterlb/clusterlb/pkg/pool"
 	"github.com/clusterlb/clusterlb/pkg/stats"
 	"github.com/clusterlb/clusterlb/pkg/supervisor"
@@ -148,7 +147,7 @@ func run(args []string) int {
 	}
 
 	serveDone := make(chan error, 1)
-	go func() { serveDone <- front.Serve(guard.NewListener(ln, cfg.MaxHeaderBytes)) }()
+	go func() { serveDone <- front.Serve(cluster.GuardListener(ln, cfg)) }()
 	logger.Info("balancer listening", "pid", os.Getpid(), "listen", ln.Addr().String(), "workers", workers, "policy", cfg.Policy, "engine", cfg.Engine,
 		"stats", cfg.StatsPath, "admin", cfg.AdminListen)
 

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -245,6 +246,77 @@ func TestCloseCutsRequestsInFlight(t *testing.T) {
 				t.Error("Serve did not return after Close")
 			}
 		})
+	}
+}
+
+// TestClientThatStopsReadingIsCut: a client that takes none of a large
+// answer's bytes for send_timeout loses its connection, on either engine,
+// and the worker's request is no longer held for it. (Nothing cut it off:
+// the kernel probes a zero window for ever.)
+func TestClientThatStopsReadingIsCut(t *testing.T) {
+	const size = 32 << 20 // far past what the sockets' buffers hold
+	worker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		buf := make([]byte, 1<<20)
+		for range size / len(buf) {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	}))
+	defer worker.Close()
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.Engine = engine
+			cfg.SendTimeout = 300 * time.Millisecond
+			p := pool.New(new(pool.RoundRobin))
+			w := pool.NewWorker(1)
+			w.SetProcess(pool.NewProcess(100, worker.Listener.Addr().String(), time.Now()), pool.Up)
+			p.Add(w)
+			logger := slog.New(slog.DiscardHandler)
+			var stopping atomic.Bool
+			front := NewFrontend(cfg, p, ProxyOptions(cfg, logger), NewOwnPaths(cfg, p, http.NotFoundHandler(), http.NotFoundHandler(), &stopping), logger)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- front.Serve(GuardListener(ln, cfg)) }()
+			defer func() {
+				front.Close()
+				<-done
+				front.CloseIdleConnections()
+			}()
+			conn, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := io.WriteString(conn, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2 * time.Second) // reading nothing, for over six send timeouts
+			conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+			n, err := io.Copy(io.Discard, conn)
+			if n >= size {
+				t.Fatalf("the client got all %d bytes of the answer (%d with the header); want its connection cut", size, n)
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("the connection was still open 20 s after the client began to read (%d bytes)", n)
+			}
+			settleInFlight(t, w)
+		})
+	}
+}
+
+// settleInFlight waits up to 10 s for w to hold no request.
+func settleInFlight(t *testing.T, w *pool.Worker) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); w.InFlight() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker still holds %d requests", w.InFlight())
+		}
 	}
 }
 

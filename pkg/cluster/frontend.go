@@ -60,6 +60,13 @@ func NewOwnPaths(cfg config.Config, p *pool.Pool, statsHandler, metricsHandler h
 	return o
 }
 
+// GuardListener wraps the public listener in the defences both engines
+// serve behind: the send timeout for clients that stop reading, and the
+// guard's framing check, outermost, as the guard must be.
+func GuardListener(ln net.Listener, cfg config.Config) net.Listener {
+	return guard.NewListener(guard.SendTimeout(ln, cfg.SendTimeout), cfg.MaxHeaderBytes)
+}
+
 // NewFrontend builds the engine cfg.Engine names, serving own's pages and
 // proxying every other request to p's workers.
 func NewFrontend(cfg config.Config, p *pool.Pool, o proxy.Options, own OwnPaths, logger *slog.Logger) Frontend {

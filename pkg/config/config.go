@@ -106,6 +106,10 @@ type Config struct {
 	// longest wait for its next bytes (httputil engine), or for the whole
 	// body (fasthttp engine, which reads it whole).
 	BodyTimeout time.Duration `yaml:"body_timeout"`
+	// SendTimeout cuts off a client that takes none of the bytes sent to
+	// it for this long (nginx's send_timeout): each write of an answer,
+	// and each 64 KiB of a larger one, gets this long.
+	SendTimeout time.Duration `yaml:"send_timeout"`
 	// IdleTimeout closes idle keep-alive client connections.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxHeaderBytes bounds a request's header block; larger gets 431.
@@ -185,6 +189,7 @@ func Default() Config {
 		WorkerGrace:          10 * time.Second,
 		ReadHeaderTimeout:    10 * time.Second,
 		BodyTimeout:          60 * time.Second,
+		SendTimeout:          60 * time.Second,
 		IdleTimeout:          120 * time.Second,
 		MaxHeaderBytes:       1 << 20,
 		MaxRetries:           -1,
@@ -332,6 +337,7 @@ func (c Config) Validate() error {
 		{"worker_grace", c.WorkerGrace},
 		{"read_header_timeout", c.ReadHeaderTimeout},
 		{"body_timeout", c.BodyTimeout},
+		{"send_timeout", c.SendTimeout},
 		{"idle_timeout", c.IdleTimeout},
 	} {
 		if d.v <= 0 {
@@ -766,6 +772,7 @@ func newFlagSet(name string, c *Config, output io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.WorkerGrace, "worker-grace", c.WorkerGrace, "time between SIGTERM and SIGKILL for a worker")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "time a client has to send its request header (at most 10s)")
 	fs.DurationVar(&c.BodyTimeout, "body-timeout", c.BodyTimeout, "a request body that stalls this long is cut off with 408 (fasthttp engine: the whole body)")
+	fs.DurationVar(&c.SendTimeout, "send-timeout", c.SendTimeout, "a client that takes none of the answer's bytes for this long is cut off")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "idle keep-alive client connections are closed after this")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request header block; larger gets 431")
 	fs.IntVar(&c.MaxRetries, "max-retries", c.MaxRetries, "retries of a request on other workers; -1 = workers - 1")

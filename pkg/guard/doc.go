@@ -16,6 +16,10 @@
 // (malformed lines, bad Content-Length, unsupported Transfer-Encoding, heads over
 // MaxHeaderBytes) are left to net/http, which answers them and closes the conn.
 //
+// SendTimeout is the package's other defence, on the way out: under NewListener, it
+// cuts off a client that stops reading (each write gets a deadline), which nothing in
+// net/http or fasthttp does without a WriteTimeout that would also cut long answers.
+//
 // Caveats:
 //   - The verdicts are paired with requests by order and by a fingerprint of the request
 //     line, so Handler must be outermost and Check must run exactly once per request.
