@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // replayConn serves msg over and over to Read; nothing else is used.
@@ -57,8 +58,9 @@ func BenchmarkGuardedRequest(b *testing.B) {
 		msg = strings.Replace(msg, "\r\n\r\n", "\r\nTransfer-Encoding: chunked\r\n\r\n", 1) + chunkedBody(16<<10, 4<<10)
 		benchConn(b, msg, "POST", "/api/v1/items?id=42&sort=name")
 	})
-	b.Run("loopback/plain", func(b *testing.B) { benchLoopback(b, false) })
-	b.Run("loopback/guarded", func(b *testing.B) { benchLoopback(b, true) })
+	b.Run("loopback/plain", func(b *testing.B) { benchLoopback(b, false, false) })
+	b.Run("loopback/guarded", func(b *testing.B) { benchLoopback(b, true, false) })
+	b.Run("loopback/guarded+send-timeout", func(b *testing.B) { benchLoopback(b, true, true) })
 }
 
 func benchConn(b *testing.B, msg, method, uri string) {
@@ -79,7 +81,7 @@ func benchConn(b *testing.B, msg, method, uri string) {
 	}
 }
 
-func benchLoopback(b *testing.B, guarded bool) {
+func benchLoopback(b *testing.B, guarded, send bool) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -88,6 +90,9 @@ func benchLoopback(b *testing.B, guarded bool) {
 		_, _ = io.WriteString(w, "ok")
 	})
 	srv := &http.Server{Handler: h}
+	if send {
+		ln = SendTimeout(ln, time.Minute)
+	}
 	if guarded {
 		srv.Handler, srv.ConnContext = Handler(h), ConnContext
 		ln = NewListener(ln, 0)
