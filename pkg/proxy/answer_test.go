@@ -237,38 +237,47 @@ func TestHopResponseTrailersDropped(t *testing.T) {
 // engine's client put it back in its pool, and the next client got the
 // bytes the worker sent after the switch.)
 func TestSwitchedConnNotReused(t *testing.T) {
-	for _, engine := range []string{"httputil", "fasthttp"} {
-		t.Run(engine, func(t *testing.T) {
-			var n atomic.Int64
-			addr := acceptLoop(t, func(c net.Conn) {
-				br := bufio.NewReader(c)
-				for {
-					if _, err := http.ReadRequest(br); err != nil {
-						return
-					}
-					if n.Add(1) == 1 {
-						io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
-						time.Sleep(3 * time.Millisecond)
-						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled")
-						continue
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhonest")
-				}
-			})
-			url := serveEngine(t, engine, newPool(addr), Options{})
-			for i, want := range []int{502, 200} {
-				time.Sleep(4 * time.Millisecond)
-				resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}).Get(url + "/")
-				if err != nil {
-					t.Fatal(err)
-				}
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != want || (want == 200 && string(body) != "honest") {
-					t.Errorf("request %d: got %d %q; want %d", i+1, resp.StatusCode, body, want)
-				}
+	for _, tc := range []struct{ name, before string }{
+		{"101", ""},
+		// An interim answer first: the fasthttp engine looked at an
+		// answer's first bytes only, and reused the connection.
+		{"103 then 101", "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"},
+	} {
+		for _, engine := range []string{"httputil", "fasthttp"} {
+			t.Run(tc.name+"/"+engine, func(t *testing.T) { testSwitchedConnNotReused(t, engine, tc.before) })
+		}
+	}
+}
+
+func testSwitchedConnNotReused(t *testing.T, engine, before string) {
+	var n atomic.Int64
+	addr := acceptLoop(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
 			}
-		})
+			if n.Add(1) == 1 {
+				io.WriteString(c, before+"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
+				time.Sleep(3 * time.Millisecond)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled")
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhonest")
+		}
+	})
+	url := serveEngine(t, engine, newPool(addr), Options{})
+	for i, want := range []int{502, 200} {
+		time.Sleep(4 * time.Millisecond)
+		resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}).Get(url + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || (want == 200 && string(body) != "honest") {
+			t.Errorf("request %d: got %d %q; want %d", i+1, resp.StatusCode, body, want)
+		}
 	}
 }
 
@@ -473,5 +482,30 @@ func TestUnprintableUpgradeIs400(t *testing.T) {
 	}
 	if p.Requests() != 1 || p.Errors() != 0 {
 		t.Errorf("pool requests %d errors %d; want 1 and 0", p.Requests(), p.Errors())
+	}
+}
+
+// TestFastDropsExpect: the fasthttp engine holds a request's body whole
+// before it forwards it, so it does not pass on "Expect: 100-continue": a
+// worker would answer a 100 first, for nothing, and a connection that
+// carried an interim answer is not reused.
+func TestFastDropsExpect(t *testing.T) {
+	addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	url := serveEngine(t, "fasthttp", newPool(addr), Options{})
+	req, _ := http.NewRequest("POST", url+"/", strings.NewReader("hello"))
+	req.Header.Set("Expect", "100-continue")
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{ExpectContinueTimeout: time.Second}}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("got %d; want 200", resp.StatusCode)
+	}
+	raw := <-got
+	if strings.Contains(strings.ToLower(raw), "\r\nexpect:") || !strings.HasSuffix(raw, "hello") {
+		t.Errorf("the worker got %q; want the body and no Expect", raw)
 	}
 }

@@ -71,7 +71,7 @@ type fastConn struct {
 	fw        *fastWorker
 	last      time.Time // the end of the last read (or the dial): when the connection went idle
 	inRequest bool      // a request's first bytes went out, and no read came since
-	switched  bool      // an answer began with a 101: what follows on it is no HTTP
+	switched  bool      // an answer began with a 101 (what follows is no HTTP), or a 1xx before one
 	peek      idlePeek
 }
 
@@ -123,6 +123,14 @@ func (c *fastConn) Read(b []byte) (int, error) {
 			c.switched = true // never reused either
 			c.inRequest = false
 			return 12, errZeroStatus
+		default:
+			if b[9] == '1' {
+				// An interim answer (100, 103): the client reads on to
+				// the final one, which may be a 101 this look at an
+				// answer's first bytes does not see. Rare enough that
+				// the connection is simply not reused.
+				c.switched = true
+			}
 		}
 	}
 	c.inRequest = false
@@ -306,6 +314,12 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 		hop.add(k, v)
 	}
 	hop.del(req.Header.Del)
+	if req.Header.ContentLength() != 0 && req.MayContinue() {
+		// The body is here whole: a worker asked to wait for it would
+		// send a 100 Continue for nothing, and an interim answer costs
+		// the connection (fastConn.Read).
+		req.Header.Del("Expect")
+	}
 	if u := req.URI(); string(u.Scheme()) != "http" {
 		// An absolute-form target (RFC 9112 3.2.2) names its scheme;
 		// the worker is spoken to in plain HTTP whatever it is.
