@@ -74,6 +74,7 @@ func ProxyOptions(cfg config.Config, logger *slog.Logger) proxy.Options {
 		UpstreamTimeout:  cfg.UpstreamTimeout,
 		MaxRetries:       proxyRetries(cfg.MaxRetries),
 		RetryBufferBytes: proxyRetryBuffer(cfg.RetryBufferBytes),
+		MaxResponseBytes: cfg.MaxResponseBytes,
 		BodyTimeout:      cfg.BodyTimeout,
 		Log:              logger,
 	}

@@ -126,6 +126,10 @@ type Config struct {
 	// they can be replayed on another worker; larger ones stream, and
 	// are replayed only while none of the body was sent. 0 buffers none.
 	RetryBufferBytes int64 `yaml:"retry_buffer_bytes"`
+	// MaxResponseBytes bounds the body of a worker's answer in the
+	// fasthttp engine, which holds each one whole in memory: a larger one
+	// is a 502. The httputil engine streams answers, with no bound.
+	MaxResponseBytes int64 `yaml:"max_response_bytes"`
 
 	// MinUptime: a worker that exits sooner had an unstable start.
 	// After MaxRestarts restarts that follow unstable starts, in a row,
@@ -194,6 +198,7 @@ func Default() Config {
 		MaxHeaderBytes:       1 << 20,
 		MaxRetries:           -1,
 		RetryBufferBytes:     1 << 20,
+		MaxResponseBytes:     64 << 20,
 		MinUptime:            time.Second,
 		MaxRestarts:          10,
 		StartTimeout:         30 * time.Second,
@@ -384,6 +389,9 @@ func (c Config) Validate() error {
 		if n.v < 0 {
 			return bad(n.name, "want 0 or more; got %d", n.v)
 		}
+	}
+	if c.MaxResponseBytes < 1 {
+		return bad("max_response_bytes", "want 1 or more; got %d", c.MaxResponseBytes)
 	}
 	if c.MaxRequestsJitter >= math.MaxInt64-c.MaxRequests {
 		return bad("max_requests_jitter", "want max_requests (%d) + max_requests_jitter below %d; got %d", c.MaxRequests, int64(math.MaxInt64), c.MaxRequestsJitter)
@@ -778,6 +786,7 @@ func newFlagSet(name string, c *Config, output io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.MaxRetries, "max-retries", c.MaxRetries, "retries of a request on other workers; -1 = workers - 1")
 	fs.IntVar(&c.WorkerMaxConns, "worker-max-conns", c.WorkerMaxConns, "requests at each worker at once; more wait in the balancer, in order, up to upstream-timeout (4 suits a Node app); 0 = no bound")
 	fs.Int64Var(&c.RetryBufferBytes, "retry-buffer-bytes", c.RetryBufferBytes, "request bodies up to this size are buffered for replay; 0 = none")
+	fs.Int64Var(&c.MaxResponseBytes, "max-response-bytes", c.MaxResponseBytes, "fasthttp engine: a worker's answer with a larger body gets 502 (the engine holds answers whole in memory)")
 	fs.DurationVar(&c.MinUptime, "min-uptime", c.MinUptime, "a worker that exits sooner had an unstable start")
 	fs.IntVar(&c.MaxRestarts, "max-restarts", c.MaxRestarts, "restarts after unstable starts, in a row, before a worker is held in backoff; 0 = never")
 	fs.DurationVar(&c.StartTimeout, "start-timeout", c.StartTimeout, "time a new worker has to pass its first health check")

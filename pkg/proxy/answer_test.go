@@ -485,6 +485,58 @@ func TestUnprintableUpgradeIs400(t *testing.T) {
 	}
 }
 
+// TestFastAnswerBounded: the fasthttp engine, which holds a worker's
+// answer whole in memory, takes a body up to MaxResponseBytes and answers
+// 502 to a larger one, announced or chunked: the worker's failure, counted
+// once and not retried. (It held any answer whole, however large.)
+func TestFastAnswerBounded(t *testing.T) {
+	const limit = 1 << 10
+	chunked := func(n int) string {
+		return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", n, strings.Repeat("c", n))
+	}
+	sized := func(n int) string {
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", n, strings.Repeat("s", n))
+	}
+	for name, tt := range map[string]struct {
+		method, answer string
+		want           int
+	}{
+		"announced, at the bound": {"GET", sized(limit), 200},
+		"announced, past it":      {"GET", sized(limit + 1), 502},
+		"chunked, at the bound":   {"GET", chunked(limit), 200},
+		"chunked, past it":        {"GET", chunked(limit + 1), 502},
+		// No body comes: the length only says what a GET would get.
+		"HEAD, announced past it": {"HEAD", fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", limit+1), 200},
+	} {
+		t.Run(name, func(t *testing.T) {
+			a, seenA := scriptedWorker(t, tt.answer, tt.answer)
+			b, seenB := scriptedWorker(t, tt.answer, tt.answer)
+			p := newPool(a, b)
+			url := serveEngine(t, "fasthttp", p, Options{MaxResponseBytes: limit})
+			req, _ := http.NewRequest(tt.method, url+"/", nil)
+			resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("got %d; want %d", resp.StatusCode, tt.want)
+			}
+			if tt.want == 200 && tt.method == "GET" && len(body) != limit {
+				t.Errorf("got a body of %d bytes; want %d", len(body), limit)
+			}
+			wantErrors := int64(0)
+			if tt.want == 502 {
+				wantErrors = 1
+			}
+			if hits := seenA.Load() + seenB.Load(); hits != 1 || p.Retries() != 0 || p.Errors() != wantErrors {
+				t.Errorf("worker hits %d, retries %d, errors %d; want 1, 0, %d", hits, p.Retries(), p.Errors(), wantErrors)
+			}
+		})
+	}
+}
+
 // TestFastDropsExpect: the fasthttp engine holds a request's body whole
 // before it forwards it, so it does not pass on "Expect: 100-continue": a
 // worker would answer a 100 first, for nothing, and a connection that

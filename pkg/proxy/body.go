@@ -16,6 +16,10 @@ import (
 // can be replayed on another worker, when Options.RetryBufferBytes is 0.
 const DefaultRetryBufferBytes = 1 << 20
 
+// DefaultMaxResponseBytes is the largest body of a worker's answer the
+// fasthttp engine takes (Options.MaxResponseBytes).
+const DefaultMaxResponseBytes = 64 << 20
+
 // errBodyRevoked is what a failed attempt's transport reads from a
 // streamed body after the body was handed on to the next attempt.
 var errBodyRevoked = errors.New("request body handed to another attempt")

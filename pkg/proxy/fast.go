@@ -42,6 +42,9 @@ func NewFast(p *pool.Pool, o Options) *Fast {
 	if o.UpstreamTimeout <= 0 {
 		o.UpstreamTimeout = 60 * time.Second
 	}
+	if o.MaxResponseBytes <= 0 {
+		o.MaxResponseBytes = DefaultMaxResponseBytes
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -238,6 +241,7 @@ func (f *Fast) worker(proc *pool.Process) *fastWorker {
 		NoDefaultUserAgentHeader: true,
 		DisablePathNormalizing:   true,
 		ReadBufferSize:           maxWorkerHeader, // bounds the response header
+		MaxResponseBodySize:      int(f.opts.MaxResponseBytes),
 		WriteBufferSize:          16 << 10,
 	}
 	f.workers[proc] = fw
@@ -358,6 +362,8 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 				return workerDown(err)
 			case err != nil && smallBuffer(err):
 				return errHeaderTooLarge
+			case errors.Is(err, fasthttp.ErrBodyTooLarge):
+				return fmt.Errorf("%w: response body over %d bytes (max_response_bytes)", errBadAnswer, f.opts.MaxResponseBytes)
 			case err != nil:
 				return err
 			case resp.StatusCode() == http.StatusSwitchingProtocols:

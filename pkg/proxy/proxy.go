@@ -39,6 +39,11 @@ type Options struct {
 	// client gets 408. 0 means 60s. (The fasthttp engine's server takes
 	// its own, ServerOptions.BodyTimeout.)
 	BodyTimeout time.Duration
+	// MaxResponseBytes bounds the body of a worker's answer in the
+	// fasthttp engine, which holds each one whole in memory: a larger one
+	// is a 502. 0 means DefaultMaxResponseBytes (64 MiB). The httputil
+	// engine streams answers and needs no bound.
+	MaxResponseBytes int64
 	// Log receives failures; nil discards them.
 	Log *slog.Logger
 	// AccessLog, if not nil, gets one record per request.
