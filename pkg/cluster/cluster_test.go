@@ -296,7 +296,7 @@ func TestClientThatStopsReadingIsCut(t *testing.T) {
 			if _, err := io.WriteString(conn, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(2 * time.Second) // reading nothing, for over six send timeouts
+			time.Sleep(3 * time.Second) // reading nothing, for ten send timeouts
 			conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 			n, err := io.Copy(io.Discard, conn)
 			if n >= size {

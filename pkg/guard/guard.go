@@ -85,8 +85,9 @@ func (c *conn) CloseWrite() error {
 	return errors.ErrUnsupported
 }
 
-// ReadFrom keeps the underlying conn's sendfile and splice for outbound copies; only
-// inbound bytes need inspecting.
+// ReadFrom keeps the underlying conn's own ReadFrom for outbound copies (a TCP conn's
+// sendfile and splice; SendTimeout's, which copies through its Write); only inbound bytes
+// need inspecting.
 func (c *conn) ReadFrom(r io.Reader) (int64, error) {
 	if rf, ok := c.Conn.(io.ReaderFrom); ok {
 		return rf.ReadFrom(r)

@@ -231,7 +231,7 @@ func badAnswer(out *http.Request, resp *http.Response) error {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// Compared as the ReverseProxy compares them, in ASCII: under
 		// Unicode folding a Kelvin sign is a k, and a name it refuses
-		// would pass here. (What is asked is printable: forward.)
+		// would pass here. (What is asked is printable: Proxy.serve.)
 		if asked, got := upgradeType(out.Header), upgradeType(resp.Header); asked == "" || !asciiEqualFold(asked, got) {
 			return fmt.Errorf("%w: switched to %q when %q was asked", errBadAnswer, got, asked)
 		}

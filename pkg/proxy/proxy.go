@@ -155,7 +155,7 @@ func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = r2
 	}
 	if px.opts.AccessLog == nil {
-		px.forward(w, r)
+		px.serve(w, r)
 		return
 	}
 	start := time.Now()
@@ -164,13 +164,13 @@ func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		logAccess(px.opts.AccessLog, r.RemoteAddr, r.Method, r.RequestURI, rec.status, rec.bytes, time.Since(start))
 	}()
-	px.forward(rec, r)
+	px.serve(rec, r)
 }
 
-// forward hands r to the ReverseProxy, unless it asks to switch to a
+// serve hands r to the ReverseProxy, unless it asks to switch to a
 // protocol the ReverseProxy refuses to ask for, which it would answer
 // through handleError as a 502, the balancer's error: the client's.
-func (px *Proxy) forward(w http.ResponseWriter, r *http.Request) {
+func (px *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	if t := upgradeType(r.Header); t != "" && !printable(t) {
 		px.handleError(w, r, errBadUpgrade)
 		return
