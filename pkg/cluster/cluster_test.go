@@ -199,21 +199,9 @@ func TestCloseCutsRequestsInFlight(t *testing.T) {
 		t.Run(engine, func(t *testing.T) {
 			cfg := config.Default()
 			cfg.Engine = engine
-			p := pool.New(new(pool.RoundRobin))
-			w := pool.NewWorker(1)
-			w.SetProcess(pool.NewProcess(100, worker.Listener.Addr().String(), time.Now()), pool.Up)
-			p.Add(w)
-			logger := slog.New(slog.DiscardHandler)
-			var stopping atomic.Bool
-			front := NewFrontend(cfg, p, ProxyOptions(cfg, logger), NewOwnPaths(cfg, p, http.NotFoundHandler(), http.NotFoundHandler(), &stopping), logger)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- front.Serve(ln) }()
+			front, _, addr, done := serveFront(t, cfg, worker.Listener.Addr().String(), false)
 			defer front.CloseIdleConnections()
-			conn, err := net.Dial("tcp", ln.Addr().String())
+			conn, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -270,25 +258,13 @@ func TestClientThatStopsReadingIsCut(t *testing.T) {
 			cfg := config.Default()
 			cfg.Engine = engine
 			cfg.SendTimeout = 300 * time.Millisecond
-			p := pool.New(new(pool.RoundRobin))
-			w := pool.NewWorker(1)
-			w.SetProcess(pool.NewProcess(100, worker.Listener.Addr().String(), time.Now()), pool.Up)
-			p.Add(w)
-			logger := slog.New(slog.DiscardHandler)
-			var stopping atomic.Bool
-			front := NewFrontend(cfg, p, ProxyOptions(cfg, logger), NewOwnPaths(cfg, p, http.NotFoundHandler(), http.NotFoundHandler(), &stopping), logger)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- front.Serve(GuardListener(ln, cfg)) }()
+			front, w, addr, done := serveFront(t, cfg, worker.Listener.Addr().String(), true)
 			defer func() {
 				front.Close()
 				<-done
 				front.CloseIdleConnections()
 			}()
-			conn, err := net.Dial("tcp", ln.Addr().String())
+			conn, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -308,6 +284,31 @@ func TestClientThatStopsReadingIsCut(t *testing.T) {
 			settleInFlight(t, w)
 		})
 	}
+}
+
+// serveFront serves cfg's engine on a loopback listener (under
+// GuardListener when guarded), over a pool of one worker at workerAddr. It
+// returns the frontend, the worker, the address and Serve's result.
+func serveFront(t *testing.T, cfg config.Config, workerAddr string, guarded bool) (Frontend, *pool.Worker, string, chan error) {
+	t.Helper()
+	p := pool.New(new(pool.RoundRobin))
+	w := pool.NewWorker(1)
+	w.SetProcess(pool.NewProcess(100, workerAddr, time.Now()), pool.Up)
+	p.Add(w)
+	logger := slog.New(slog.DiscardHandler)
+	var stopping atomic.Bool
+	front := NewFrontend(cfg, p, ProxyOptions(cfg, logger), NewOwnPaths(cfg, p, http.NotFoundHandler(), http.NotFoundHandler(), &stopping), logger)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := ln
+	if guarded {
+		served = GuardListener(ln, cfg)
+	}
+	done := make(chan error, 1)
+	go func() { done <- front.Serve(served) }()
+	return front, w, ln.Addr().String(), done
 }
 
 // settleInFlight waits up to 10 s for w to hold no request.

@@ -130,12 +130,7 @@ func TestAbsoluteFormTarget(t *testing.T) {
 				addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 				p := newPool(addr)
 				url := serveEngine(t, engine, p, Options{})
-				c := sendRaw(t, url, "GET "+target+" HTTP/1.1\r\nHost: a\r\n\r\n", 5*time.Second)
-				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp.Body.Close()
+				resp := rawAnswer(t, url, "GET "+target+" HTTP/1.1\r\nHost: a\r\n\r\n")
 				if resp.StatusCode != 200 || p.Errors() != 0 {
 					t.Fatalf("got %d, %d errors; want 200 and none", resp.StatusCode, p.Errors())
 				}
@@ -443,12 +438,7 @@ func TestUpgradeNamesCompareInASCII(t *testing.T) {
 	})
 	p := newPool(addr)
 	url := serveEngine(t, "httputil", p, Options{})
-	c := sendRaw(t, url, "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 10*time.Second)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp := rawAnswer(t, url, "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 	if resp.StatusCode != 502 {
 		t.Errorf("got %d; want 502", resp.StatusCode)
 	}
@@ -471,12 +461,7 @@ func TestUnprintableUpgradeIs400(t *testing.T) {
 	addr, seen := scriptedWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 	p := newPool(addr)
 	url := serveEngine(t, "httputil", p, Options{})
-	c := sendRaw(t, url, "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: w\xe9b\r\n\r\n", 10*time.Second)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp := rawAnswer(t, url, "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: w\xe9b\r\n\r\n")
 	if resp.StatusCode != 400 || seen.Load() != 0 {
 		t.Errorf("got %d after %d worker hits; want 400 after none", resp.StatusCode, seen.Load())
 	}

@@ -128,12 +128,7 @@ func TestConnectionNamedHeaders(t *testing.T) {
 		t.Run(engine, func(t *testing.T) {
 			addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nConnection: X-Resp-Hop\r\nX-Resp-Hop: leak\r\nContent-Length: 2\r\n\r\nok")
 			url := serveEngine(t, engine, newPool(addr), Options{})
-			c := sendRaw(t, url, "GET / HTTP/1.1\r\nHost: x\r\nConnection: X-Hop\r\nX-Hop: secret\r\nForwarded: for=6.6.6.6;host=evil\r\n\r\n", 5*time.Second)
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
+			resp := rawAnswer(t, url, "GET / HTTP/1.1\r\nHost: x\r\nConnection: X-Hop\r\nX-Hop: secret\r\nForwarded: for=6.6.6.6;host=evil\r\n\r\n")
 			raw := <-got
 			t.Logf("%s: worker got:\n%s\nclient got header %v", engine, raw, resp.Header)
 			if strings.Contains(strings.ToLower(raw), "x-hop") {
@@ -229,6 +224,19 @@ func sendRaw(t *testing.T, addr, raw string, d time.Duration) net.Conn {
 	c.SetDeadline(time.Now().Add(d))
 	io.WriteString(c, raw)
 	return c
+}
+
+// rawAnswer sends raw to addr and returns the answer's head (its body
+// read and closed).
+func rawAnswer(t *testing.T, addr, raw string) *http.Response {
+	t.Helper()
+	c := sendRaw(t, addr, raw, 10*time.Second)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
 }
 
 // rawExchange sends raw to addr, half-closing after it when halfClose,

@@ -1036,12 +1036,7 @@ func TestWrongUpgradeCountedOnce(t *testing.T) {
 	})
 	p := newPool(bad.srv.Listener.Addr().String(), deadAddr(t))
 	front := serve(t, New(p, Options{}))
-	conn := sendRaw(t, front.URL, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", 10*time.Second)
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp := rawAnswer(t, front.URL, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
 	if resp.StatusCode != 502 {
 		t.Errorf("got %d; want 502", resp.StatusCode)
 	}
