@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -237,12 +238,20 @@ func TestSwitchedConnNotReused(t *testing.T) {
 		// An interim answer first: the fasthttp engine looked at an
 		// answer's first bytes only, and reused the connection.
 		{"103 then 101", "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"},
+		// Status lines fasthttp reads that a look at the first bytes
+		// alone misread: cut short, after a blank line, two spaces.
+		{"103 cut short, then 101", "HTTP/1.1 1" + split + "03 Early Hints\r\n\r\n"},
+		{"blank line, 101", "\r\n"},
+		{"two spaces, 101", "HTTP/1.1  103 Early Hints\r\n\r\n"},
 	} {
 		for _, engine := range []string{"httputil", "fasthttp"} {
 			t.Run(tc.name+"/"+engine, func(t *testing.T) { testSwitchedConnNotReused(t, engine, tc.before) })
 		}
 	}
 }
+
+// split marks where a scripted answer is written in two parts.
+const split = "<split>"
 
 func testSwitchedConnNotReused(t *testing.T, engine, before string) {
 	var n atomic.Int64
@@ -253,6 +262,12 @@ func testSwitchedConnNotReused(t *testing.T, engine, before string) {
 				return
 			}
 			if n.Add(1) == 1 {
+				first, rest, cut := strings.Cut(before, split)
+				if cut {
+					io.WriteString(c, first)
+					time.Sleep(3 * time.Millisecond)
+					before = rest
+				}
 				io.WriteString(c, before+"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
 				time.Sleep(3 * time.Millisecond)
 				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled")
@@ -527,22 +542,73 @@ func TestFastAnswerBounded(t *testing.T) {
 // worker would answer a 100 first, for nothing, and a connection that
 // carried an interim answer is not reused.
 func TestFastDropsExpect(t *testing.T) {
-	addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-	url := serveEngine(t, "fasthttp", newPool(addr), Options{})
-	req, _ := http.NewRequest("POST", url+"/", strings.NewReader("hello"))
-	req.Header.Set("Expect", "100-continue")
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{ExpectContinueTimeout: time.Second}}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("got %d; want 200", resp.StatusCode)
-	}
-	raw := <-got
-	if strings.Contains(strings.ToLower(raw), "\r\nexpect:") || !strings.HasSuffix(raw, "hello") {
-		t.Errorf("the worker got %q; want the body and no Expect", raw)
+	for _, body := range []string{"hello", ""} {
+		t.Run(fmt.Sprintf("%d-byte body", len(body)), func(t *testing.T) {
+			addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			url := serveEngine(t, "fasthttp", newPool(addr), Options{})
+			resp := rawAnswer(t, url, fmt.Sprintf("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
+			if resp.StatusCode != 100 && resp.StatusCode != 200 {
+				t.Fatalf("got %d; want 200 (after a 100)", resp.StatusCode)
+			}
+			raw := <-got
+			if strings.Contains(strings.ToLower(raw), "\r\nexpect:") || !strings.HasSuffix(raw, "\r\n\r\n"+body) {
+				t.Errorf("the worker got %q; want the body and no Expect", raw)
+			}
+		})
 	}
 }
+
+// TestEarlyHintsKeepEveryRequest: a worker that sends 103 Early Hints
+// before each answer spends every connection it answers on; the requests
+// that find one of them in the fasthttp engine's pool go out on a new
+// connection in its place, never failed. (Failing the write spent one of
+// fasthttp's two tries, and a second spent one made a 502 of a request the
+// worker never saw.)
+func TestEarlyHintsKeepEveryRequest(t *testing.T) {
+	const answer = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	var seen atomic.Int64
+	addr := acceptLoop(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			seen.Add(1)
+			time.Sleep(20 * time.Millisecond) // so that the first ones overlap
+			io.WriteString(c, answer)
+		}
+	})
+	p := newPool(addr)
+	url := serveEngine(t, "fasthttp", p, Options{})
+	c := &http.Client{Timeout: 5 * time.Second}
+	get := func() int {
+		resp, err := c.Get(url + "/")
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for range 3 {
+		var wg sync.WaitGroup
+		codes := make([]int, 4)
+		for i := range codes {
+			wg.Go(func() { codes[i] = get() })
+		}
+		wg.Wait()
+		for i, code := range codes {
+			if code != 200 {
+				t.Errorf("request %d: got %d; want 200", i, code)
+			}
+		}
+	}
+	if code := get(); code != 200 {
+		t.Errorf("the last request: got %d; want 200", code)
+	}
+	if p.Errors() != 0 || p.Retries() != 0 || seen.Load() != 13 {
+		t.Errorf("errors %d, retries %d, worker saw %d requests; want 0, 0, 13", p.Errors(), p.Retries(), seen.Load())
+	}
+}
+

@@ -74,7 +74,8 @@ type fastConn struct {
 	fw        *fastWorker
 	last      time.Time // the end of the last read (or the dial): when the connection went idle
 	inRequest bool      // a request's first bytes went out, and no read came since
-	switched  bool      // an answer began with a 101 (what follows is no HTTP), or a 1xx before one
+	switched  bool      // spent: an answer did not begin with a final status line (a 101, a 1xx before one)
+	closed    bool      // under fw.mu
 	peek      idlePeek
 }
 
@@ -90,14 +91,22 @@ type fastConn struct {
 // request and even answered it.
 const peekAfter = 10 * time.Millisecond
 
-// errSwitched: the connection was switched to another protocol by an
-// unasked 101 (a 502 for its request), which fasthttp's client does not
-// see, and would reuse it. Nothing of the next request is written.
-var errSwitched = fmt.Errorf("%w (it had switched protocols)", errStaleConn)
+// errSwitched: the connection was spent (switched to another protocol by
+// an unasked 101, a 502 for its request, or not known not to be), which
+// fasthttp's client does not see, and the new one in its place could not
+// be opened. Nothing of the next request was written.
+var errSwitched = fmt.Errorf("%w (it was spent)", errStaleConn)
 
 func (c *fastConn) Write(b []byte) (int, error) {
 	if c.switched {
-		return 0, errSwitched
+		// fasthttp's pool gave back a connection it cannot tell is
+		// spent: nothing of this request went out on it, so it goes on
+		// a new one, as the same pooled connection. (Failing the write
+		// would spend one of the request's two tries, and a worker
+		// that sends 103 Early Hints marks every connection it uses.)
+		if err := c.redial(); err != nil {
+			return 0, fmt.Errorf("%w: %v", errSwitched, err)
+		}
 	}
 	if !c.inRequest {
 		if time.Since(c.last) > peekAfter && c.peek.unsolicited() {
@@ -118,22 +127,18 @@ var errZeroStatus = fmt.Errorf("%w: status 000", errBadAnswer)
 
 func (c *fastConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if c.inRequest && n >= 12 && string(b[:7]) == "HTTP/1." {
-		switch string(b[9:12]) {
-		case "101":
-			c.switched = true
-		case "000":
+	if c.inRequest && n > 0 {
+		switch {
+		case n >= 12 && string(b[:7]) == "HTTP/1." && string(b[8:12]) == " 000":
 			c.switched = true // never reused either
 			c.inRequest = false
 			return 12, errZeroStatus
-		default:
-			if b[9] == '1' {
-				// An interim answer (100, 103): the client reads on to
-				// the final one, which may be a 101 this look at an
-				// answer's first bytes does not see. Rare enough that
-				// the connection is simply not reused.
-				c.switched = true
-			}
+		case !finalStatusLine(b[:n]):
+			// A 101, an interim answer (100, 103) after which a 101
+			// would go unseen, or a status line this look cannot read
+			// whole (cut short, blank lines before it, two spaces)
+			// though fasthttp may: the connection is not reused.
+			c.switched = true
 		}
 	}
 	c.inRequest = false
@@ -141,11 +146,44 @@ func (c *fastConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// finalStatusLine reports whether b begins with the status line of a
+// final answer, plainly written: "HTTP/1.x " and a status of 200 to 599.
+func finalStatusLine(b []byte) bool {
+	return len(b) >= 12 && string(b[:7]) == "HTTP/1." && b[8] == ' ' &&
+		'2' <= b[9] && b[9] <= '5' && '0' <= b[10] && b[10] <= '9' && '0' <= b[11] && b[11] <= '9'
+}
+
+// redial replaces the spent connection under c with a new one to the
+// same worker.
+func (c *fastConn) redial() error {
+	nc, err := c.fw.dialer.Dial("tcp", c.Conn.RemoteAddr().String())
+	if err != nil {
+		return err
+	}
+	c.fw.mu.Lock()
+	if c.closed { // cut meanwhile
+		c.fw.mu.Unlock()
+		nc.Close()
+		return net.ErrClosed
+	}
+	old := c.Conn
+	c.Conn = nc
+	c.fw.mu.Unlock()
+	old.Close()
+	c.peek.init(nc)
+	c.switched, c.last = false, time.Now()
+	return nil
+}
+
+// Close may come from another goroutine (cutConns) than the one using
+// c: the connection under c is read under fw.mu, where redial swaps it.
 func (c *fastConn) Close() error {
 	c.fw.mu.Lock()
 	delete(c.fw.conns, c)
+	c.closed = true
+	nc := c.Conn
 	c.fw.mu.Unlock()
-	return c.Conn.Close()
+	return nc.Close()
 }
 
 // fastResendable is resendable for a fasthttp request.
@@ -307,7 +345,9 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 	closeAfter := req.Header.ConnectionClose()
 	noHost := len(req.Header.Host()) == 0 // HTTP/1.0 may send none
 	var hop hopScan
+	expect := false
 	for k, v := range req.Header.All() {
+		expect = expect || (len(k) == len("Expect") && asciiEqualFold(string(k), "Expect"))
 		if !validName(k) {
 			// As net/http's server answers, uncounted as there:
 			// fasthttp takes any name.
@@ -318,10 +358,10 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 		hop.add(k, v)
 	}
 	hop.del(req.Header.Del)
-	if req.Header.ContentLength() != 0 && req.MayContinue() {
-		// The body is here whole: a worker asked to wait for it would
-		// send a 100 Continue for nothing, and an interim answer costs
-		// the connection (fastConn.Read).
+	if expect {
+		// The body is here whole (or there is none): a worker asked to
+		// wait for it would send a 100 Continue for nothing, and an
+		// interim answer costs the connection (fastConn.Read).
 		req.Header.Del("Expect")
 	}
 	if u := req.URI(); string(u.Scheme()) != "http" {
