@@ -612,3 +612,21 @@ func TestEarlyHintsKeepEveryRequest(t *testing.T) {
 	}
 }
 
+// TestUpgradeTokenAsTheReverseProxyReadsIt: "upgrade" in a Connection
+// header is found as the ReverseProxy finds it, trimmed of spaces and tabs
+// only: a worker's 101 whose token a no-break space pads is refused once,
+// by badAnswer (the ReverseProxy sees no switch asked for), not counted a
+// success first.
+func TestUpgradeTokenAsTheReverseProxyReadsIt(t *testing.T) {
+	addr, _ := scriptedWorker(t, "HTTP/1.1 101 Switching Protocols\r\nConnection: \u00a0Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	p := newPool(addr)
+	url := serveEngine(t, "httputil", p, Options{})
+	resp := rawAnswer(t, url, "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	if resp.StatusCode != 502 {
+		t.Errorf("got %d; want 502", resp.StatusCode)
+	}
+	settled(t, p, func() bool { return inFlight(p) == 0 && p.Errors() > 0 })
+	if p.Requests() != 1 || p.Errors() != 1 {
+		t.Errorf("pool requests %d errors %d; want 1 and 1", p.Requests(), p.Errors())
+	}
+}

@@ -304,11 +304,17 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// upgradeType is the protocol h asks for or switches to, "" if none.
+// upgradeType is the protocol h asks for or switches to, "" if none. It
+// finds what the ReverseProxy finds (httpguts.HeaderValuesContainsToken):
+// tokens trimmed of spaces and tabs only, compared in ASCII; with
+// strings.TrimSpace a no-break space around "upgrade" made a switch the
+// ReverseProxy then refused on its own.
 func upgradeType(h http.Header) string {
-	for tok := range connectionTokens(h["Connection"]) {
-		if strings.EqualFold(tok, "upgrade") {
-			return h.Get("Upgrade")
+	for _, v := range h["Connection"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if asciiEqualFold(strings.Trim(tok, " \t"), "upgrade") {
+				return h.Get("Upgrade")
+			}
 		}
 	}
 	return ""
