@@ -107,8 +107,9 @@ type Config struct {
 	// body (fasthttp engine, which reads it whole).
 	BodyTimeout time.Duration `yaml:"body_timeout"`
 	// SendTimeout cuts off a client that takes none of the bytes sent to
-	// it for this long (nginx's send_timeout): each write of an answer,
-	// and each 64 KiB of a larger one, gets this long.
+	// it for this long (nginx's send_timeout): each write gets this long,
+	// and again as long as some of its bytes went; a slow reader is not
+	// cut off.
 	SendTimeout time.Duration `yaml:"send_timeout"`
 	// IdleTimeout closes idle keep-alive client connections.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`

@@ -4,16 +4,19 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync/atomic"
 	"time"
 )
 
 // SendTimeout wraps l so that a write to an accepted conn fails when the
-// client takes none of its bytes for d: each write, and each 64 KiB of a
-// larger one, gets its own deadline, as nginx's send_timeout applies
-// between two successive writes. A client that stops reading would
-// otherwise hold its connection, and the worker's answer it is sent, for
-// as long as it likes: the kernel keeps probing a zero window for ever.
+// client takes none of its bytes for d: each write gets a deadline, and a
+// write that times out having sent some bytes goes on with a new one, so
+// that only a client that stopped reading is cut off, not a slow one (as
+// nginx's send_timeout, between two successive writes). A client that
+// stops reading would otherwise hold its connection, and the worker's
+// answer it is sent, for as long as it likes: the kernel keeps probing a
+// zero window for ever. d must be above 0.
 //
 // A deadline set on the conn by its user (a lingering close's) stands
 // until the user clears it. Put SendTimeout under NewListener: the guard
@@ -35,10 +38,6 @@ func (l *sendListener) Accept() (net.Conn, error) {
 	return &sendConn{Conn: c, d: l.d}, nil
 }
 
-// sendChunk is the most a write may send under one deadline: a client
-// must take this much per timeout, not a whole large body.
-const sendChunk = 64 << 10
-
 type sendConn struct {
 	net.Conn
 	d    time.Duration
@@ -50,16 +49,16 @@ func (c *sendConn) Write(b []byte) (int, error) {
 		return c.Conn.Write(b)
 	}
 	n := 0
-	for n < len(b) {
-		end := min(len(b), n+sendChunk)
+	for {
 		c.Conn.SetWriteDeadline(time.Now().Add(c.d))
-		m, err := c.Conn.Write(b[n:end])
+		m, err := c.Conn.Write(b[n:])
 		n += m
-		if err != nil {
+		if err == nil || m == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
 		}
+		// Some bytes went: the client reads, slowly. (net/http's
+		// HTTP/2 server does the same with its WriteByteTimeout.)
 	}
-	return n, nil
 }
 
 // SetDeadline and SetWriteDeadline: a deadline of the user's own holds
