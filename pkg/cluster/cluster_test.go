@@ -291,13 +291,7 @@ func TestClientThatStopsReadingIsCut(t *testing.T) {
 // returns the frontend, the worker, the address and Serve's result.
 func serveFront(t *testing.T, cfg config.Config, workerAddr string, guarded bool) (Frontend, *pool.Worker, string, chan error) {
 	t.Helper()
-	p := pool.New(new(pool.RoundRobin))
-	w := pool.NewWorker(1)
-	w.SetProcess(pool.NewProcess(100, workerAddr, time.Now()), pool.Up)
-	p.Add(w)
-	logger := slog.New(slog.DiscardHandler)
-	var stopping atomic.Bool
-	front := NewFrontend(cfg, p, ProxyOptions(cfg, logger), NewOwnPaths(cfg, p, http.NotFoundHandler(), http.NotFoundHandler(), &stopping), logger)
+	front, w := newFront(cfg, workerAddr)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -309,6 +303,57 @@ func serveFront(t *testing.T, cfg config.Config, workerAddr string, guarded bool
 	done := make(chan error, 1)
 	go func() { done <- front.Serve(served) }()
 	return front, w, ln.Addr().String(), done
+}
+
+// newFront builds cfg's engine over a pool of one worker at workerAddr.
+func newFront(cfg config.Config, workerAddr string) (Frontend, *pool.Worker) {
+	p := pool.New(new(pool.RoundRobin))
+	w := pool.NewWorker(1)
+	w.SetProcess(pool.NewProcess(100, workerAddr, time.Now()), pool.Up)
+	p.Add(w)
+	logger := slog.New(slog.DiscardHandler)
+	var stopping atomic.Bool
+	return NewFrontend(cfg, p, ProxyOptions(cfg, logger), NewOwnPaths(cfg, p, http.NotFoundHandler(), http.NotFoundHandler(), &stopping), logger), w
+}
+
+// TestStoppedBeforeServe: a Shutdown or a Close that comes before Serve
+// (a stop signal as the balancer starts) leaves Serve nothing to serve,
+// on either engine: it returns at once, its listener closed. (The fasthttp
+// engine's Shutdown found no listener yet and did nothing, and Serve
+// then served for as long as the process lived.)
+func TestStoppedBeforeServe(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, how := range []string{"Shutdown", "Close"} {
+			t.Run(engine+"/"+how, func(t *testing.T) {
+				cfg := config.Default()
+				cfg.Engine = engine
+				front, _ := newFront(cfg, "127.0.0.1:1")
+				defer front.CloseIdleConnections()
+				if how == "Shutdown" {
+					front.Shutdown(context.Background())
+				} else {
+					front.Close()
+				}
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer ln.Close()
+				done := make(chan error, 1)
+				go func() { done <- front.Serve(ln) }()
+				select {
+				case <-done:
+				case <-time.After(5 * time.Second):
+					front.Close()
+					t.Fatal("Serve still serves 5 s after the frontend was stopped")
+				}
+				if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+					c.Close()
+					t.Error("the listener still accepts connections")
+				}
+			})
+		}
+	}
 }
 
 // settleInFlight waits up to 10 s for w to hold no request.

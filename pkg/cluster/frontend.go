@@ -119,28 +119,68 @@ func (f *httputilFrontend) CloseIdleConnections()              { f.px.CloseIdleC
 // Server can only wait for them. Once ShutdownWithContext has given up it
 // has forgotten its listener, so a Shutdown after it does nothing, and it
 // lets the connections it waited for go on serving keep-alive requests.
+// It keeps its listener too: a Shutdown or Close that comes before
+// fasthttp's Serve has taken it (a stop signal at start) would otherwise
+// find none, and Serve would go on serving.
 type fastFrontend struct {
 	srv *fasthttp.Server
 	fx  *proxy.Fast
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   map[net.Conn]struct{}
+	stopped bool // Shutdown or Close ran: Serve serves nothing
+	closed  bool // Close ran: a connection accepted now is closed
 }
 
-func (f *fastFrontend) Serve(ln net.Listener) error        { return f.srv.Serve(ln) }
-func (f *fastFrontend) Shutdown(ctx context.Context) error { return f.srv.ShutdownWithContext(ctx) }
-func (f *fastFrontend) CloseIdleConnections()              { f.fx.CloseIdleConnections() }
+func (f *fastFrontend) Serve(ln net.Listener) error {
+	f.mu.Lock()
+	if f.stopped {
+		f.mu.Unlock()
+		ln.Close()
+		return http.ErrServerClosed
+	}
+	f.ln = ln
+	f.mu.Unlock()
+	return f.srv.Serve(ln)
+}
+
+func (f *fastFrontend) Shutdown(ctx context.Context) error {
+	f.mu.Lock()
+	f.stopped = true
+	f.mu.Unlock()
+	err := f.srv.ShutdownWithContext(ctx)
+	f.closeListener()
+	return err
+}
+
+// closeListener closes the listener Serve was given, which ends a Serve
+// that fasthttp's Shutdown did not know of yet. (fasthttp's own close of
+// it came first: this one's error says nothing.)
+func (f *fastFrontend) closeListener() {
+	f.mu.Lock()
+	ln := f.ln
+	f.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+}
+
+func (f *fastFrontend) CloseIdleConnections() { f.fx.CloseIdleConnections() }
 
 // Close closes the listener and every client connection, in the middle
 // of a request or not, as net/http's Server.Close does. Upgraded
 // (hijacked) connections are the tunnels', which end with their workers.
 func (f *fastFrontend) Close() {
-	// The listener, if Shutdown never ran: a context already done stops
-	// it from waiting for the requests in flight.
+	// fasthttp's own, if Shutdown never ran: a context already done
+	// stops it from waiting for the requests in flight.
+	f.mu.Lock()
+	f.stopped = true
+	f.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	f.srv.ShutdownWithContext(ctx)
+	f.closeListener()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.closed = true
@@ -152,6 +192,10 @@ func (f *fastFrontend) Close() {
 
 // track is the server's ConnState hook.
 func (f *fastFrontend) track(c net.Conn, state fasthttp.ConnState) {
+	switch state {
+	case fasthttp.StateActive, fasthttp.StateIdle:
+		return // twice per request: no lock for these
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch state {
