@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -628,5 +629,47 @@ func TestUpgradeTokenAsTheReverseProxyReadsIt(t *testing.T) {
 	settled(t, p, func() bool { return inFlight(p) == 0 && p.Errors() > 0 })
 	if p.Requests() != 1 || p.Errors() != 1 {
 		t.Errorf("pool requests %d errors %d; want 1 and 1", p.Requests(), p.Errors())
+	}
+}
+
+// TestRedialKeepsTheWriteTimeout: a request that goes out on a new
+// connection in place of a spent one keeps the write timeout fasthttp set
+// on the old one: a worker that never reads it is a 504 after
+// UpstreamTimeout, not a request that hangs. (The new connection had no
+// deadline.)
+func TestRedialKeepsTheWriteTimeout(t *testing.T) {
+	release := make(chan struct{})
+	var conns atomic.Int64
+	addr := acceptLoop(t, func(c net.Conn) {
+		if conns.Add(1) > 1 {
+			c.(*net.TCPConn).SetReadBuffer(4 << 10)
+			<-release // never reads
+			return
+		}
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		<-release
+	})
+	p := newPool(addr)
+	url := serveEngine(t, "fasthttp", p, Options{UpstreamTimeout: time.Second})
+	// Before the server's own cleanup, which waits for its handlers: a
+	// hung upload's ends when the worker's side closes.
+	t.Cleanup(func() { close(release) })
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url + "/") // spends the connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	resp, err = c.Post(url+"/", "application/octet-stream", bytes.NewReader(make([]byte, 4<<20-1)))
+	if err != nil {
+		t.Fatalf("the upload got no answer: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 504 && resp.StatusCode != 502 {
+		t.Errorf("got %d; want 504 (or 502)", resp.StatusCode)
 	}
 }

@@ -76,6 +76,7 @@ type fastConn struct {
 	inRequest bool      // a request's first bytes went out, and no read came since
 	switched  bool      // spent: an answer did not begin with a final status line (a 101, a 1xx before one)
 	closed    bool      // under fw.mu
+	rdl, wdl  time.Time // the deadlines fasthttp set, for a redial to carry over
 	peek      idlePeek
 }
 
@@ -170,9 +171,29 @@ func (c *fastConn) redial() error {
 	c.Conn = nc
 	c.fw.mu.Unlock()
 	old.Close()
+	// fasthttp set the request's write deadline on the old one.
+	nc.SetReadDeadline(c.rdl)
+	nc.SetWriteDeadline(c.wdl)
 	c.peek.init(nc)
 	c.switched, c.last = false, time.Now()
 	return nil
+}
+
+// SetDeadline, SetReadDeadline and SetWriteDeadline keep what they set,
+// for redial. fasthttp sets them from the goroutine using c.
+func (c *fastConn) SetDeadline(t time.Time) error {
+	c.rdl, c.wdl = t, t
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *fastConn) SetReadDeadline(t time.Time) error {
+	c.rdl = t
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *fastConn) SetWriteDeadline(t time.Time) error {
+	c.wdl = t
+	return c.Conn.SetWriteDeadline(t)
 }
 
 // Close may come from another goroutine (cutConns) than the one using
