@@ -496,22 +496,32 @@ func TestFailedRecycleWaitsItsBackoff(t *testing.T) {
 	}
 }
 
-// TestReloadReplacesAReplacementWithOldSettings: a reload that finds a
-// replacement already starting (a recycle's), started with the settings
-// from before the reload, stops it and starts one with the new settings,
-// instead of counting it as reloaded.
-func TestReloadReplacesAReplacementWithOldSettings(t *testing.T) {
+// startRecycle runs one worker that max_requests (1) recycles, serves it
+// a request, and returns once the replacement has started (its checks
+// fail until the test says otherwise, so it stays starting): the first
+// process and its replacement beside what running returns.
+func startRecycle(t *testing.T) (*Supervisor, *pool.Pool, *fakeStarter, *switchCheck, func(), *fakeProc, *fakeProc) {
+	t.Helper()
 	s, p, st, check, stop := running(t, 1, func(sp *Spec) {
 		sp.MaxRequests = 1
 		sp.StartTimeout = time.Minute
 	})
-	defer stop()
 	first := lastProc(st)
 	startsFailingChecks(check, p)
 	w := p.Get(1)
 	w.End(w.Begin(), true, false) // past max_requests: a recycle starts
 	waitFor(t, func() bool { return lastProc(st) != first })
-	stale := lastProc(st)
+	return s, p, st, check, stop, first, lastProc(st)
+}
+
+// TestReloadReplacesAReplacementWithOldSettings: a reload that finds a
+// replacement already starting (a recycle's), started with the settings
+// from before the reload, stops it and starts one with the new settings,
+// instead of counting it as reloaded.
+func TestReloadReplacesAReplacementWithOldSettings(t *testing.T) {
+	s, p, st, check, stop, _, stale := startRecycle(t)
+	defer stop()
+	w := p.Get(1)
 	check.fail(portOf(stale)) // it stays starting
 	check.passAll()
 
@@ -542,17 +552,9 @@ func TestReloadReplacesAReplacementWithOldSettings(t *testing.T) {
 // process died while its replacement was starting waits for that
 // replacement instead of starting a second process for the slot.
 func TestRestartWaitsForAReplacementOnItsWay(t *testing.T) {
-	s, p, st, check, stop := running(t, 1, func(sp *Spec) {
-		sp.MaxRequests = 1
-		sp.StartTimeout = time.Minute
-	})
+	s, p, st, check, stop, first, next := startRecycle(t)
 	defer stop()
-	first := lastProc(st)
-	startsFailingChecks(check, p)
 	w := p.Get(1)
-	w.End(w.Begin(), true, false) // a recycle starts a replacement
-	waitFor(t, func() bool { return lastProc(st) != first })
-	next := lastProc(st)
 	first.die(exitStatus{Code: 1})
 	waitFor(t, func() bool { return w.Pid() == 0 })
 
