@@ -414,10 +414,7 @@ func (s *Supervisor) up(sl *slot, pr *proc) {
 	case sl.next:
 		s.takeOver(sl, pr)
 	case sl.cur:
-		for _, ch := range sl.upWait {
-			ch <- nil
-		}
-		sl.upWait = nil
+		tell(&sl.upWait, nil)
 	}
 }
 
@@ -447,10 +444,7 @@ func (s *Supervisor) takeOver(sl *slot, pr *proc) {
 	if old != nil {
 		s.drain(old)
 	}
-	for _, ch := range sl.replaced {
-		ch <- nil
-	}
-	sl.replaced = nil
+	tell(&sl.replaced, nil)
 }
 
 // failing: pr failed its health checks fall times while its process runs.
@@ -622,10 +616,7 @@ func (s *Supervisor) exited(sl *slot, pr *proc, st exitStatus) {
 			s.log.Info("worker stopped", "worker", id, "pid", pid, "status", st.String())
 			break
 		}
-		for _, ch := range sl.upWait {
-			ch <- fmt.Errorf("worker %d exited before it was up: %s", id, st)
-		}
-		sl.upWait = nil
+		tell(&sl.upWait, fmt.Errorf("worker %d exited before it was up: %s", id, st))
 		s.log.Warn("worker exited", "worker", id, "pid", pid, "status", st.String(), "uptime", uptime.Round(time.Millisecond))
 		if sl.next != nil {
 			// A replacement is on its way: it takes the slot when up.
@@ -701,21 +692,24 @@ func (s *Supervisor) startFailed(sl *slot, replacement bool, err error) {
 			return
 		}
 	} else {
-		for _, ch := range sl.upWait {
-			ch <- err
-		}
-		sl.upWait = nil
+		tell(&sl.upWait, err)
 	}
 	s.crashed(sl, 0)
+}
+
+// tell sends err (nil for success) to every channel waiting in *waiters,
+// and forgets them.
+func tell(waiters *[]chan error, err error) {
+	for _, ch := range *waiters {
+		ch <- err
+	}
+	*waiters = nil
 }
 
 // replaceFailed tells the waiters of sl's replacement that it failed
 // with err, and holds back the slot's next recycle by the backoff delay.
 func (s *Supervisor) replaceFailed(sl *slot, err error) {
-	for _, ch := range sl.replaced {
-		ch <- err
-	}
-	sl.replaced = nil
+	tell(&sl.replaced, err)
 	sl.replaceFails++
 	sl.recycleAt = time.Now().Add(s.spec.Backoff.Delay(sl.replaceFails))
 }
@@ -880,10 +874,7 @@ func (s *Supervisor) removeSlot(sl *slot) {
 	delete(s.slots, sl.w.ID())
 	s.pool.Remove(sl.w.ID())
 	s.log.Info("worker removed", "worker", sl.w.ID())
-	for _, ch := range sl.replaced {
-		ch <- nil
-	}
-	sl.replaced = nil
+	tell(&sl.replaced, nil)
 }
 
 // env is the worker's environment: the base without any PORT, WORKER_ID
