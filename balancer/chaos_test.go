@@ -424,6 +424,75 @@ func TestFailedReloadKeepsTheCommand(t *testing.T) {
 	})
 }
 
+// TestFailedReloadPutsBackTheReplacedWorkers: a reload whose new command
+// starts worker 1 but not worker 2 fails at worker 2, and puts the
+// command that worked back on worker 1, so that the cluster does not go
+// on with two commands. (Before, worker 1 kept the failed reload's
+// command until the next reload.)
+func TestFailedReloadPutsBackTheReplacedWorkers(t *testing.T) {
+	skipShort(t)
+	file := filepath.Join(t.TempDir(), "balancer.yaml")
+	if err := os.WriteFile(file, []byte("cmd: PATH="+binDir+":$PATH backend\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := start(t, 2, "-workers", "2", "-config", file, "-start-timeout", "5s")
+	before, _ := c.stats()
+	// Under a shell that stays the worker process, so that its command
+	// line shows which settings it runs.
+	bad := "cmd: >-\n  PATH=" + binDir + ":$PATH RELEASE=2 sh -c '[ \"$WORKER_ID\" = 1 ] || exit 3; exec backend'; exit $?\n"
+	if err := os.WriteFile(file, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd.Process.Signal(syscall.SIGHUP)
+	c.waitFor("the reload to fail at worker 2", func(statsDoc) bool { return strings.Contains(c.logs.String(), "reload failed") })
+	s, _ := c.stats()
+	w1, w2 := s.Workers[0], s.Workers[1]
+	if w1.Pid == before.Workers[0].Pid || w1.State != "up" || strings.Contains(cmdline(w1.Pid), "RELEASE=2") {
+		t.Errorf("worker 1: pid %d (before the reload %d), %s, command %q; want a new process with the command before the reload",
+			w1.Pid, before.Workers[0].Pid, w1.State, cmdline(w1.Pid))
+	}
+	if w1.Restarts != 2 {
+		t.Errorf("worker 1: %d restarts; want 2, the reload's and the one putting the old command back", w1.Restarts)
+	}
+	if w2.Pid != before.Workers[1].Pid || w2.State != "up" {
+		t.Errorf("worker 2: pid %d (before %d), %s; want the same process, up", w2.Pid, before.Workers[1].Pid, w2.State)
+	}
+}
+
+// TestFailedReloadKeepsTheWorkerCount: a reload to fewer workers with a
+// command that cannot start removes the extra workers first, then fails
+// at the first replacement; the count goes back to what it was.
+func TestFailedReloadKeepsTheWorkerCount(t *testing.T) {
+	skipShort(t)
+	file := filepath.Join(t.TempDir(), "balancer.yaml")
+	if err := os.WriteFile(file, []byte("workers: 3\ncmd: PATH="+binDir+":$PATH backend\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := start(t, 3, "-config", file, "-start-timeout", "5s")
+	if err := os.WriteFile(file, []byte("workers: 2\ncmd: exec /nonexistent/worker\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd.Process.Signal(syscall.SIGHUP)
+	c.waitFor("the reload to fail", func(statsDoc) bool { return strings.Contains(c.logs.String(), "reload failed") })
+	s, _ := c.stats()
+	up := 0
+	for _, w := range s.Workers {
+		if w.State == "up" {
+			up++
+		}
+	}
+	if len(s.Workers) != 3 || up != 3 {
+		t.Errorf("%d workers, %d up; want the 3 from before the reload, up", len(s.Workers), up)
+	}
+}
+
+// cmdline returns the command line of process pid, its arguments joined
+// by spaces.
+func cmdline(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " ")
+}
+
 // TestReloadToMoreWorkersStartsEachOnce: a reload that raises the count
 // replaces the workers there were and starts the new one once. (It scaled
 // up first, then replaced every worker, the one just started included: a

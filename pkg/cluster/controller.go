@@ -27,11 +27,9 @@ type Controller struct {
 	// mu is held by every operation, so that one never runs while a
 	// reload has its new worker settings in place: a worker that a scale
 	// or a restart started then would get them, and keep them after a
-	// refused or failed reload put the old ones back. It also guards cfg
-	// and applied.
-	mu      sync.Mutex
-	cfg     config.Config // as started, with the worker count of the last reload
-	applied config.Config // whose worker settings are in force: the last good reload's
+	// refused or failed reload put the old ones back. It also guards cfg.
+	mu  sync.Mutex
+	cfg config.Config // as started, with the worker count of the last reload
 }
 
 var _ admin.Controller = (*Controller)(nil)
@@ -39,7 +37,7 @@ var _ admin.Controller = (*Controller)(nil)
 // NewController returns the controller of sup, for a balancer started
 // with args (which a reload parses again) into cfg.
 func NewController(sup *supervisor.Supervisor, args []string, cfg config.Config, logger *slog.Logger) *Controller {
-	return &Controller{sup: sup, args: args, cfg: cfg, applied: cfg, log: logger, local: cfg.LocalWorkers}
+	return &Controller{sup: sup, args: args, cfg: cfg, log: logger, local: cfg.LocalWorkers}
 }
 
 // Reload reads the configuration again and replaces the workers one by
@@ -50,7 +48,8 @@ func (c *Controller) Reload(ctx context.Context) error { return c.reload(ctx, fa
 // ReloadWait reads the configuration again (flags still win over the
 // file); if it is valid, it applies the worker settings, follows a
 // changed worker count, and replaces the workers one by one. An invalid
-// file leaves everything as it was. Every other setting (listen, policy,
+// file leaves everything as it was; new settings that cannot start a
+// worker are undone on the workers already replaced (see revert). Every other setting (listen, policy,
 // engine, the timeouts and limits of the front, upstreams, the admin
 // API's, logging) applies at start only; each one that changed is logged
 // as such.
@@ -132,21 +131,43 @@ func (c *Controller) reload(ctx context.Context, wait bool) error {
 	if err != nil {
 		return err
 	}
+	n := 0
+	if c.local {
+		if n, err = c.sup.Workers(ctx); err != nil {
+			return err
+		}
+	}
+	workers := c.cfg.Workers
 	if err := c.sup.Configure(ctx, spec); err != nil {
 		return err
 	}
 	if err := c.apply(ctx, cfg, wait); err != nil {
-		// The settings that worked stay in force for every later start
-		// (a crash's restart, a scale-up): the new ones could not start
-		// a worker. Workers the reload had replaced already keep theirs
-		// until the next reload.
-		if old, serr := WorkerSpec(c.applied, c.log); serr == nil {
-			c.sup.Configure(context.WithoutCancel(ctx), old)
-		}
-		return fmt.Errorf("%w; later starts use the settings before the reload", err)
+		return c.revert(ctx, err, n, workers)
 	}
-	c.applied = cfg
 	return nil
+}
+
+// revert follows a reload that failed part-way (the new settings could
+// not start a worker): it puts the settings that worked back on every
+// worker the reload had replaced, and the worker count back to n, so
+// that the cluster runs one set of settings, the one before the reload,
+// and every later start (a crash's restart, a scale-up) uses it. It goes
+// on if ctx ends (an admin API client gone), as leaving the cluster half
+// reloaded would be worse; a stop still ends it.
+func (c *Controller) revert(ctx context.Context, failed error, n, workers int) error {
+	ctx = context.WithoutCancel(ctx)
+	err := c.sup.Revert(ctx)
+	if err == nil && c.local {
+		var cur int
+		if cur, err = c.sup.Workers(ctx); err == nil && cur != n {
+			err = c.sup.ScaleWait(ctx, n)
+		}
+	}
+	c.cfg.Workers = workers
+	if err != nil {
+		return fmt.Errorf("%w; putting back the settings before the reload failed too: %v", failed, err)
+	}
+	return fmt.Errorf("%w; the settings before the reload are in force again, on every worker", failed)
 }
 
 // apply replaces the workers one by one with the spec just configured,

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -22,8 +23,8 @@ func (s *Supervisor) Workers(ctx context.Context) (int, error) {
 }
 
 // Configure replaces the spec that later starts use: a reload then starts
-// every worker with it. Argv, Env and the health settings change with
-// it; output streams stay as they are.
+// every worker with it, and Revert undoes it. Argv, Env and the health
+// settings change with it; output streams stay as they are.
 func (s *Supervisor) Configure(ctx context.Context, spec Spec) error {
 	return s.call(ctx, func() {
 		spec.Output, spec.Log = s.spec.Output, s.spec.Log
@@ -31,9 +32,73 @@ func (s *Supervisor) Configure(ctx context.Context, spec Spec) error {
 			spec.Env = s.spec.Env
 		}
 		spec.fill()
-		s.spec = spec
-		s.specGen++
+		s.prior = &priorSpec{spec: s.spec, gen: s.specGen}
+		s.gens++
+		s.spec, s.specGen = spec, s.gens
 	})
+}
+
+// errReverted tells the waiters of a replacement stopped by Revert.
+var errReverted = errors.New("replacement stopped: the settings it started with were put back")
+
+// Revert puts back the spec that was in force before the last Configure,
+// and replaces with it, one at a time, every worker whose process was
+// started since: after a reload that failed part-way, the workers it had
+// replaced (and any restarted meanwhile) run the settings that worked
+// again, instead of the cluster running two sets of settings. A worker
+// still running the old spec is left as it is; a replacement with the
+// new spec still starting is stopped. It waits for an operation under
+// way only when it has workers to replace (so that a reload refused as
+// busy is not made to wait), and does nothing when there is no Configure
+// to undo.
+func (s *Supervisor) Revert(ctx context.Context) error {
+	var ids []int
+	if err := s.call(ctx, func() { ids = s.revert() }); err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	s.op.Lock()
+	defer s.op.Unlock()
+	s.log.Info("putting back the settings before the reload", "workers", len(ids))
+	for _, id := range ids {
+		if err := s.replaceAndWait(ctx, id); err != nil {
+			return fmt.Errorf("revert worker %d: %w", id, err)
+		}
+	}
+	s.log.Info("settings before the reload back", "workers", len(ids))
+	return nil
+}
+
+// revert puts the prior spec back and returns the ids of the workers to
+// replace with it. The loop goroutine runs it.
+func (s *Supervisor) revert() []int {
+	if s.prior == nil {
+		return nil
+	}
+	s.spec, s.specGen = s.prior.spec, s.prior.gen
+	s.prior = nil
+	var ids []int
+	for _, id := range s.ids() {
+		sl := s.slots[id]
+		stopped := false
+		if sl.next != nil && sl.next.specGen != s.specGen {
+			old := sl.next
+			sl.next = nil
+			s.log.Info("worker replacement stopped: started with the settings being put back", "worker", id, "pid", old.h.Pid())
+			s.terminate(old)
+			tell(&sl.replaced, errReverted)
+			stopped = true
+		}
+		// A slot with no process waits for its restart, which takes
+		// the spec put back; unless it was waiting for the replacement
+		// just stopped.
+		if (sl.cur == nil && stopped) || (sl.cur != nil && sl.cur.specGen != s.specGen) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // Reload replaces every worker, one at a time: it starts the

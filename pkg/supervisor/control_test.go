@@ -625,3 +625,71 @@ func TestAbandonedScaleDownStaysUnderWay(t *testing.T) {
 		t.Errorf("got ids %v; want [1 2 3]", got)
 	}
 }
+
+// TestRevertAfterAFailedReload: a reload whose settings start worker 1's
+// replacement but not worker 2's fails there; Revert puts the settings
+// from before it back on worker 1, leaves workers 2 and 3 (which never
+// changed) as they were, and later starts use the old settings too.
+func TestRevertAfterAFailedReload(t *testing.T) {
+	s, p, st, check, stop := running(t, 3, nil)
+	defer stop()
+	before := pids(p)
+	st.mu.Lock()
+	st.refuse = func(id int, env []string) bool { return id == 2 && envValue(env, "RELEASE") == "2" }
+	st.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Configure(ctx, Spec{
+		Argv: []string{"worker"}, Env: []string{"HOME=/", "RELEASE=2"}, Grace: time.Second,
+		Backoff: Backoff{Initial: 5 * time.Millisecond, Factor: 1, Max: 50 * time.Millisecond, Reset: time.Hour},
+		Check:   check,
+		Health:  health.Options{Interval: 5 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2, StartInterval: time.Millisecond},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(ctx); err == nil {
+		t.Fatal("reload: got nil; want worker 2's failure")
+	}
+	replaced := p.Get(1).Pid()
+	if replaced == before[1] || envValue(procOf(st, replaced).env, "RELEASE") != "2" {
+		t.Fatalf("worker 1 runs pid %d (was %d); want the reload's replacement before worker 2 failed", replaced, before[1])
+	}
+
+	if err := s.Revert(ctx); err != nil {
+		t.Fatalf("revert: %v", err)
+	}
+	after := pids(p)
+	if after[1] == replaced || envValue(procOf(st, after[1]).env, "RELEASE") != "" {
+		t.Errorf("worker 1 runs pid %d with RELEASE=%q; want a new process without the failed reload's settings",
+			after[1], envValue(procOf(st, after[1]).env, "RELEASE"))
+	}
+	for _, id := range []int{2, 3} {
+		if after[id] != before[id] {
+			t.Errorf("worker %d runs pid %d; want %d, untouched by the reload and its revert", id, after[id], before[id])
+		}
+	}
+	if n := upCount(p); n != 3 {
+		t.Errorf("%d workers up; want 3", n)
+	}
+	waitFor(t, func() bool { return len(procOf(st, replaced).sent()) > 0 })
+
+	// A crash's restart takes the settings put back, not the failed ones.
+	procOf(st, after[3]).die(exitStatus{Code: 1})
+	waitFor(t, func() bool { return p.Get(3).Pid() != after[3] && p.Get(3).State() == pool.Up })
+	if got := envValue(procOf(st, p.Get(3).Pid()).env, "RELEASE"); got != "" {
+		t.Errorf("worker 3 restarted with RELEASE=%q; want the settings before the reload", got)
+	}
+}
+
+// procOf returns the fake process with pid.
+func procOf(st *fakeStarter, pid int) *fakeProc {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, p := range st.procs {
+		if p.pid == pid {
+			return p
+		}
+	}
+	return &fakeProc{}
+}

@@ -151,7 +151,9 @@ type Supervisor struct {
 	op     sync.Mutex // one control operation at a time
 
 	spec     Spec
-	specGen  int // counts Configure calls: which spec a process was started with
+	specGen  int        // which spec a process was started with: each Configure gives a new one
+	gens     int        // the last number Configure gave
+	prior    *priorSpec // the spec before the last Configure, for Revert
 	log      *slog.Logger
 	slots    map[int]*slot
 	procs    map[*proc]*slot // every live process, current, starting or draining
@@ -182,6 +184,12 @@ type slot struct {
 	// instead of being tried again at every check.
 	replaceFails int
 	recycleAt    time.Time
+}
+
+// priorSpec is a spec that was in force, with its number.
+type priorSpec struct {
+	spec Spec
+	gen  int
 }
 
 // proc is one process and what the supervisor keeps for it.

@@ -94,6 +94,9 @@ type fakeStarter struct {
 	started  chan *fakeProc
 	termExit bool
 	fail     atomic.Bool // every start fails, as with no such program
+	// refuse, when set, fails the starts it returns true for. Set it
+	// under mu.
+	refuse func(id int, env []string) bool
 }
 
 // count returns how many processes were started.
@@ -104,7 +107,10 @@ func (f *fakeStarter) count() int {
 }
 
 func (f *fakeStarter) start(id int, argv, env []string) (process, error) {
-	if f.fail.Load() {
+	f.mu.Lock()
+	refuse := f.refuse
+	f.mu.Unlock()
+	if f.fail.Load() || refuse != nil && refuse(id, env) {
 		return nil, errors.New("fork/exec worker: no such file or directory")
 	}
 	f.mu.Lock()
