@@ -447,9 +447,9 @@ func TestFailedReloadPutsBackTheReplacedWorkers(t *testing.T) {
 	c.waitFor("the reload to fail at worker 2", func(statsDoc) bool { return strings.Contains(c.logs.String(), "reload failed") })
 	s, _ := c.stats()
 	w1, w2 := s.Workers[0], s.Workers[1]
-	if w1.Pid == before.Workers[0].Pid || w1.State != "up" || strings.Contains(cmdline(w1.Pid), "RELEASE=2") {
+	if w1.Pid == before.Workers[0].Pid || w1.State != "up" || strings.Contains(cmdline(t, w1.Pid), "RELEASE=2") {
 		t.Errorf("worker 1: pid %d (before the reload %d), %s, command %q; want a new process with the command before the reload",
-			w1.Pid, before.Workers[0].Pid, w1.State, cmdline(w1.Pid))
+			w1.Pid, before.Workers[0].Pid, w1.State, cmdline(t, w1.Pid))
 	}
 	if w1.Restarts != 2 {
 		t.Errorf("worker 1: %d restarts; want 2, the reload's and the one putting the old command back", w1.Restarts)
@@ -486,10 +486,60 @@ func TestFailedReloadKeepsTheWorkerCount(t *testing.T) {
 	}
 }
 
+// TestFailedRevertStillPutsTheCountBack: a reload to fewer workers whose
+// new command starts only worker 1, after the old command's script was
+// deleted: the reload fails at worker 2 and putting the old command back
+// on worker 1 fails too, yet the worker count goes back to 3 (the third
+// waiting for a command that can start), and the next reload, with a
+// working command and the same count, has all three up. (The count was
+// left at 2 while the balancer took it for 3, so that reload kept 2.)
+func TestFailedRevertStillPutsTheCountBack(t *testing.T) {
+	skipShort(t)
+	dir := t.TempDir()
+	file, script := filepath.Join(dir, "balancer.yaml"), filepath.Join(dir, "worker.sh")
+	write := func(name, s string, mode os.FileMode) {
+		if err := os.WriteFile(name, []byte(s), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(script, "#!/bin/sh\nexec "+filepath.Join(binDir, "backend")+"\n", 0o755)
+	write(file, "workers: 3\ncmd: "+script+"\n", 0o644)
+	c := start(t, 3, "-config", file, "-start-timeout", "5s", "-restart-backoff", "100ms")
+	os.Remove(script)
+	write(file, "workers: 2\ncmd: >-\n  PATH="+binDir+":$PATH sh -c '[ \"$WORKER_ID\" = 1 ] || exit 3; exec backend'; exit $?\n", 0o644)
+	c.cmd.Process.Signal(syscall.SIGHUP)
+	s := c.waitFor("the reload and its revert to fail", func(statsDoc) bool {
+		return strings.Contains(c.logs.String(), "reload failed")
+	})
+	if !strings.Contains(c.logs.String(), "putting back the settings before the reload failed too") {
+		t.Errorf("want the failed revert logged")
+	}
+	if len(s.Workers) != 3 {
+		t.Errorf("%d workers after the failed reload; want 3, as before it", len(s.Workers))
+	}
+
+	write(script, "#!/bin/sh\nexec "+filepath.Join(binDir, "backend")+"\n", 0o755)
+	write(file, "workers: 3\ncmd: "+script+"\n", 0o644)
+	c.cmd.Process.Signal(syscall.SIGHUP)
+	c.waitFor("three workers up after the next reload", func(s statsDoc) bool {
+		up := 0
+		for _, w := range s.Workers {
+			if w.State == "up" {
+				up++
+			}
+		}
+		return up == 3 && strings.Count(c.logs.String(), `msg="reload failed"`) == 1 && strings.Contains(c.logs.String(), "rolling reload done")
+	})
+}
+
 // cmdline returns the command line of process pid, its arguments joined
-// by spaces.
-func cmdline(pid int) string {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+// by spaces, and fails the test if there is no such process.
+func cmdline(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		t.Fatalf("command line of pid %d: %v", pid, err)
+	}
 	return strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " ")
 }
 

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -49,7 +50,8 @@ func (c *Controller) Reload(ctx context.Context) error { return c.reload(ctx, fa
 // file); if it is valid, it applies the worker settings, follows a
 // changed worker count, and replaces the workers one by one. An invalid
 // file leaves everything as it was; new settings that cannot start a
-// worker are undone on the workers already replaced (see revert). Every other setting (listen, policy,
+// worker are undone on the workers already replaced, and the count put
+// back (see revert). Every other setting (listen, policy,
 // engine, the timeouts and limits of the front, upstreams, the admin
 // API's, logging) applies at start only; each one that changed is logged
 // as such.
@@ -148,26 +150,45 @@ func (c *Controller) reload(ctx context.Context, wait bool) error {
 }
 
 // revert follows a reload that failed part-way (the new settings could
-// not start a worker): it puts the settings that worked back on every
-// worker the reload had replaced, and the worker count back to n, so
-// that the cluster runs one set of settings, the one before the reload,
-// and every later start (a crash's restart, a scale-up) uses it. It goes
-// on if ctx ends (an admin API client gone), as leaving the cluster half
-// reloaded would be worse; a stop still ends it.
+// not start a worker, or the operation was refused or cut short): it
+// puts the worker count back to n and the settings that worked back on
+// every worker the reload had started with the new ones, so that the
+// cluster runs one set of settings, the one before the reload, which
+// every later start (a crash's restart, a scale-up) uses. Extra workers
+// go first, so that none is replaced only to be removed; missing ones
+// come last, with the old settings. Each step is tried even if one
+// before it failed. It goes on if ctx ends (an admin API client gone),
+// as a cluster left half reloaded would be worse; a stop still ends it.
 func (c *Controller) revert(ctx context.Context, failed error, n, workers int) error {
 	ctx = context.WithoutCancel(ctx)
-	err := c.sup.Revert(ctx)
-	if err == nil && c.local {
-		var cur int
-		if cur, err = c.sup.Workers(ctx); err == nil && cur != n {
+	var errs []error
+	scale := func(more bool) {
+		if !c.local {
+			return
+		}
+		cur, err := c.sup.Workers(ctx)
+		if err == nil && (more && cur < n || !more && cur > n) {
 			err = c.sup.ScaleWait(ctx, n)
 		}
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
-	c.cfg.Workers = workers
-	if err != nil {
+	scale(false)
+	if err := c.sup.Revert(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	scale(true)
+	if cur, err := c.sup.Workers(ctx); err == nil && (cur == n || !c.local) {
+		c.cfg.Workers = workers
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w; putting back the settings before the reload failed too: %v", failed, err)
 	}
-	return fmt.Errorf("%w; the settings before the reload are in force again, on every worker", failed)
+	if errors.Is(failed, supervisor.ErrBusy) {
+		return failed
+	}
+	return fmt.Errorf("%w; the settings before the reload are back in force", failed)
 }
 
 // apply replaces the workers one by one with the spec just configured,

@@ -43,13 +43,13 @@ var errReverted = errors.New("replacement stopped: the settings it started with 
 
 // Revert puts back the spec that was in force before the last Configure,
 // and replaces with it, one at a time, every worker whose process was
-// started since: after a reload that failed part-way, the workers it had
-// replaced (and any restarted meanwhile) run the settings that worked
-// again, instead of the cluster running two sets of settings. A worker
-// still running the old spec is left as it is; a replacement with the
-// new spec still starting is stopped. It waits for an operation under
-// way only when it has workers to replace (so that a reload refused as
-// busy is not made to wait), and does nothing when there is no Configure
+// started with another: after a reload that failed part-way, the workers
+// it had replaced (and any restarted meanwhile) run the settings that
+// worked again, instead of the cluster running two sets of settings. A
+// worker running the spec put back is left as it is; a replacement with
+// another one still starting is stopped (and a slot that was waiting for
+// it restarted at once). It waits for an operation under way only when
+// it has workers to replace, and does nothing when there is no Configure
 // to undo.
 func (s *Supervisor) Revert(ctx context.Context) error {
 	var ids []int
@@ -63,7 +63,7 @@ func (s *Supervisor) Revert(ctx context.Context) error {
 	defer s.op.Unlock()
 	s.log.Info("putting back the settings before the reload", "workers", len(ids))
 	for _, id := range ids {
-		if err := s.replaceAndWait(ctx, id); err != nil {
+		if err := s.replaceStale(ctx, id); err != nil {
 			return fmt.Errorf("revert worker %d: %w", id, err)
 		}
 	}
@@ -71,8 +71,8 @@ func (s *Supervisor) Revert(ctx context.Context) error {
 	return nil
 }
 
-// revert puts the prior spec back and returns the ids of the workers to
-// replace with it. The loop goroutine runs it.
+// revert puts the prior spec back and returns the ids of the workers
+// whose process runs another. The loop goroutine runs it.
 func (s *Supervisor) revert() []int {
 	if s.prior == nil {
 		return nil
@@ -82,23 +82,44 @@ func (s *Supervisor) revert() []int {
 	var ids []int
 	for _, id := range s.ids() {
 		sl := s.slots[id]
-		stopped := false
 		if sl.next != nil && sl.next.specGen != s.specGen {
 			old := sl.next
 			sl.next = nil
 			s.log.Info("worker replacement stopped: started with the settings being put back", "worker", id, "pid", old.h.Pid())
 			s.terminate(old)
 			tell(&sl.replaced, errReverted)
-			stopped = true
+			if sl.cur == nil {
+				// The slot's process died while it started, and
+				// nothing else would start one: now, with the spec
+				// put back.
+				s.replace(sl, nil)
+				continue
+			}
 		}
-		// A slot with no process waits for its restart, which takes
-		// the spec put back; unless it was waiting for the replacement
-		// just stopped.
-		if (sl.cur == nil && stopped) || (sl.cur != nil && sl.cur.specGen != s.specGen) {
+		if sl.cur != nil && sl.cur.specGen != s.specGen {
 			ids = append(ids, id)
 		}
 	}
 	return ids
+}
+
+// replaceStale replaces worker id if its process was started with
+// another spec than the current one: one restarted since revert listed
+// it already runs the current spec.
+func (s *Supervisor) replaceStale(ctx context.Context, id int) error {
+	done := make(chan error, 1)
+	err := s.call(ctx, func() {
+		sl := s.slots[id]
+		if sl == nil || sl.removing || sl.remote || sl.cur == nil || sl.cur.specGen == s.specGen {
+			done <- nil // gone, or restarted since: nothing to replace
+			return
+		}
+		s.replace(sl, done)
+	})
+	if err != nil {
+		return err
+	}
+	return s.wait(ctx, done)
 }
 
 // Reload replaces every worker, one at a time: it starts the

@@ -652,7 +652,7 @@ func TestRevertAfterAFailedReload(t *testing.T) {
 		t.Fatal("reload: got nil; want worker 2's failure")
 	}
 	replaced := p.Get(1).Pid()
-	if replaced == before[1] || envValue(procOf(st, replaced).env, "RELEASE") != "2" {
+	if replaced == before[1] || envValue(procOf(t, st, replaced).env, "RELEASE") != "2" {
 		t.Fatalf("worker 1 runs pid %d (was %d); want the reload's replacement before worker 2 failed", replaced, before[1])
 	}
 
@@ -660,9 +660,9 @@ func TestRevertAfterAFailedReload(t *testing.T) {
 		t.Fatalf("revert: %v", err)
 	}
 	after := pids(p)
-	if after[1] == replaced || envValue(procOf(st, after[1]).env, "RELEASE") != "" {
+	if after[1] == replaced || envValue(procOf(t, st, after[1]).env, "RELEASE") != "" {
 		t.Errorf("worker 1 runs pid %d with RELEASE=%q; want a new process without the failed reload's settings",
-			after[1], envValue(procOf(st, after[1]).env, "RELEASE"))
+			after[1], envValue(procOf(t, st, after[1]).env, "RELEASE"))
 	}
 	for _, id := range []int{2, 3} {
 		if after[id] != before[id] {
@@ -672,18 +672,20 @@ func TestRevertAfterAFailedReload(t *testing.T) {
 	if n := upCount(p); n != 3 {
 		t.Errorf("%d workers up; want 3", n)
 	}
-	waitFor(t, func() bool { return len(procOf(st, replaced).sent()) > 0 })
+	waitFor(t, func() bool { return len(procOf(t, st, replaced).sent()) > 0 })
 
 	// A crash's restart takes the settings put back, not the failed ones.
-	procOf(st, after[3]).die(exitStatus{Code: 1})
+	procOf(t, st, after[3]).die(exitStatus{Code: 1})
 	waitFor(t, func() bool { return p.Get(3).Pid() != after[3] && p.Get(3).State() == pool.Up })
-	if got := envValue(procOf(st, p.Get(3).Pid()).env, "RELEASE"); got != "" {
+	if got := envValue(procOf(t, st, p.Get(3).Pid()).env, "RELEASE"); got != "" {
 		t.Errorf("worker 3 restarted with RELEASE=%q; want the settings before the reload", got)
 	}
 }
 
-// procOf returns the fake process with pid.
-func procOf(st *fakeStarter, pid int) *fakeProc {
+// procOf returns the fake process with pid, and fails the test if st
+// started none.
+func procOf(t *testing.T, st *fakeStarter, pid int) *fakeProc {
+	t.Helper()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, p := range st.procs {
@@ -691,5 +693,65 @@ func procOf(st *fakeStarter, pid int) *fakeProc {
 			return p
 		}
 	}
-	return &fakeProc{}
+	t.Fatalf("no process with pid %d was started", pid)
+	return nil
+}
+
+// TestRevertRestartsASlotLeftEmpty: a worker whose process died while
+// its replacement with the new settings was starting has only that
+// replacement to come back with. Revert stops it and starts the worker
+// again at once with the settings put back, even when replacing another
+// worker fails first. (Revert left it to its replacement loop, which the
+// failure ended: the worker stayed down with no process and no restart.)
+func TestRevertRestartsASlotLeftEmpty(t *testing.T) {
+	s, p, st, check, stop := running(t, 2, func(sp *Spec) { sp.StartTimeout = time.Minute })
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Configure(ctx, Spec{
+		Argv: []string{"worker"}, Env: []string{"HOME=/", "RELEASE=2"}, Grace: time.Second, StartTimeout: time.Minute,
+		Backoff: Backoff{Initial: 5 * time.Millisecond, Factor: 1, Max: 50 * time.Millisecond, Reset: time.Hour},
+		Check:   check,
+		Health:  health.Options{Interval: 5 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2, StartInterval: time.Millisecond},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RestartWorker(ctx, 1); err != nil {
+		t.Fatalf("restart of worker 1 with the new settings: %v", err)
+	}
+	// Processes started from now on fail their checks, so worker 2's
+	// replacement stays starting.
+	check.mu.Lock()
+	check.only = map[string]bool{}
+	for _, id := range []int{1, 2} {
+		_, port, _ := cut(p.Get(id).Addr())
+		check.only[port] = true
+	}
+	check.mu.Unlock()
+	old := procOf(t, st, p.Get(2).Pid())
+	rctx, rcancel := context.WithCancel(ctx)
+	restarted := make(chan error, 1)
+	go func() { restarted <- s.RestartWorker(rctx, 2) }()
+	waitFor(t, func() bool { return lastProc(st) != old && envValue(lastProc(st).env, "WORKER_ID") == "2" })
+	next := lastProc(st)
+	old.die(exitStatus{Code: 1})
+	waitFor(t, func() bool { return p.Get(2).State() != pool.Up })
+	rcancel()
+	<-restarted
+
+	// Putting the old settings back on worker 1 fails: its start is
+	// refused.
+	st.mu.Lock()
+	st.refuse = func(id int, env []string) bool { return id == 1 && envValue(env, "RELEASE") == "" }
+	st.mu.Unlock()
+	check.fail(portOf(next))
+	check.passAll()
+	if err := s.Revert(ctx); err == nil {
+		t.Fatal("revert: got nil; want worker 1's refused start")
+	}
+	waitFor(t, func() bool {
+		w := p.Get(2)
+		return w.State() == pool.Up && envValue(procOf(t, st, w.Pid()).env, "RELEASE") == ""
+	})
+	waitFor(t, func() bool { return len(next.sent()) > 0 })
 }
