@@ -99,7 +99,7 @@ func New(p *pool.Pool, o Options) *Proxy {
 	dialer := workerDialer()
 	px.transport = &http.Transport{
 		Proxy:                  nil, // workers are on loopback: never through HTTP_PROXY
-		DialContext:            dialer.DialContext,
+		DialContext:            dialHead(dialer.DialContext),
 		MaxIdleConns:           0,
 		MaxIdleConnsPerHost:    maxIdlePerWorker,
 		IdleConnTimeout:        workerIdleTimeout,
@@ -263,7 +263,8 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			actx, cancel := context.WithCancelCause(req.Context())
 			stopWatch := context.AfterFunc(proc.UpContext(), func() { cancel(pool.ErrWorkerDown) })
 			stopAttempt = func() { stopWatch(); cancel(nil) }
-			out = out.WithContext(actx)
+			tctx, connection := traceHead(actx)
+			out = out.WithContext(tctx)
 			resp, err = px.transport.RoundTrip(out)
 			if err != nil && strings.Contains(err.Error(), "server response headers exceeded") {
 				// net/http's MaxResponseHeaderBytes error, which has no
@@ -277,6 +278,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 				}
 				return err
 			}
+			restoreConnection(resp, connection)
 			// Checked here, not left to the ReverseProxy (which panics
 			// on a status under 100, and would take a wrong switch of
 			// protocols for a failure after this one's count): an
