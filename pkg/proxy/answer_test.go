@@ -409,6 +409,10 @@ func TestWorkerMaxConns(t *testing.T) {
 func TestClosingAnswerDropsTheHeadersItNames(t *testing.T) {
 	answer := "HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: s\r\nConnection: X-Other\r\nX-Other: o\r\nX-Kept: k\r\nContent-Length: 2\r\n\r\nok"
 	hints := "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: X-Kept\r\n\r\n"
+	// As net/http reads them too: lines ending in a bare LF before a
+	// CRLF blank line, and a Connection field folded over two lines.
+	mixed := "HTTP/1.1 200 OK\nConnection: close, X-Secret\nX-Secret: s\nConnection: X-Other\nX-Other: o\nX-Kept: k\nContent-Length: 2\n\r\nok"
+	folded := "HTTP/1.1 200 OK\r\nConnection: close,\r\n X-Secret\r\nX-Secret: s\r\nConnection: X-Other\r\nX-Other: o\r\nX-Kept: k\r\nContent-Length: 2\r\n\r\nok"
 	large := strings.Repeat("b", 2*h1MaxBody)
 	cases := []struct {
 		name, engine, body, answer string
@@ -418,6 +422,10 @@ func TestClosingAnswerDropsTheHeadersItNames(t *testing.T) {
 		{"httputil/large body", "httputil", large, answer},
 		{"httputil/large body/after early hints", "httputil", large, hints + answer},
 		{"fasthttp/large body", "fasthttp", large, answer},
+		{"httputil/mixed line ends", "httputil", "", mixed},
+		{"httputil/large body/mixed line ends", "httputil", large, mixed},
+		{"httputil/folded", "httputil", "", folded},
+		{"httputil/large body/folded", "httputil", large, folded},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

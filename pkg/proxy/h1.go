@@ -166,20 +166,27 @@ func (r *capReader) Read(p []byte) (int, error) {
 // ReadResponse, which is still in place if ReadResponse read nothing
 // more from the connection (the buffer was not refilled): the caller
 // checks that. A block that came in more than one read is left as
-// ReadResponse made it.
+// ReadResponse made it. A field folded over lines (obsolete, but
+// net/http joins them) counts whole.
 func connectionFrom(raw []byte) []string {
-	end := bytes.Index(raw, []byte("\r\n\r\n"))
-	if lf := bytes.Index(raw, []byte("\n\n")); lf >= 0 && (end < 0 || lf < end) {
-		end = lf
-	}
+	end := headerEnd(raw)
 	if end < 0 {
 		return nil
 	}
 	var vals []string
+	in := false // the last field was a Connection field
 	lines := bytes.Split(raw[:end], []byte("\n"))
 	for _, line := range lines[1:] { // after the status line
-		name, value, ok := bytes.Cut(bytes.TrimSuffix(line, []byte("\r")), []byte(":"))
-		if ok && bytes.EqualFold(name, []byte("Connection")) {
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			if in {
+				vals[len(vals)-1] += " " + string(bytes.TrimSpace(line))
+			}
+			continue
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		in = ok && bytes.EqualFold(name, []byte("Connection"))
+		if in {
 			vals = append(vals, string(bytes.TrimSpace(value)))
 		}
 	}

@@ -20,8 +20,19 @@ type headConn struct {
 	net.Conn
 	on   atomic.Bool // keeping: from begin until the final block is whole
 	mu   sync.Mutex
-	head []byte // what was read since begin, up to the final block's end
-	done bool   // head holds the final (non-1xx) block whole
+	head []byte   // what was read since begin, while the final block is not whole
+	vals []string // the final block's Connection values, once it is whole
+	done bool     // the final (non-1xx) block was whole, or past the bound
+}
+
+// CloseWrite half-closes the connection, as the ReverseProxy does to a
+// worker's upgraded connection when the client half-closed its own:
+// without it, the worker's last answer after the client's end was lost.
+func (c *headConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
 }
 
 // dialHead wraps dial so that every connection it makes is a headConn.
@@ -48,14 +59,15 @@ func (c *headConn) Read(p []byte) (int, error) {
 // answer.
 func (c *headConn) begin() {
 	c.mu.Lock()
-	c.head, c.done = c.head[:0], false
+	c.head, c.vals, c.done = c.head[:0], nil, false
 	c.mu.Unlock()
 	c.on.Store(true)
 }
 
 // keep adds b to head, drops interim (1xx) blocks, and stops keeping once
-// the final block is whole or head is past the header bound (the
-// Transport refuses such an answer anyway).
+// the final block is whole (its Connection values kept, the bytes let
+// go) or head is past the header bound (the Transport refuses such an
+// answer anyway).
 func (c *headConn) keep(b []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -67,7 +79,7 @@ func (c *headConn) keep(b []byte) {
 		end := headerEnd(c.head)
 		if end < 0 {
 			if len(c.head) > maxWorkerHeader {
-				c.head, c.done = c.head[:0], true
+				c.head, c.done = nil, true
 				c.on.Store(false)
 			}
 			return
@@ -76,7 +88,7 @@ func (c *headConn) keep(b []byte) {
 			c.head = append(c.head[:0], c.head[end:]...)
 			continue
 		}
-		c.head, c.done = c.head[:end], true
+		c.vals, c.head, c.done = connectionFrom(c.head[:end]), nil, true
 		c.on.Store(false)
 		return
 	}
@@ -87,16 +99,15 @@ func (c *headConn) keep(b []byte) {
 func (c *headConn) connection() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.done {
-		return nil
-	}
-	return connectionFrom(c.head)
+	return c.vals
 }
 
 // headerEnd returns the offset just past the blank line that ends the
-// header block at the start of b, or -1 if b does not hold it yet.
+// header block at the start of b, or -1 if b does not hold it yet. A
+// line ends in LF, with or without a CR before it, as net/http reads
+// them, so the block ends at the first LF followed by LF or CRLF.
 func headerEnd(b []byte) int {
-	end, n := bytes.Index(b, []byte("\r\n\r\n")), 4
+	end, n := bytes.Index(b, []byte("\n\r\n")), 3
 	if lf := bytes.Index(b, []byte("\n\n")); lf >= 0 && (end < 0 || lf < end) {
 		end, n = lf, 2
 	}

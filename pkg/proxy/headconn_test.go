@@ -20,6 +20,8 @@ func TestHeadConnKeepsTheFinalBlock(t *testing.T) {
 		{"a byte per read", final, 1, want},
 		{"after 100 and 103, in reads of 7", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nConnection: X-Kept\r\n\r\n" + final, 7, want},
 		{"bare LFs", strings.ReplaceAll(final, "\r\n", "\n"), 3, want},
+		{"bare LFs, then a CRLF", "HTTP/1.1 200 OK\nConnection: close, X-Secret\nConnection: X-Other\n\r\nok", 2, want},
+		{"folded", "HTTP/1.1 200 OK\r\nConnection: close,\r\n\tX-Secret\r\nX-Other: o\r\nConnection: X-Other\r\n\r\n", 6, want},
 		{"101 is final", "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 5, []string{"Upgrade"}},
 		{"past the bound", "HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Big: " + strings.Repeat("a", 2*maxWorkerHeader) + "\r\n\r\n", 4096, nil},
 		{"not whole", "HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\n", 10, nil},

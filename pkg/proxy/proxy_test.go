@@ -1018,6 +1018,42 @@ func TestUpgradePassesThrough(t *testing.T) {
 	}
 }
 
+// TestUpgradeKeepsHalfClose: a client that half-closes an upgraded
+// connection still gets what the worker sends after it read to the end:
+// the half-close reaches the worker as one. (The worker's connection,
+// wrapped to keep its answer's header block, had lost CloseWrite, so the
+// ReverseProxy closed both ends at the client's half-close.)
+func TestUpgradeKeepsHalfClose(t *testing.T) {
+	addr := acceptLoop(t, func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		got, _ := io.ReadAll(br) // to the client's half-close
+		io.WriteString(c, "worker saw "+string(got))
+	})
+	p := newPool(addr)
+	url := serveEngine(t, "httputil", p, Options{})
+	conn := sendRaw(t, url, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", 10*time.Second)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 {
+		t.Fatalf("got %d; want 101", resp.StatusCode)
+	}
+	io.WriteString(conn, "ping")
+	conn.(*net.TCPConn).CloseWrite()
+	got, _ := io.ReadAll(br)
+	if string(got) != "worker saw ping" {
+		t.Errorf("got %q after the half-close; want %q", got, "worker saw ping")
+	}
+}
+
 // TestWrongUpgradeCountedOnce: a worker that switches to a protocol the
 // client did not ask for fails the request once: 502, one request and
 // one error for the balancer, one error for the worker, no retry.
