@@ -999,15 +999,7 @@ func TestUpgradePassesThrough(t *testing.T) {
 	})
 	p := newPool(echo.srv.Listener.Addr().String())
 	front := serve(t, New(p, Options{}))
-	conn := sendRaw(t, front.URL, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", 10*time.Second)
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != 101 {
-		t.Fatalf("got %d; want 101", resp.StatusCode)
-	}
+	conn, br := upgradeTo(t, front.URL)
 	io.WriteString(conn, "hello\n")
 	got, err := br.ReadString('\n')
 	if err != nil || got != "echo: hello\n" {
@@ -1035,8 +1027,20 @@ func TestUpgradeKeepsHalfClose(t *testing.T) {
 		got, _ := io.ReadAll(br) // to the client's half-close
 		io.WriteString(c, "worker saw "+string(got))
 	})
-	p := newPool(addr)
-	url := serveEngine(t, "httputil", p, Options{})
+	conn, br := upgradeTo(t, serveEngine(t, "httputil", newPool(addr), Options{}))
+	io.WriteString(conn, "ping")
+	conn.(*net.TCPConn).CloseWrite()
+	got, _ := io.ReadAll(br)
+	if string(got) != "worker saw ping" {
+		t.Errorf("got %q after the half-close; want %q", got, "worker saw ping")
+	}
+}
+
+// upgradeTo asks url for an upgrade to the protocol "echo" and fails the
+// test unless the answer is a 101; it returns the connection, and its
+// reader past the answer.
+func upgradeTo(t *testing.T, url string) (net.Conn, *bufio.Reader) {
+	t.Helper()
 	conn := sendRaw(t, url, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", 10*time.Second)
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
@@ -1046,12 +1050,7 @@ func TestUpgradeKeepsHalfClose(t *testing.T) {
 	if resp.StatusCode != 101 {
 		t.Fatalf("got %d; want 101", resp.StatusCode)
 	}
-	io.WriteString(conn, "ping")
-	conn.(*net.TCPConn).CloseWrite()
-	got, _ := io.ReadAll(br)
-	if string(got) != "worker saw ping" {
-		t.Errorf("got %q after the half-close; want %q", got, "worker saw ping")
-	}
+	return conn, br
 }
 
 // TestWrongUpgradeCountedOnce: a worker that switches to a protocol the

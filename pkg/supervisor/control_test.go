@@ -527,12 +527,7 @@ func TestReloadReplacesAReplacementWithOldSettings(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	if err := s.Configure(ctx, Spec{
-		Argv: []string{"worker"}, Env: []string{"HOME=/", "RELEASE=2"}, Grace: time.Second, StartTimeout: time.Minute,
-		Backoff: Backoff{Initial: 5 * time.Millisecond, Factor: 1, Max: 50 * time.Millisecond, Reset: time.Hour},
-		Check:   check,
-		Health:  health.Options{Interval: 5 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2, StartInterval: time.Millisecond},
-	}); err != nil {
+	if err := s.Configure(ctx, release2(check)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Reload(ctx); err != nil {
@@ -640,12 +635,7 @@ func TestRevertAfterAFailedReload(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.Configure(ctx, Spec{
-		Argv: []string{"worker"}, Env: []string{"HOME=/", "RELEASE=2"}, Grace: time.Second,
-		Backoff: Backoff{Initial: 5 * time.Millisecond, Factor: 1, Max: 50 * time.Millisecond, Reset: time.Hour},
-		Check:   check,
-		Health:  health.Options{Interval: 5 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2, StartInterval: time.Millisecond},
-	}); err != nil {
+	if err := s.Configure(ctx, release2(check)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Reload(ctx); err == nil {
@@ -708,12 +698,7 @@ func TestRevertRestartsASlotLeftEmpty(t *testing.T) {
 	defer stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.Configure(ctx, Spec{
-		Argv: []string{"worker"}, Env: []string{"HOME=/", "RELEASE=2"}, Grace: time.Second, StartTimeout: time.Minute,
-		Backoff: Backoff{Initial: 5 * time.Millisecond, Factor: 1, Max: 50 * time.Millisecond, Reset: time.Hour},
-		Check:   check,
-		Health:  health.Options{Interval: 5 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2, StartInterval: time.Millisecond},
-	}); err != nil {
+	if err := s.Configure(ctx, release2(check)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.RestartWorker(ctx, 1); err != nil {
@@ -754,4 +739,16 @@ func TestRevertRestartsASlotLeftEmpty(t *testing.T) {
 		return w.State() == pool.Up && envValue(procOf(t, st, w.Pid()).env, "RELEASE") == ""
 	})
 	waitFor(t, func() bool { return len(next.sent()) > 0 })
+}
+
+// release2 is the spec of running with RELEASE=2 added to the
+// environment: the new settings of the reload tests, told apart in a
+// process's env.
+func release2(check *switchCheck) Spec {
+	return Spec{
+		Argv: []string{"worker"}, Env: []string{"HOME=/", "RELEASE=2"}, Grace: time.Second, StartTimeout: time.Minute,
+		Backoff: Backoff{Initial: 5 * time.Millisecond, Factor: 1, Max: 50 * time.Millisecond, Reset: time.Hour},
+		Check:   check,
+		Health:  health.Options{Interval: 5 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2, StartInterval: time.Millisecond},
+	}
 }
