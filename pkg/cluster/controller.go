@@ -51,10 +51,9 @@ func (c *Controller) Reload(ctx context.Context) error { return c.reload(ctx, fa
 // changed worker count, and replaces the workers one by one. An invalid
 // file leaves everything as it was; new settings that cannot start a
 // worker are undone on the workers already replaced, and the count put
-// back (see revert). Every other setting (listen, policy,
-// engine, the timeouts and limits of the front, upstreams, the admin
-// API's, logging) applies at start only; each one that changed is logged
-// as such.
+// back (see revert). Every other setting (listen, policy, engine, the
+// timeouts and limits of the front, upstreams, the admin API's, logging)
+// applies at start only; each one that changed is logged as such.
 func (c *Controller) ReloadWait(ctx context.Context) error { return c.reload(ctx, true) }
 
 // errNoLocalWorkers refuses to scale a balancer that runs no workers of
