@@ -173,11 +173,15 @@ func (c *Controller) revert(ctx context.Context, failed error, n, workers int) e
 			errs = append(errs, err)
 		}
 	}
-	scale(false)
-	if err := c.sup.Revert(ctx); err != nil {
-		errs = append(errs, err)
+	stopped := func() bool { return len(errs) > 0 && errors.Is(errs[len(errs)-1], supervisor.ErrStopped) }
+	if scale(false); !stopped() {
+		if err := c.sup.Revert(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	scale(true)
+	if !stopped() {
+		scale(true)
+	}
 	if cur, err := c.sup.Workers(ctx); err == nil && (cur == n || !c.local) {
 		c.cfg.Workers = workers
 	}

@@ -62,10 +62,19 @@ func (s *Supervisor) Revert(ctx context.Context) error {
 	s.op.Lock()
 	defer s.op.Unlock()
 	s.log.Info("putting back the settings before the reload", "workers", len(ids))
+	var errs []error
 	for _, id := range ids {
+		// Every worker is tried: one that cannot be put back keeps
+		// serving with the new settings, the others need not.
 		if err := s.replaceStale(ctx, id); err != nil {
-			return fmt.Errorf("revert worker %d: %w", id, err)
+			errs = append(errs, fmt.Errorf("revert worker %d: %w", id, err))
+			if errors.Is(err, ErrStopped) || ctx.Err() != nil {
+				break
+			}
 		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
 	}
 	s.log.Info("settings before the reload back", "workers", len(ids))
 	return nil

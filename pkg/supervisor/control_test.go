@@ -752,3 +752,35 @@ func release2(check *switchCheck) Spec {
 		Health:  health.Options{Interval: 5 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2, StartInterval: time.Millisecond},
 	}
 }
+
+// TestRevertGoesOnPastAWorkerItCannotPutBack: a revert that cannot start
+// worker 1 with the old settings still puts them back on worker 2, and
+// says which failed. (It stopped at worker 1, leaving worker 2 on the
+// failed reload's settings.)
+func TestRevertGoesOnPastAWorkerItCannotPutBack(t *testing.T) {
+	s, p, st, check, stop := running(t, 3, nil)
+	defer stop()
+	st.mu.Lock()
+	st.refuse = func(id int, env []string) bool { return id == 3 && envValue(env, "RELEASE") == "2" }
+	st.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Configure(ctx, release2(check)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(ctx); err == nil {
+		t.Fatal("reload: got nil; want worker 3's failure")
+	}
+	st.mu.Lock()
+	st.refuse = func(id int, env []string) bool { return id == 1 || id == 3 && envValue(env, "RELEASE") == "2" }
+	st.mu.Unlock()
+	err := s.Revert(ctx)
+	if err == nil || !strings.Contains(err.Error(), "revert worker 1") {
+		t.Errorf("revert: got %v; want worker 1's failure", err)
+	}
+	for id, want := range map[int]string{1: "2", 2: ""} {
+		if got := envValue(procOf(t, st, p.Get(id).Pid()).env, "RELEASE"); got != want {
+			t.Errorf("worker %d runs with RELEASE=%q; want %q", id, got, want)
+		}
+	}
+}
