@@ -629,18 +629,9 @@ func TestRevertAfterAFailedReload(t *testing.T) {
 	s, p, st, check, stop := running(t, 3, nil)
 	defer stop()
 	before := pids(p)
-	st.mu.Lock()
-	st.refuse = func(id int, env []string) bool { return id == 2 && envValue(env, "RELEASE") == "2" }
-	st.mu.Unlock()
-
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.Configure(ctx, release2(check)); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Reload(ctx); err == nil {
-		t.Fatal("reload: got nil; want worker 2's failure")
-	}
+	failedReload(ctx, t, s, st, check, 2)
 	replaced := p.Get(1).Pid()
 	if replaced == before[1] || envValue(procOf(t, st, replaced).env, "RELEASE") != "2" {
 		t.Fatalf("worker 1 runs pid %d (was %d); want the reload's replacement before worker 2 failed", replaced, before[1])
@@ -760,17 +751,9 @@ func release2(check *switchCheck) Spec {
 func TestRevertGoesOnPastAWorkerItCannotPutBack(t *testing.T) {
 	s, p, st, check, stop := running(t, 3, nil)
 	defer stop()
-	st.mu.Lock()
-	st.refuse = func(id int, env []string) bool { return id == 3 && envValue(env, "RELEASE") == "2" }
-	st.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.Configure(ctx, release2(check)); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Reload(ctx); err == nil {
-		t.Fatal("reload: got nil; want worker 3's failure")
-	}
+	failedReload(ctx, t, s, st, check, 3)
 	st.mu.Lock()
 	st.refuse = func(id int, env []string) bool { return id == 1 || id == 3 && envValue(env, "RELEASE") == "2" }
 	st.mu.Unlock()
@@ -782,5 +765,21 @@ func TestRevertGoesOnPastAWorkerItCannotPutBack(t *testing.T) {
 		if got := envValue(procOf(t, st, p.Get(id).Pid()).env, "RELEASE"); got != want {
 			t.Errorf("worker %d runs with RELEASE=%q; want %q", id, got, want)
 		}
+	}
+}
+
+// failedReload reloads s with release2's settings, which worker id
+// cannot start with: the reload replaces the workers before it, then
+// fails there.
+func failedReload(ctx context.Context, t *testing.T, s *Supervisor, st *fakeStarter, check *switchCheck, id int) {
+	t.Helper()
+	st.mu.Lock()
+	st.refuse = func(i int, env []string) bool { return i == id && envValue(env, "RELEASE") == "2" }
+	st.mu.Unlock()
+	if err := s.Configure(ctx, release2(check)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(ctx); err == nil {
+		t.Fatalf("reload: got nil; want worker %d's failure", id)
 	}
 }
