@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -18,11 +19,10 @@ import (
 // gives them back (connection). h1 finds them in its own buffer instead.
 type headConn struct {
 	net.Conn
-	on   atomic.Bool // keeping: from begin until the final block is whole
+	on   atomic.Bool // keeping: from begin until the final block is whole; set false under mu
 	mu   sync.Mutex
 	head []byte   // what was read since begin, while the final block is not whole
 	vals []string // the final block's Connection values, once it is whole
-	done bool     // the final (non-1xx) block was whole, or past the bound
 }
 
 // CloseWrite half-closes the connection, as the ReverseProxy does to a
@@ -32,7 +32,7 @@ func (c *headConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
-	return c.Conn.Close()
+	return errors.ErrUnsupported
 }
 
 // dialHead wraps dial so that every connection it makes is a headConn.
@@ -59,7 +59,7 @@ func (c *headConn) Read(p []byte) (int, error) {
 // answer.
 func (c *headConn) begin() {
 	c.mu.Lock()
-	c.head, c.vals, c.done = c.head[:0], nil, false
+	c.head, c.vals = c.head[:0], nil
 	c.mu.Unlock()
 	c.on.Store(true)
 }
@@ -71,7 +71,7 @@ func (c *headConn) begin() {
 func (c *headConn) keep(b []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.done {
+	if !c.on.Load() { // the block was whole, or past the bound, as b was read
 		return
 	}
 	c.head = append(c.head, b...)
@@ -79,7 +79,7 @@ func (c *headConn) keep(b []byte) {
 		end := headerEnd(c.head)
 		if end < 0 {
 			if len(c.head) > maxWorkerHeader {
-				c.head, c.done = nil, true
+				c.head = nil
 				c.on.Store(false)
 			}
 			return
@@ -88,7 +88,7 @@ func (c *headConn) keep(b []byte) {
 			c.head = append(c.head[:0], c.head[end:]...)
 			continue
 		}
-		c.vals, c.head, c.done = connectionFrom(c.head[:end]), nil, true
+		c.vals, c.head = connectionFrom(c.head[:end]), nil
 		c.on.Store(false)
 		return
 	}
