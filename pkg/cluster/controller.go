@@ -174,7 +174,8 @@ func (c *Controller) revert(ctx context.Context, failed error, n, workers int) e
 		}
 	}
 	stopped := func() bool { return len(errs) > 0 && errors.Is(errs[len(errs)-1], supervisor.ErrStopped) }
-	if scale(false); !stopped() {
+	scale(false)
+	if !stopped() {
 		if err := c.sup.Revert(ctx); err != nil {
 			errs = append(errs, err)
 		}
