@@ -149,44 +149,22 @@ func (c *Controller) reload(ctx context.Context, wait bool) error {
 }
 
 // revert follows a reload that failed part-way (the new settings could
-// not start a worker, or the operation was refused or cut short): it
-// puts the worker count back to n and the settings that worked back on
-// every worker the reload had started with the new ones, so that the
-// cluster runs one set of settings, the one before the reload, which
-// every later start (a crash's restart, a scale-up) uses. Extra workers
-// go first, so that none is replaced only to be removed; missing ones
-// come last, with the old settings. Each step is tried even if one
-// before it failed. It goes on if ctx ends (an admin API client gone),
-// as a cluster left half reloaded would be worse; a stop still ends it.
+// not start a worker, or the operation was refused or cut short): the
+// supervisor puts the settings before the reload back, the worker count
+// back to n (0, left as it is, when the balancer runs no workers of its
+// own), and those settings back on every worker the reload had
+// started with the new ones, so that the cluster runs one set of
+// settings, the one before the reload, which every later start (a
+// crash's restart, a scale-up) uses. It goes on if ctx ends (an admin
+// API client gone), as a cluster left half reloaded would be worse; a
+// stop still ends it.
 func (c *Controller) revert(ctx context.Context, failed error, n, workers int) error {
 	ctx = context.WithoutCancel(ctx)
-	var errs []error
-	scale := func(more bool) {
-		if !c.local {
-			return
-		}
-		cur, err := c.sup.Workers(ctx)
-		if err == nil && (more && cur < n || !more && cur > n) {
-			err = c.sup.ScaleWait(ctx, n)
-		}
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	stopped := func() bool { return len(errs) > 0 && errors.Is(errs[len(errs)-1], supervisor.ErrStopped) }
-	scale(false)
-	if !stopped() {
-		if err := c.sup.Revert(ctx); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if !stopped() {
-		scale(true)
-	}
-	if cur, err := c.sup.Workers(ctx); err == nil && (cur == n || !c.local) {
+	err := c.sup.Revert(ctx, n)
+	if cur, werr := c.sup.Workers(ctx); werr == nil && (cur == n || !c.local) {
 		c.cfg.Workers = workers
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		return fmt.Errorf("%w; putting back the settings before the reload failed too: %v", failed, err)
 	}
 	if errors.Is(failed, supervisor.ErrBusy) {

@@ -42,23 +42,57 @@ func (s *Supervisor) Configure(ctx context.Context, spec Spec) error {
 var errReverted = errors.New("replacement stopped: the settings it started with were put back")
 
 // Revert puts back the spec that was in force before the last Configure,
-// and replaces with it, one at a time, every worker whose process was
+// brings the worker count back to n (n < 1 leaves it as it is), and
+// replaces with that spec, one at a time, every worker whose process was
 // started with another: after a reload that failed part-way, the workers
-// it had replaced (and any restarted meanwhile) run the settings that
-// worked again, instead of the cluster running two sets of settings. A
-// worker running the spec put back is left as it is; a replacement with
-// another one still starting is stopped (and a slot that was waiting for
-// it restarted at once). It waits for an operation under way only when
-// it has workers to replace, and does nothing when there is no Configure
-// to undo.
-func (s *Supervisor) Revert(ctx context.Context) error {
-	var ids []int
-	if err := s.call(ctx, func() { ids = s.revert() }); err != nil {
+// it had started or replaced (and any restarted meanwhile) run the
+// settings that worked again, instead of the cluster running two sets of
+// settings. The spec goes back first, so that a worker restarted while
+// the rest is under way (a crash, a recycle) starts with it; extra
+// workers are removed next, so that none is replaced only to be removed;
+// missing ones are started last. A worker running the spec put back is
+// left as it is; a replacement with another one still starting is
+// stopped (and a slot that was waiting for it restarted at once). Each
+// step is tried even if one before it failed, and every worker even if
+// one could not be put back; a stop ends it. With no Configure to undo
+// it only sets the count.
+func (s *Supervisor) Revert(ctx context.Context, n int) error {
+	cur := 0
+	if err := s.call(ctx, func() { s.putBack(); cur = len(s.ids()) }); err != nil {
 		return err
 	}
-	if len(ids) == 0 {
-		return nil
+	var errs []error
+	// step records err, and tells whether to go on.
+	step := func(err error) bool {
+		if err != nil {
+			errs = append(errs, err)
+		}
+		return !errors.Is(err, ErrStopped)
 	}
+	goOn := true
+	if n > 0 && cur > n {
+		goOn = step(s.ScaleWait(ctx, n))
+	}
+	if goOn {
+		var ids []int
+		err := s.call(ctx, func() { ids = s.stale() })
+		if err == nil && len(ids) > 0 {
+			err = s.replaceStaleAll(ctx, ids)
+		}
+		goOn = step(err)
+	}
+	if goOn && n > 0 {
+		cur, err := s.Workers(ctx)
+		if err == nil && cur < n {
+			err = s.ScaleWait(ctx, n)
+		}
+		step(err)
+	}
+	return errors.Join(errs...)
+}
+
+// replaceStaleAll runs replaceStale for each of ids, one at a time.
+func (s *Supervisor) replaceStaleAll(ctx context.Context, ids []int) error {
 	s.op.Lock()
 	defer s.op.Unlock()
 	s.log.Info("putting back the settings before the reload", "workers", len(ids))
@@ -80,32 +114,38 @@ func (s *Supervisor) Revert(ctx context.Context) error {
 	return nil
 }
 
-// revert puts the prior spec back and returns the ids of the workers
-// whose process runs another. The loop goroutine runs it.
-func (s *Supervisor) revert() []int {
+// putBack puts the prior spec back, if there is one, and stops the
+// replacements still starting with another. The loop goroutine runs it.
+func (s *Supervisor) putBack() {
 	if s.prior == nil {
-		return nil
+		return
 	}
 	s.spec, s.specGen = s.prior.spec, s.prior.gen
 	s.prior = nil
-	var ids []int
 	for _, id := range s.ids() {
 		sl := s.slots[id]
-		if sl.next != nil && sl.next.specGen != s.specGen {
-			old := sl.next
-			sl.next = nil
-			s.log.Info("worker replacement stopped: started with the settings being put back", "worker", id, "pid", old.h.Pid())
-			s.terminate(old)
-			tell(&sl.replaced, errReverted)
-			if sl.cur == nil {
-				// The slot's process died while it started, and
-				// nothing else would start one: now, with the spec
-				// put back.
-				s.replace(sl, nil)
-				continue
-			}
+		if sl.next == nil || sl.next.specGen == s.specGen {
+			continue
 		}
-		if sl.cur != nil && sl.cur.specGen != s.specGen {
+		old := sl.next
+		sl.next = nil
+		s.log.Info("worker replacement stopped: started with the settings being put back", "worker", id, "pid", old.h.Pid())
+		s.terminate(old)
+		tell(&sl.replaced, errReverted)
+		if sl.cur == nil {
+			// The slot's process died while it started, and nothing
+			// else would start one: now, with the spec put back.
+			s.replace(sl, nil)
+		}
+	}
+}
+
+// stale returns the ids of the workers whose process was started with
+// another spec than the current one. The loop goroutine runs it.
+func (s *Supervisor) stale() []int {
+	var ids []int
+	for _, id := range s.ids() {
+		if cur := s.slots[id].cur; cur != nil && cur.specGen != s.specGen {
 			ids = append(ids, id)
 		}
 	}
@@ -113,7 +153,7 @@ func (s *Supervisor) revert() []int {
 }
 
 // replaceStale replaces worker id if its process was started with
-// another spec than the current one: one restarted since revert listed
+// another spec than the current one: one restarted since stale listed
 // it already runs the current spec.
 func (s *Supervisor) replaceStale(ctx context.Context, id int) error {
 	done := make(chan error, 1)

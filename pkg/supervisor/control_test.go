@@ -637,7 +637,7 @@ func TestRevertAfterAFailedReload(t *testing.T) {
 		t.Fatalf("worker 1 runs pid %d (was %d); want the reload's replacement before worker 2 failed", replaced, before[1])
 	}
 
-	if err := s.Revert(ctx); err != nil {
+	if err := s.Revert(ctx, 0); err != nil {
 		t.Fatalf("revert: %v", err)
 	}
 	after := pids(p)
@@ -722,7 +722,7 @@ func TestRevertRestartsASlotLeftEmpty(t *testing.T) {
 	st.mu.Unlock()
 	check.fail(portOf(next))
 	check.passAll()
-	if err := s.Revert(ctx); err == nil {
+	if err := s.Revert(ctx, 0); err == nil {
 		t.Fatal("revert: got nil; want worker 1's refused start")
 	}
 	waitFor(t, func() bool {
@@ -757,7 +757,7 @@ func TestRevertGoesOnPastAWorkerItCannotPutBack(t *testing.T) {
 	st.mu.Lock()
 	st.refuse = func(id int, env []string) bool { return id == 1 || id == 3 && envValue(env, "RELEASE") == "2" }
 	st.mu.Unlock()
-	err := s.Revert(ctx)
+	err := s.Revert(ctx, 0)
 	if err == nil || !strings.Contains(err.Error(), "revert worker 1") {
 		t.Errorf("revert: got %v; want worker 1's failure", err)
 	}
@@ -765,6 +765,54 @@ func TestRevertGoesOnPastAWorkerItCannotPutBack(t *testing.T) {
 		if got := envValue(procOf(t, st, p.Get(id).Pid()).env, "RELEASE"); got != want {
 			t.Errorf("worker %d runs with RELEASE=%q; want %q", id, got, want)
 		}
+	}
+}
+
+// TestRevertPutsTheSettingsBackBeforeRemovingWorkers: a reload that had
+// raised the count from 2 to 3 is undone; worker 1, dying while the
+// extra worker 3 drains, comes back with the settings put back, and is
+// not replaced again afterwards. (The extra workers were removed before
+// the settings went back, so a restart in that window took the failed
+// reload's settings, and was replaced once more.)
+func TestRevertPutsTheSettingsBackBeforeRemovingWorkers(t *testing.T) {
+	s, p, st, check, stop := running(t, 2, func(sp *Spec) { sp.DrainTimeout = time.Minute })
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Configure(ctx, release2(check)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Scale(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	third := p.Get(3)
+	held := third.Begin() // worker 3 drains until this request ends
+	reverted := make(chan error, 1)
+	go func() { reverted <- s.Revert(ctx, 2) }()
+	waitFor(t, func() bool { n, err := s.Workers(ctx); return err == nil && n == 2 })
+
+	victim := p.Get(1).Pid()
+	procOf(t, st, victim).die(exitStatus{Code: 1})
+	waitFor(t, func() bool { w := p.Get(1); return w.Pid() != victim && w.State() == pool.Up })
+	restarted := p.Get(1).Pid()
+	if got := envValue(procOf(t, st, restarted).env, "RELEASE"); got != "" {
+		t.Errorf("worker 1 restarted while worker 3 drained with RELEASE=%q; want the settings put back", got)
+	}
+	third.End(held, true, false)
+	if err := <-reverted; err != nil {
+		t.Fatalf("revert: %v", err)
+	}
+	if got := ids(p); !slices.Equal(got, []int{1, 2}) {
+		t.Errorf("got ids %v; want [1 2]", got)
+	}
+	if got := p.Get(1).Pid(); got != restarted {
+		t.Errorf("worker 1 runs pid %d; want %d, its restart, not replaced again", got, restarted)
+	}
+	if got := envValue(procOf(t, st, p.Get(2).Pid()).env, "RELEASE"); got != "" {
+		t.Errorf("worker 2 runs with RELEASE=%q; want the settings before the reload", got)
 	}
 }
 
