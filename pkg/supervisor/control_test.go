@@ -816,6 +816,45 @@ func TestRevertPutsTheSettingsBackBeforeRemovingWorkers(t *testing.T) {
 	}
 }
 
+// TestDrainGoesByTheSettingsTheProcessStartedWith: a worker started with
+// a reload's settings, removed after those were undone, drains under the
+// health check it was started with. (It was watched with the check put
+// back, which did not fit it: taken for hung, it was stopped with its
+// request still in flight instead of being let finish.)
+func TestDrainGoesByTheSettingsTheProcessStartedWith(t *testing.T) {
+	s, p, st, check, stop := running(t, 1, func(sp *Spec) { sp.DrainTimeout = time.Minute })
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	spec := release2(&switchCheck{bad: map[string]bool{}})
+	spec.DrainTimeout = time.Minute
+	if err := s.Configure(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Scale(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	second := p.Get(2)
+	proc := procOf(t, st, second.Pid())
+	check.fail(portOf(proc)) // the check put back does not fit worker 2's program
+	held := second.Begin()
+	reverted := make(chan error, 1)
+	go func() { reverted <- s.Revert(ctx, 1) }()
+	waitFor(t, func() bool { n, err := s.Workers(ctx); return err == nil && n == 1 })
+	// Forty check intervals, where two failed checks would do.
+	time.Sleep(200 * time.Millisecond)
+	if sent := proc.sent(); len(sent) > 0 {
+		t.Errorf("worker 2 sent %v while its request was in flight; want it left to drain", sent)
+	}
+	second.End(held, true, false)
+	if err := <-reverted; err != nil {
+		t.Fatalf("revert: %v", err)
+	}
+	if got := ids(p); !slices.Equal(got, []int{1}) {
+		t.Errorf("got ids %v; want [1]", got)
+	}
+}
+
 // failedReload reloads s with release2's settings, which worker id
 // cannot start with: the reload replaces the workers before it, then
 // fails there.

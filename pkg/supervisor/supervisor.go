@@ -205,6 +205,10 @@ type proc struct {
 	termAt      time.Time // when it was sent SIGTERM
 	upAt        time.Time // when it first passed its checks; zero before
 	specGen     int       // Supervisor.specGen when it was started
+	// spec is the one it was started with: its drain, stop and grace
+	// go by it, as a Configure since (a reload, or its undo) may have
+	// put a health check or timings there that do not fit it.
+	spec Spec
 }
 
 // New returns a supervisor that adds its workers to p.
@@ -324,7 +328,7 @@ func (s *Supervisor) addSlot(id int, upWait ...chan error) *slot {
 // to watch.
 func (s *Supervisor) addRemote(id int, addr string) {
 	sl := &slot{remote: true, w: pool.NewRemoteWorker(id, addr)}
-	sl.cur = &proc{h: sl.w.Process()}
+	sl.cur = &proc{h: sl.w.Process(), spec: s.spec}
 	s.slots[id] = sl
 	s.pool.Add(sl.w)
 	s.log.Info("remote upstream added", "worker", id, "addr", addr)
@@ -346,7 +350,7 @@ func (s *Supervisor) spawn(sl *slot, replacement bool) {
 		s.startFailed(sl, replacement, fmt.Errorf("start worker %d: %w", id, err))
 		return
 	}
-	pr := &proc{p: p, h: pool.NewProcess(p.Pid(), addr, time.Now()), specGen: s.specGen}
+	pr := &proc{p: p, h: pool.NewProcess(p.Pid(), addr, time.Now()), specGen: s.specGen, spec: s.spec}
 	if s.spec.MaxRequests > 0 {
 		pr.limit = s.spec.MaxRequests
 		if s.spec.MaxRequestsJitter > 0 {
@@ -483,8 +487,8 @@ func (s *Supervisor) startTimedOut(sl *slot, pr *proc) {
 func (s *Supervisor) drain(pr *proc) {
 	s.stopMonitor(pr)
 	pr.terminating = true // no restart when it exits
-	deadline := time.Now().Add(s.spec.DrainTimeout)
-	hung := drainWatch{check: s.spec.Check, o: s.spec.Health, pr: pr.h}
+	deadline := time.Now().Add(pr.spec.DrainTimeout)
+	hung := drainWatch{check: pr.spec.Check, o: pr.spec.Health, pr: pr.h}
 	s.wg.Go(func() {
 		ctx, cancel := context.WithCancel(context.Background()) // ends the checks when the loop ends
 		defer cancel()
@@ -569,10 +573,10 @@ func (s *Supervisor) terminate(pr *proc) {
 	if err := pr.p.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		s.log.Warn("signal worker", "pid", pr.h.Pid(), "err", err)
 	}
-	pr.killer = time.AfterFunc(s.spec.Grace, func() {
+	pr.killer = time.AfterFunc(pr.spec.Grace, func() {
 		s.send(func() {
 			if _, live := s.procs[pr]; live {
-				s.log.Warn("worker did not stop in time; killing it", "pid", pr.h.Pid(), "grace", s.spec.Grace)
+				s.log.Warn("worker did not stop in time; killing it", "pid", pr.h.Pid(), "grace", pr.spec.Grace)
 				pr.p.Signal(syscall.SIGKILL)
 			}
 		})
@@ -825,7 +829,7 @@ func (s *Supervisor) linger(pr *proc) {
 		return // the group is empty: the usual case
 	}
 	s.lingering[pr] = struct{}{}
-	deadline := pr.termAt.Add(s.spec.Grace)
+	deadline := pr.termAt.Add(pr.spec.Grace)
 	// kill(-pgid, 0) is cheap, but a zombie answers it too: every tenth
 	// look, the group is also looked for in /proc, where zombies show.
 	gr, _ := pr.p.(interface{ groupRuns() bool })
@@ -848,7 +852,7 @@ func (s *Supervisor) linger(pr *proc) {
 			}
 			delete(s.lingering, pr)
 			if pr.p.Signal(0) == nil && (gr == nil || gr.groupRuns()) {
-				s.log.Warn("what a stopped worker started did not stop in time; killing it", "pid", pr.h.Pid(), "grace", s.spec.Grace)
+				s.log.Warn("what a stopped worker started did not stop in time; killing it", "pid", pr.h.Pid(), "grace", pr.spec.Grace)
 				pr.p.Signal(syscall.SIGKILL)
 			}
 		})
