@@ -61,14 +61,33 @@ func main() {
 	for _, c := range cases {
 		addr, stop, err := startNode(*app)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "accept:", err)
-			os.Exit(1)
+			fatal(err)
 		}
+		stopNode = stop
 		res := c.run(addr)
 		stop()
+		stopNode = nil
 		report(c.name, res)
 	}
 }
+
+// stopNode stops the Node process of the case under way, if any.
+var stopNode func()
+
+// fatal stops the Node process under way, says why, and exits; the
+// first of the load's goroutines to call it does.
+func fatal(err error) {
+	fatalOnce.Do(func() {
+		if stopNode != nil {
+			stopNode()
+		}
+		fmt.Fprintln(os.Stderr, "accept:", err)
+		os.Exit(1)
+	})
+	select {} // another goroutine is exiting
+}
+
+var fatalOnce sync.Once
 
 type conn struct {
 	c  net.Conn
@@ -78,8 +97,7 @@ type conn struct {
 func dial(addr string) *conn {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "accept:", err)
-		os.Exit(1)
+		fatal(err)
 	}
 	return &conn{c, bufio.NewReader(c)}
 }
