@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/clusterlb/clusterlb/internal/testutil"
+	"github.com/clusterlb/clusterlb/pkg/config"
 )
 
 var binDir string
@@ -536,6 +537,9 @@ func TestBadSettingsExit2(t *testing.T) {
 		{"unknown policy", []string{"-policy", "fastest"}, "policy"},
 		{"unknown flag", []string{"-wrokers", "2"}, "wrokers"},
 		{"missing config file", []string{"-config", "/nonexistent.yaml"}, "/nonexistent.yaml"},
+		// 192.0.2.0/24 is for documentation: never this machine's.
+		{"listen address not local", []string{"-listen", "192.0.2.1:0"}, "listen 192.0.2.1:0"},
+		{"admin address not local", []string{"-listen", "127.0.0.1:0", "-admin-listen", "192.0.2.1:0"}, "admin_listen 192.0.2.1:0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -577,6 +581,26 @@ func TestListenAddressTaken(t *testing.T) {
 		cmd.Process.Kill()
 		<-done
 		t.Fatal("balancer hung on a taken address")
+	}
+}
+
+// A taken default admin address (9090 is a Prometheus server's too)
+// turns the admin API off with a warning instead of stopping the start.
+func TestDefaultAdminAddressTaken(t *testing.T) {
+	def := config.Default().AdminListen
+	l, err := net.Listen("tcp", def)
+	switch {
+	case err == nil:
+		defer l.Close()
+	case !errors.Is(err, syscall.EADDRINUSE):
+		t.Skipf("cannot hold %s: %v", def, err)
+	} // else taken already, as this test wants
+	c := start(t, 1, "-workers", "1", "-admin-listen", def)
+	if _, body, err := c.get("/operacion-simple"); err != nil {
+		t.Fatalf("balancer not serving: %v %s", err, body)
+	}
+	if log := c.logs.String(); !strings.Contains(log, "admin API off") || !strings.Contains(log, "admin=off") {
+		t.Errorf("want a warning that the admin API is off, and admin=off where the balancer says it listens; log:\n%s", log)
 	}
 }
 

@@ -97,14 +97,21 @@ func run(args []string) int {
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "balancer: listen %s: %v\n", cfg.Listen, err)
-		return 1
+		return listenExit(err)
 	}
 	var adminLn net.Listener
 	if cfg.AdminListen != "" {
-		if adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		adminLn, err = net.Listen("tcp", cfg.AdminListen)
+		switch {
+		case err == nil:
+		case cfg.AdminListen == config.Default().AdminListen && errors.Is(err, syscall.EADDRINUSE):
+			// Not asked for: the default port is a common one (a
+			// Prometheus server's), and "go run ./balancer" must start.
+			logger.Warn("admin API off: its default address is taken; set -admin-listen to another address", "admin_listen", cfg.AdminListen, "err", err)
+		default:
 			ln.Close()
 			fmt.Fprintf(os.Stderr, "balancer: admin_listen %s: %v (set -admin-listen to another address, or \"\" to turn the admin API off)\n", cfg.AdminListen, err)
-			return 1
+			return listenExit(err)
 		}
 	}
 	spec, err := cluster.WorkerSpec(cfg, logger)
@@ -148,8 +155,12 @@ func run(args []string) int {
 
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- front.Serve(cluster.GuardListener(ln, cfg)) }()
+	adminAddr := "off"
+	if adminLn != nil {
+		adminAddr = adminLn.Addr().String()
+	}
 	logger.Info("balancer listening", "pid", os.Getpid(), "listen", ln.Addr().String(), "workers", workers, "policy", cfg.Policy, "engine", cfg.Engine,
-		"stats", cfg.StatsPath, "admin", cfg.AdminListen)
+		"stats", cfg.StatsPath, "admin", adminAddr)
 
 	// One goroutine carries out the signals' operations, in the order
 	// they came (a goroutine each would race for the supervisor, and a
@@ -240,6 +251,18 @@ func newLogger(level, format string) *slog.Logger {
 
 // logFailure logs err, if any, as msg: a signal's operation has no one
 // else to tell.
+// listenExit is the exit status for a failure to listen: 2 when the
+// address cannot be one of this machine's (a host that does not resolve,
+// or not a local address), a setting to correct; 1 when the machine
+// refused it (the port taken, or privileged).
+func listenExit(err error) int {
+	var dns *net.DNSError
+	if errors.As(err, &dns) || errors.Is(err, syscall.EADDRNOTAVAIL) {
+		return 2
+	}
+	return 1
+}
+
 func logFailure(logger *slog.Logger, msg string, err error) {
 	if err != nil {
 		logger.Error(msg, "err", err)
