@@ -244,6 +244,40 @@ func TestChaosScaleBySignals(t *testing.T) {
 	c.waitUp(1)
 }
 
+// TestReloadKeepsScaledCount: a reload that leaves the file's workers as
+// it was keeps the count a signal set, and says so; a setting a flag
+// gives is not taken from the file, and that is said too; SIGTTOU at
+// one worker is refused, and logged.
+func TestReloadKeepsScaledCount(t *testing.T) {
+	skipShort(t)
+	file := filepath.Join(t.TempDir(), "balancer.yaml")
+	if err := os.WriteFile(file, []byte("workers: 1\npolicy: least-conn\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := start(t, 1, "-config", file, "-policy", "p2c")
+	c.cmd.Process.Signal(syscall.SIGTTIN)
+	c.waitUp(2)
+	c.cmd.Process.Signal(syscall.SIGHUP)
+	c.waitLog("rolling reload done")
+	log := c.logs.String()
+	if !strings.Contains(log, "worker count kept") {
+		t.Errorf("want the kept count said; log:\n%s", log)
+	}
+	if !strings.Contains(log, "a command-line flag gives it") || !strings.Contains(log, "setting=policy") {
+		t.Errorf("want policy named as given by a flag; log:\n%s", log)
+	}
+	if s := c.waitUp(2); s.Policy != "p2c" {
+		t.Errorf("got policy %q; want the flag's p2c", s.Policy)
+	}
+	c.cmd.Process.Signal(syscall.SIGTTOU)
+	c.waitUp(1)
+	c.cmd.Process.Signal(syscall.SIGTTOU)
+	c.waitLog("last one is never removed")
+	if n := len(c.waitUp(1).Workers); n != 1 {
+		t.Errorf("got %d workers; want 1", n)
+	}
+}
+
 func TestCrashLoopBacksOff(t *testing.T) {
 	skipShort(t)
 	c := start(t, 0, "-workers", "2", "-admin-listen", "", "-cmd", "sh -c 'exit 3'")
@@ -414,7 +448,7 @@ func TestFailedReloadKeepsTheCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.cmd.Process.Signal(syscall.SIGHUP)
-	c.waitFor("the reload to fail", func(statsDoc) bool { return strings.Contains(c.logs.String(), "reload failed") })
+	c.waitLog("reload failed")
 	s, _ := c.stats()
 	victim := s.Workers[1]
 	syscall.Kill(victim.Pid, syscall.SIGKILL)
@@ -444,7 +478,7 @@ func TestFailedReloadPutsBackTheReplacedWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.cmd.Process.Signal(syscall.SIGHUP)
-	c.waitFor("the reload to fail at worker 2", func(statsDoc) bool { return strings.Contains(c.logs.String(), "reload failed") })
+	c.waitLog("reload failed")
 	s, _ := c.stats()
 	w1, w2 := s.Workers[0], s.Workers[1]
 	if w1.Pid == before.Workers[0].Pid || w1.State != "up" || strings.Contains(cmdline(t, w1.Pid), "RELEASE=2") {
@@ -473,7 +507,7 @@ func TestFailedReloadKeepsTheWorkerCount(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.cmd.Process.Signal(syscall.SIGHUP)
-	c.waitFor("the reload to fail", func(statsDoc) bool { return strings.Contains(c.logs.String(), "reload failed") })
+	c.waitLog("reload failed")
 	s, _ := c.stats()
 	up := 0
 	for _, w := range s.Workers {

@@ -208,6 +208,12 @@ func (c *running) waitFor(what string, cond func(statsDoc) bool) statsDoc {
 	return last
 }
 
+// waitLog waits until the balancer's log has s in it.
+func (c *running) waitLog(s string) {
+	c.t.Helper()
+	c.waitFor(fmt.Sprintf("%q in the log", s), func(statsDoc) bool { return strings.Contains(c.logs.String(), s) })
+}
+
 func (c *running) waitUp(n int) statsDoc {
 	c.t.Helper()
 	return c.waitFor(fmt.Sprintf("%d workers up", n), func(s statsDoc) bool {

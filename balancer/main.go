@@ -170,11 +170,11 @@ func run(args []string) int {
 		for sig := range ops {
 			switch sig {
 			case syscall.SIGHUP:
-				logFailure(logger, "reload failed", ctl.ReloadWait(supCtx))
+				logFailure(logger, &stopping, "reload failed", ctl.ReloadWait(supCtx))
 			case syscall.SIGTTIN:
-				logFailure(logger, "scale failed", ctl.ScaleBy(supCtx, +1))
+				logFailure(logger, &stopping, "scale failed", ctl.ScaleBy(supCtx, +1))
 			case syscall.SIGTTOU:
-				logFailure(logger, "scale failed", ctl.ScaleBy(supCtx, -1))
+				logFailure(logger, &stopping, "scale failed", ctl.ScaleBy(supCtx, -1))
 			}
 		}
 	}()
@@ -249,8 +249,6 @@ func newLogger(level, format string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-// logFailure logs err, if any, as msg: a signal's operation has no one
-// else to tell.
 // listenExit is the exit status for a failure to listen: 2 when the
 // address cannot be one of this machine's (a host that does not resolve,
 // or not a local address), a setting to correct; 1 when the machine
@@ -263,8 +261,18 @@ func listenExit(err error) int {
 	return 1
 }
 
-func logFailure(logger *slog.Logger, msg string, err error) {
-	if err != nil {
+// logFailure logs err, if any, as msg: a signal's operation has no one
+// else to tell. An error, but a warning when the operation was refused
+// (a count out of bounds), and information when the balancer's stop cut
+// it short.
+func logFailure(logger *slog.Logger, stopping *atomic.Bool, msg string, err error) {
+	switch {
+	case err == nil:
+	case stopping.Load():
+		logger.Info(msg+": cut short by the stop", "err", err)
+	case errors.Is(err, supervisor.ErrBadCount):
+		logger.Warn(msg, "err", err)
+	default:
 		logger.Error(msg, "err", err)
 	}
 }

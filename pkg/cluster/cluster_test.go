@@ -515,3 +515,16 @@ func TestScaleKeepsReadyMinWorkers(t *testing.T) {
 		t.Errorf("got %d workers (%v); want 2", n, err)
 	}
 }
+
+// TestScaleByNeverRemovesTheLastWorker: SIGTTOU at one worker is refused
+// with a reason (it did nothing, and said nothing).
+func TestScaleByNeverRemovesTheLastWorker(t *testing.T) {
+	args := []string{"-workers", "1", "-cmd", "sleep 30"}
+	ctx, sup, ctl := runController(t, args, 1, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := ctl.ScaleBy(ctx, -1); !errors.Is(err, supervisor.ErrBadCount) || !strings.Contains(err.Error(), "last one") {
+		t.Errorf("got %v; want a refusal saying the last worker is never removed", err)
+	}
+	if n, err := sup.Workers(ctx); n != 1 || err != nil {
+		t.Errorf("got %d workers (%v); want 1", n, err)
+	}
+}

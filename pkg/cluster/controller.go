@@ -98,7 +98,10 @@ func (c *Controller) ScaleBy(ctx context.Context, delta int) error {
 		if err != nil {
 			return err
 		}
-		if err := c.readyBound(max(1, n+delta)); err != nil {
+		if n+delta < 1 {
+			return fmt.Errorf("%w: %d worker(s) running, and the last one is never removed", supervisor.ErrBadCount, n)
+		}
+		if err := c.readyBound(n + delta); err != nil {
 			return err
 		}
 	}
@@ -127,6 +130,9 @@ func (c *Controller) reload(ctx context.Context, wait bool) error {
 	defer c.mu.Unlock()
 	for _, name := range startOnlyChanges(c.cfg, cfg) {
 		c.log.Warn("setting changed in the file applies at the next start only", "setting", name)
+	}
+	for _, name := range config.Overridden("balancer", c.args) {
+		c.log.Warn("setting in the file not applied: a command-line flag gives it", "setting", name)
 	}
 	spec, err := WorkerSpec(cfg, c.log)
 	if err != nil {
@@ -183,6 +189,12 @@ func (c *Controller) apply(ctx context.Context, cfg config.Config, wait bool) er
 	cur, err := c.sup.Workers(ctx)
 	if err != nil {
 		return err
+	}
+	if !scale && c.cfg.LocalWorkers && cur != n {
+		// The count a scale set (SIGTTIN, SIGTTOU, the admin API) stays
+		// until the setting itself changes: a reload for a new cmd does
+		// not undo an operator's scale-up.
+		c.log.Info("worker count kept: scaled since the workers setting last changed", "workers", cur, "setting", n)
 	}
 	if scale && n < cur {
 		if err := c.scaleTo(ctx, n, wait); err != nil {

@@ -728,6 +728,34 @@ func finish(name string, args []string, c *Config, path string, given map[string
 	return nil
 }
 
+// Overridden returns the names of the settings that the file given
+// with -config in args sets to one value and a flag in args to another:
+// the flag's is the one in force, so an edit of the file's does nothing,
+// which a reload says. Nil when args give no file, or it cannot be read.
+func Overridden(name string, args []string) []string {
+	flags := Default()
+	fs := newFlagSet(name, &flags, io.Discard)
+	var path string
+	fs.StringVar(&path, "config", "", "")
+	if fs.Parse(args) != nil || path == "" {
+		return nil
+	}
+	file := Default()
+	given, err := file.loadFile(path)
+	if err != nil {
+		return nil
+	}
+	var names []string
+	fv, gv := reflect.ValueOf(file), reflect.ValueOf(flags)
+	for i := range fv.NumField() {
+		key, _, _ := strings.Cut(fv.Type().Field(i).Tag.Get("yaml"), ",")
+		if given[key] && flagSet(fs, key) && !reflect.DeepEqual(fv.Field(i).Interface(), gv.Field(i).Interface()) {
+			names = append(names, key)
+		}
+	}
+	return names
+}
+
 // flagSet reports whether the flag of setting was given.
 func flagSet(fs *flag.FlagSet, setting string) bool {
 	name := strings.ReplaceAll(setting, "_", "-")

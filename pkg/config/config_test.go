@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,30 @@ func TestParsePrecedence(t *testing.T) {
 			if c.Workers != tt.workers || c.Policy != tt.policy || c.HealthInterval != tt.interval {
 				t.Errorf("got workers=%d policy=%q interval=%v; want %d %q %v",
 					c.Workers, c.Policy, c.HealthInterval, tt.workers, tt.policy, tt.interval)
+			}
+		})
+	}
+}
+
+// TestOverridden: a setting is named when the file and a flag give it
+// different values; not when they agree, nor when only one gives it.
+func TestOverridden(t *testing.T) {
+	file := writeFile(t, "workers: 3\npolicy: least-conn\nengine: fasthttp\nupstreams: [127.0.0.1:9]\n")
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"no file", []string{"-workers", "2"}, nil},
+		{"no flag", []string{"-config", file}, nil},
+		{"flags", []string{"-config", file, "-workers", "2", "-policy", "least-conn", "-listen", ":9000", "-upstream", "127.0.0.1:10"},
+			[]string{"workers", "upstreams"}},
+		{"flag before -config", []string{"-engine", "httputil", "-config", file}, []string{"engine"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Overridden("balancer", tt.args); !slices.Equal(got, tt.want) {
+				t.Errorf("got %v; want %v", got, tt.want)
 			}
 		})
 	}
