@@ -363,8 +363,11 @@ func (f *framer) requestLine(line []byte) {
 // endHead queues the head's verdict and picks its body framing as net/http's readTransfer does.
 func (f *framer) endHead() {
 	v := verdict{fp: f.fp}
-	if f.clCount > 0 && f.teCount > 0 {
+	switch {
+	case f.clCount > 0 && f.teCount > 0:
 		v.err = ErrAmbiguousLength
+	case !f.http11 && f.teCount > 0:
+		v.err = ErrTransferEncodingHTTP10
 	}
 	// net/http ignores Transfer-Encoding before HTTP/1.1 (Issue 12785) and otherwise
 	// accepts exactly one field, "chunked"; anything else gets a 501 and a closed conn.

@@ -18,6 +18,13 @@ import (
 // net/http/transfer.go), so only the raw bytes tell.
 var ErrAmbiguousLength = errors.New("guard: request has both Content-Length and Transfer-Encoding")
 
+// ErrTransferEncodingHTTP10 means an HTTP/1.0 request carried Transfer-Encoding, which
+// HTTP/1.0 does not have: RFC 9112 (section 6.1) says to treat its framing as faulty.
+// net/http frames it by Content-Length, or as no body (Issue 12785), so a body sent
+// chunked would be read as the next request, and a proxy in front that reads it
+// chunked would see other requests than the balancer does.
+var ErrTransferEncodingHTTP10 = errors.New("guard: HTTP/1.0 request has Transfer-Encoding")
+
 // ErrUnverified means the request came on a guarded conn whose framing the guard could no
 // longer follow (a framing it does not accept, a head longer than its limit, a listener it
 // does not see in plaintext), so it cannot vouch for the request. Check fails closed.
@@ -139,8 +146,8 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 }
 
 // Check reports the verdict for r: nil if its head was fine, ErrAmbiguousLength if it had
-// both Content-Length and Transfer-Encoding, ErrUnverified if the guard lost the conn's
-// framing. It is nil for requests on conns the guard does not see (no ConnContext, or a
+// both Content-Length and Transfer-Encoding, ErrTransferEncodingHTTP10 if it was HTTP/1.0
+// with Transfer-Encoding, ErrUnverified if the guard lost the conn's framing. It is nil for requests on conns the guard does not see (no ConnContext, or a
 // listener NewListener did not wrap) and for HTTP/2 requests, whose framing is not HTTP/1's.
 //
 // Check pops the oldest verdict of r's conn: call it exactly once per request, before
