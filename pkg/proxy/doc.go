@@ -5,7 +5,8 @@
 //
 // The engine is net/http/httputil.ReverseProxy with Rewrite and
 // SetXForwarded, so X-Forwarded-* headers sent by clients are replaced,
-// not trusted. Its round trip to a worker is h1 for a request without a
+// not trusted (and, in both engines, the same names spelt with
+// underscores are dropped: CGI-style workers read them as the real ones). Its round trip to a worker is h1 for a request without a
 // body or with a small one held in memory: HTTP/1.1 written and read on
 // the handler's goroutine over a kept-alive connection, with net/http's
 // Request.Write and ReadResponse, which spares http.Transport's two

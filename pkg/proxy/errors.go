@@ -204,6 +204,36 @@ func validName[T string | []byte](name T) bool {
 	return true
 }
 
+// forwardedAlias reports whether header name is one of the X-Forwarded-*
+// fields the proxy sets, written with an underscore for a dash: CGI, WSGI
+// and Rack servers read both spellings as HTTP_X_FORWARDED_FOR, so a
+// client could pass its own value past the proxy's to such a worker.
+// nginx drops every name with an underscore; only these are dropped here.
+func forwardedAlias[T string | []byte](name T) bool {
+	if len(name) < len("X-Forwarded-For") || len(name) > len("X-Forwarded-Proto") {
+		return false
+	}
+	under := false
+	for i := range len(name) {
+		if name[i] == '_' {
+			under = true
+			break
+		}
+	}
+	if !under {
+		return false
+	}
+	var b [len("X-Forwarded-Proto")]byte
+	for i := range len(name) {
+		b[i] = name[i]
+		if b[i] == '_' {
+			b[i] = '-'
+		}
+	}
+	n := string(b[:len(name)])
+	return asciiEqualFold(n, "X-Forwarded-For") || asciiEqualFold(n, "X-Forwarded-Host") || asciiEqualFold(n, "X-Forwarded-Proto")
+}
+
 // tokenByte is true for the bytes of RFC 9110's tchar.
 var tokenByte = func() (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {

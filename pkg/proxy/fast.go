@@ -377,6 +377,9 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 			return
 		}
 		hop.add(k, v)
+		if forwardedAlias(k) {
+			hop.listed = append(hop.listed, string(k))
+		}
 	}
 	hop.del(req.Header.Del)
 	if expect {

@@ -115,6 +115,11 @@ func New(p *pool.Pool, o Options) *Proxy {
 			// picks the worker. Out.Host keeps the client's Host.
 			pr.Out.URL.Host = "worker"
 			pr.SetXForwarded()
+			for k := range pr.Out.Header {
+				if forwardedAlias(k) {
+					delete(pr.Out.Header, k)
+				}
+			}
 			if pr.In.Trailer != nil && pr.Out.Body != nil {
 				// The client's trailer values arrive in In.Trailer when
 				// its body ends; Out's is a copy made before, which

@@ -239,6 +239,40 @@ func TestFastHeaders(t *testing.T) {
 	}
 }
 
+// TestForwardedAliasesDropped: X-Forwarded-* written with underscores,
+// which CGI-style workers read as the real ones, never reach a worker, in
+// either engine; other names with an underscore do.
+func TestForwardedAliasesDropped(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			a := newBackend(t, "a", nil)
+			url := serveEngine(t, engine, newPool(a.srv.Listener.Addr().String()), Options{})
+			_, body := get(t, http.DefaultClient, url+"/x", map[string]string{
+				"X_Forwarded_For": "6.6.6.6", "x_forwarded-host": "evil", "X-Forwarded_Proto": "https",
+				"X_Request_Id": "kept",
+			})
+			if body != "a" {
+				t.Fatalf("got %q; want %q", body, "a")
+			}
+			r := a.last.Load()
+			for k, v := range r.Header {
+				switch strings.ToLower(strings.ReplaceAll(k, "_", "-")) {
+				case "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto":
+					if strings.Contains(k, "_") {
+						t.Errorf("got %s: %q at the worker; want it dropped", k, v)
+					}
+				}
+			}
+			if got := r.Header.Get("X-Forwarded-For"); got != "127.0.0.1" {
+				t.Errorf("got X-Forwarded-For %q; want 127.0.0.1", got)
+			}
+			if got := r.Header.Get("X_request_id"); got != "kept" {
+				t.Errorf("got X_Request_Id %q; want it passed on as %q", got, "kept")
+			}
+		})
+	}
+}
+
 func TestErrorStatuses(t *testing.T) {
 	slow := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
 		select {
