@@ -698,3 +698,41 @@ func TestRedialKeepsTheWriteTimeout(t *testing.T) {
 		t.Errorf("got %d; want 504 (or 502)", resp.StatusCode)
 	}
 }
+
+// TestNoContentTypeAdded: an answer without a Content-Type reaches the
+// client without one, in both engines and on both of the httputil
+// engine's round trips (net/http's server guessed one from the body);
+// one the worker sent passes as it was.
+func TestNoContentTypeAdded(t *testing.T) {
+	answers := map[string]string{
+		"":                "HTTP/1.1 200 OK\r\nContent-Length: 31\r\n\r\n<html><script>1</script></html>",
+		"application/xyz": "HTTP/1.1 200 OK\r\nContent-Type: application/xyz\r\nContent-Length: 2\r\n\r\nok",
+	}
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, body := range []int{0, 100 << 10} { // h1, and http.Transport
+			for want, answer := range answers {
+				t.Run(fmt.Sprintf("%s/%d-byte-body/%q", engine, body, want), func(t *testing.T) {
+					a, _ := scriptedWorker(t, answer)
+					url := serveEngine(t, engine, newPool(a), Options{UpstreamTimeout: 10 * time.Second})
+					method := "GET"
+					if body > 0 {
+						method = "PUT"
+					}
+					req, _ := http.NewRequest(method, url+"/", strings.NewReader(strings.Repeat("x", body)))
+					resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						t.Fatalf("got %d; want 200", resp.StatusCode)
+					}
+					if got, ok := resp.Header["Content-Type"]; (want == "" && ok) || (want != "" && resp.Header.Get("Content-Type") != want) {
+						t.Errorf("got Content-Type %q; want %q", got, want)
+					}
+				})
+			}
+		}
+	}
+}

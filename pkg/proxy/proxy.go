@@ -147,6 +147,13 @@ func New(p *pool.Pool, o Options) *Proxy {
 
 // ServeHTTP forwards r to a worker.
 func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// An answer without a Content-Type goes on without one, as nginx
+	// and the fasthttp engine pass it: net/http would guess one from
+	// the body (text/html for what looks like HTML, past a worker's
+	// nosniff). A nil value stops the guess and writes nothing; the
+	// ReverseProxy adds the worker's own to it, and an error answer sets
+	// its own.
+	w.Header()["Content-Type"] = nil
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		// net/http's server bounds the header's time only: a client that
 		// stalls in its body would hold the connection, and the buffer
