@@ -736,3 +736,56 @@ func TestNoContentTypeAdded(t *testing.T) {
 		}
 	}
 }
+
+// TestExpectGoesOnlyWithAStreamedBody: a worker is asked to wait for a
+// body (Expect: 100-continue) only when the body is streamed to it; one
+// held whole is sent at once, in both engines, small or large: a worker
+// that never answers 100 (an HTTP/1.0 server) cost the httputil engine's
+// transport a second's wait for each request.
+func TestExpectGoesOnlyWithAStreamedBody(t *testing.T) {
+	tests := []struct {
+		engine     string
+		size       int
+		retryBytes int64
+		want       string
+	}{
+		{"httputil", 10, 0, ""},
+		{"httputil", 100 << 10, 0, ""},
+		{"httputil", 100 << 10, 1 << 10, "100-continue"}, // past the retry buffer: streamed
+		{"fasthttp", 10, 0, ""},
+		{"fasthttp", 100 << 10, 0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s/%d/%d", tt.engine, tt.size, tt.retryBytes), func(t *testing.T) {
+			var got atomic.Pointer[string]
+			addr := acceptLoop(t, func(c net.Conn) {
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					e := req.Header.Get("Expect")
+					got.Store(&e)
+					io.Copy(io.Discard, req.Body) // no 100 Continue, ever
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			})
+			url := serveEngine(t, tt.engine, newPool(addr), Options{UpstreamTimeout: 10 * time.Second, RetryBufferBytes: tt.retryBytes})
+			req, _ := http.NewRequest("PUT", url+"/", strings.NewReader(strings.Repeat("x", tt.size)))
+			req.Header.Set("Expect", "100-continue")
+			resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || got.Load() == nil {
+				t.Fatalf("got %d, worker saw a request: %v; want 200 from the worker", resp.StatusCode, got.Load() != nil)
+			}
+			if e := *got.Load(); e != tt.want {
+				t.Errorf("worker got Expect %q; want %q", e, tt.want)
+			}
+		})
+	}
+}

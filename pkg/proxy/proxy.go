@@ -240,6 +240,14 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	if b.replayable() {
+		// The body is here whole (or there is none): a worker asked to
+		// wait for it would send a 100 Continue for nothing, or, if it
+		// never does, the transport would wait ExpectContinueTimeout.
+		// A streamed body keeps it: the worker may refuse it before the
+		// client sends it.
+		delete(req.Header, "Expect")
+	}
 	var resp *http.Response
 	var stopAttempt func() // ends the last attempt's context
 	w, proc, err := forward(req.Context(), px.opts.UpstreamTimeout, px.pool, px.opts.MaxRetries, px.log, resendable(req), &b,
