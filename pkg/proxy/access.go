@@ -15,7 +15,9 @@ type accessRecorder struct {
 }
 
 func (a *accessRecorder) WriteHeader(code int) {
-	if a.status == 0 {
+	// An interim answer (103 Early Hints, a worker's 100 Continue) is
+	// not the request's status; 101 is, the final answer to an upgrade.
+	if a.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		a.status = code
 	}
 	a.ResponseWriter.WriteHeader(code)

@@ -935,6 +935,32 @@ func TestAccessLog(t *testing.T) {
 	}
 }
 
+// TestAccessLogSkipsInterimAnswers: the status logged is the final
+// answer's, not a 103 Early Hints the client got before it (passed on by
+// the transport, which carries bodies past 64 KiB).
+func TestAccessLogSkipsInterimAnswers(t *testing.T) {
+	addr, _ := scriptedWorker(t, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+	var buf testutil.SyncBuffer
+	front := serve(t, New(newPool(addr), Options{AccessLog: slog.New(slog.NewJSONHandler(&buf, nil))}))
+	req, _ := http.NewRequest("PUT", front.URL+"/up", strings.NewReader(strings.Repeat("x", 100<<10)))
+	resp, err := front.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	for deadline := time.Now().Add(5 * time.Second); buf.String() == "" && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	var rec struct{ Status int }
+	if err := json.Unmarshal([]byte(buf.String()), &rec); err != nil {
+		t.Fatalf("access log %q: %v", buf.String(), err)
+	}
+	if resp.StatusCode != 201 || rec.Status != 201 {
+		t.Errorf("got %d, logged %d; want 201 both", resp.StatusCode, rec.Status)
+	}
+}
+
 // TestWorkerMarkedDownReleasesStuckRequests: on either engine, a request
 // stuck in a worker that is then marked down (a hung or cut-off backend)
 // is sent to another worker at once, not after the upstream timeout.
