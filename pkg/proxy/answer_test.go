@@ -789,3 +789,40 @@ func TestExpectGoesOnlyWithAStreamedBody(t *testing.T) {
 		})
 	}
 }
+
+// TestMalformedAnswerOncePerWorker: an answer the proxy cannot read (two
+// Content-Lengths, a Transfer-Encoding it does not know) makes a request
+// that may be sent twice go to each worker once, in both engines, and end
+// in a 502. (The fasthttp engine's client tried the same worker twice,
+// as for a connection the worker closed: four runs of a PUT where the
+// httputil engine made two.)
+func TestMalformedAnswerOncePerWorker(t *testing.T) {
+	answers := map[string]string{
+		"two lengths":   "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+		"gzip, chunked": "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+	}
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for name, answer := range answers {
+			t.Run(engine+"/"+name, func(t *testing.T) {
+				a, seenA := scriptedWorker(t, answer, answer, answer)
+				b, seenB := scriptedWorker(t, answer, answer, answer)
+				p := newPool(a, b)
+				url := serveEngine(t, engine, p, Options{UpstreamTimeout: 10 * time.Second})
+				req, _ := http.NewRequest("PUT", url+"/", strings.NewReader("x"))
+				resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				settled(t, p, func() bool { return inFlight(p) == 0 && p.Errors() > 0 })
+				if resp.StatusCode != 502 {
+					t.Errorf("got %d; want 502", resp.StatusCode)
+				}
+				if seenA.Load() != 1 || seenB.Load() != 1 {
+					t.Errorf("workers saw the request %d and %d times; want once each", seenA.Load(), seenB.Load())
+				}
+			})
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/clusterlb/clusterlb/pkg/guard"
@@ -207,6 +208,16 @@ func (c *fastConn) Close() error {
 	return nc.Close()
 }
 
+// connLost reports whether a fasthttp client's failure is the
+// connection's: closed or reset before the answer's header was read
+// whole (fasthttp reads a close there as io.EOF), or on the write. Any
+// other failure came with an answer the client could not read (two
+// Content-Lengths, a bad chunk), which the same worker would only send
+// again: it goes to forward's retry rule, as in the httputil engine.
+func connLost(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
 // fastResendable is resendable for a fasthttp request.
 func fastResendable(req *fasthttp.Request) bool {
 	return idempotent(string(req.Header.Method())) ||
@@ -295,7 +306,7 @@ func (f *Fast) worker(proc *pool.Process) *fastWorker {
 			if smallBuffer(err) || errors.Is(err, errBadAnswer) {
 				return false, false // an answer: errBadAnswer
 			}
-			return false, !fw.cut.Load() && !isTimeout(err) && (errors.Is(err, errStaleConn) || fastResendable(req))
+			return false, !fw.cut.Load() && !isTimeout(err) && (errors.Is(err, errStaleConn) || fastResendable(req) && connLost(err))
 		},
 		NoDefaultUserAgentHeader: true,
 		DisablePathNormalizing:   true,
