@@ -826,3 +826,43 @@ func TestMalformedAnswerOncePerWorker(t *testing.T) {
 		}
 	}
 }
+
+// TestOldAnswers: a worker that speaks HTTP/1.0 is passed on in HTTP/1.1
+// on a connection kept open, in both engines (the fasthttp engine sent
+// the worker's "HTTP/1.0" status line on, and the client closed the
+// connection). A status line ending in a bare LF is read by the httputil
+// engine, and a 502 at once in the fasthttp engine, whose client would
+// wait for the line's end until upstream_timeout and answer 504.
+func TestOldAnswers(t *testing.T) {
+	tests := []struct {
+		engine, name, answer string
+		status               int
+	}{
+		{"httputil", "HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", 200},
+		{"fasthttp", "HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", 200},
+		{"httputil", "bare LF", "HTTP/1.1 200 OK\nContent-Length: 2\n\nok", 200},
+		{"fasthttp", "bare LF", "HTTP/1.1 200 OK\nContent-Length: 2\n\nok", 502},
+	}
+	for _, tt := range tests {
+		t.Run(tt.engine+"/"+tt.name, func(t *testing.T) {
+			a, _ := scriptedWorker(t, tt.answer, tt.answer, tt.answer, tt.answer)
+			url := serveEngine(t, tt.engine, newPool(a), Options{UpstreamTimeout: 3 * time.Second})
+			c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+			defer c.CloseIdleConnections()
+			for i := range 2 {
+				resp, err := c.Get(url + "/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != tt.status {
+					t.Fatalf("request %d: got %d %q; want %d", i, resp.StatusCode, body, tt.status)
+				}
+				if tt.status == 200 && (resp.Proto != "HTTP/1.1" || resp.Close || string(body) != "ok") {
+					t.Errorf("request %d: got %s, close %v, body %q; want HTTP/1.1 kept open, ok", i, resp.Proto, resp.Close, body)
+				}
+			}
+		})
+	}
+}

@@ -127,6 +127,12 @@ func (c *fastConn) Write(b []byte) (int, error) {
 // first byte it would take for a closed connection, and retry).
 var errZeroStatus = fmt.Errorf("%w: status 000", errBadAnswer)
 
+// errBareLF is an answer whose status line ends in a bare LF, which
+// fasthttp's client does not take for a line's end: it would wait for
+// one until upstream_timeout, and answer 504. (net/http, and so the
+// httputil engine, reads it as it was meant.)
+var errBareLF = fmt.Errorf("%w: status line ends in a bare LF", errBadAnswer)
+
 func (c *fastConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if c.inRequest && n > 0 {
@@ -135,6 +141,10 @@ func (c *fastConn) Read(b []byte) (int, error) {
 			c.switched = true // never reused either
 			c.inRequest = false
 			return 12, errZeroStatus
+		case finalStatusLine(b[:n]) && bareLF(b[:n]):
+			c.switched = true
+			c.inRequest = false
+			return 12, errBareLF
 		case !finalStatusLine(b[:n]):
 			// A 101, an interim answer (100, 103) after which a 101
 			// would go unseen, or a status line this look cannot read
@@ -146,6 +156,13 @@ func (c *fastConn) Read(b []byte) (int, error) {
 	c.inRequest = false
 	c.last = time.Now()
 	return n, err
+}
+
+// bareLF reports whether the first line in b, if b holds its end, ends
+// in an LF with no CR before it.
+func bareLF(b []byte) bool {
+	i := bytes.IndexByte(b[:min(len(b), 512)], '\n')
+	return i > 0 && b[i-1] != '\r'
 }
 
 // finalStatusLine reports whether b begins with the status line of a
@@ -471,7 +488,17 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 		hop.add(k, v)
 	}
 	hop.del(resp.Header.Del)
+	if !resp.Header.IsHTTP11() {
+		// A worker that spoke HTTP/1.0: the client is answered in the
+		// balancer's HTTP/1.1, as the httputil engine and nginx answer,
+		// and its connection is kept; the worker's one ended with it.
+		resp.Header.SetProtocol(http11)
+		resp.Header.ResetConnectionClose()
+	}
 }
+
+// http11 is the protocol of the fasthttp engine's answers.
+var http11 = []byte("HTTP/1.1")
 
 // smallBuffer reports whether err is fasthttp's for a header past its
 // buffer: for a response, one over maxWorkerHeader.
