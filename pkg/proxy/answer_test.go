@@ -830,9 +830,10 @@ func TestMalformedAnswerOncePerWorker(t *testing.T) {
 // TestOldAnswers: a worker that speaks HTTP/1.0 is passed on in HTTP/1.1
 // on a connection kept open, in both engines (the fasthttp engine sent
 // the worker's "HTTP/1.0" status line on, and the client closed the
-// connection). A status line ending in a bare LF is read by the httputil
-// engine, and a 502 at once in the fasthttp engine, whose client would
-// wait for the line's end until upstream_timeout and answer 504.
+// connection). A header block that ends in a blank line made with a bare
+// LF is read by the httputil engine, and a 502 at once in the fasthttp
+// engine, whose client would wait for CRLF CRLF until upstream_timeout and
+// answer 504; a bare LF at the end of a field only is read by both.
 func TestOldAnswers(t *testing.T) {
 	tests := []struct {
 		engine, name, answer string
@@ -842,6 +843,11 @@ func TestOldAnswers(t *testing.T) {
 		{"fasthttp", "HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", 200},
 		{"httputil", "bare LF", "HTTP/1.1 200 OK\nContent-Length: 2\n\nok", 200},
 		{"fasthttp", "bare LF", "HTTP/1.1 200 OK\nContent-Length: 2\n\nok", 502},
+		{"httputil", "bare LF blank line", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\nok", 200},
+		{"fasthttp", "bare LF blank line", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\nok", 502},
+		{"fasthttp", "bare LF after a field", "HTTP/1.1 200 OK\r\nContent-Length: 2\n\r\nok", 502},
+		{"fasthttp", "bare LF in the status line", "HTTP/1.1 200 OK\nContent-Length: 2\r\n\r\nok", 200},
+		{"fasthttp", "bare LF in a field", "HTTP/1.1 200 OK\r\nX-A: b\nContent-Length: 2\r\n\r\nok", 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.engine+"/"+tt.name, func(t *testing.T) {

@@ -127,11 +127,12 @@ func (c *fastConn) Write(b []byte) (int, error) {
 // first byte it would take for a closed connection, and retry).
 var errZeroStatus = fmt.Errorf("%w: status 000", errBadAnswer)
 
-// errBareLF is an answer whose status line ends in a bare LF, which
-// fasthttp's client does not take for a line's end: it would wait for
-// one until upstream_timeout, and answer 504. (net/http, and so the
-// httputil engine, reads it as it was meant.)
-var errBareLF = fmt.Errorf("%w: status line ends in a bare LF", errBadAnswer)
+// errBareLF is an answer whose header block ends in a blank line made
+// with a bare LF ("\n\n"), which fasthttp's client does not take for the
+// block's end (it waits for CRLF CRLF, though it reads a bare LF at the
+// end of a field): it would wait until upstream_timeout, and answer 504.
+// (net/http, and so the httputil engine, reads it as it was meant.)
+var errBareLF = fmt.Errorf("%w: header block ends in a bare LF", errBadAnswer)
 
 func (c *fastConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
@@ -141,7 +142,7 @@ func (c *fastConn) Read(b []byte) (int, error) {
 			c.switched = true // never reused either
 			c.inRequest = false
 			return 12, errZeroStatus
-		case finalStatusLine(b[:n]) && bareLF(b[:n]):
+		case finalStatusLine(b[:n]) && bareBlankLine(b[:n]):
 			c.switched = true
 			c.inRequest = false
 			return 12, errBareLF
@@ -158,11 +159,24 @@ func (c *fastConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// bareLF reports whether the first line in b, if b holds its end, ends
-// in an LF with no CR before it.
-func bareLF(b []byte) bool {
-	i := bytes.IndexByte(b[:min(len(b), 512)], '\n')
-	return i > 0 && b[i-1] != '\r'
+// bareBlankLine reports whether the header block at the start of b, if b
+// holds its end, ends otherwise than in CRLF CRLF: in "\n\n", or in a
+// blank line after a field that ended in a bare LF. A block longer than
+// b is not judged.
+func bareBlankLine(b []byte) bool {
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return false
+		}
+		i += j + 1 // the next line's start
+		switch {
+		case i < len(b) && b[i] == '\n':
+			return true
+		case i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n':
+			return i < 2 || b[i-2] != '\r'
+		}
+	}
 }
 
 // finalStatusLine reports whether b begins with the status line of a
