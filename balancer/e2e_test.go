@@ -6,6 +6,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -594,7 +595,8 @@ func TestListenAddressTaken(t *testing.T) {
 }
 
 // A taken default admin address (9090 is a Prometheus server's too)
-// turns the admin API off with a warning instead of stopping the start.
+// turns the admin API off with a warning instead of stopping the start;
+// the same address asked for stops it.
 func TestDefaultAdminAddressTaken(t *testing.T) {
 	def := config.Default().AdminListen
 	l, err := net.Listen("tcp", def)
@@ -604,7 +606,25 @@ func TestDefaultAdminAddressTaken(t *testing.T) {
 	case !errors.Is(err, syscall.EADDRINUSE):
 		t.Skipf("cannot hold %s: %v", def, err)
 	} // else taken already, as this test wants
-	c := start(t, 1, "-workers", "1", "-admin-listen", def)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // kills it if it starts
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(binDir, "balancer"), "-listen", freeAddr(t), "-workers", "1", "-admin-listen", def).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "admin_listen") {
+		t.Errorf("asked for, taken: got %v %q; want exit status 1 naming admin_listen", err, out)
+	}
+
+	addr := freeAddr(t)
+	c := newCluster(t, addr)
+	c.cmd = exec.Command(filepath.Join(binDir, "balancer"), "-listen", addr, "-workers", "1")
+	c.cmd.Stdout, c.cmd.Stderr = c.logs, c.logs
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.cmd.Wait(); close(c.exited) }()
+	t.Cleanup(c.cleanup)
+	c.waitUp(1)
 	if _, body, err := c.get("/operacion-simple"); err != nil {
 		t.Fatalf("balancer not serving: %v %s", err, body)
 	}

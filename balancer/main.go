@@ -104,7 +104,7 @@ func run(args []string) int {
 		adminLn, err = net.Listen("tcp", cfg.AdminListen)
 		switch {
 		case err == nil:
-		case cfg.AdminListen == config.Default().AdminListen && errors.Is(err, syscall.EADDRINUSE):
+		case !cfg.AdminListenSet && errors.Is(err, syscall.EADDRINUSE):
 			// Not asked for: the default port is a common one (a
 			// Prometheus server's), and "go run ./balancer" must start.
 			logger.Warn("admin API off: its default address is taken; set -admin-listen to another address", "admin_listen", cfg.AdminListen, "err", err)
@@ -250,15 +250,15 @@ func newLogger(level, format string) *slog.Logger {
 }
 
 // listenExit is the exit status for a failure to listen: 2 when the
-// address cannot be one of this machine's (a host that does not resolve,
+// address cannot be one of this machine's (a host that does not exist,
 // or not a local address), a setting to correct; 1 when the machine
 // refused it (the port taken, or privileged).
 func listenExit(err error) int {
 	var dns *net.DNSError
-	if errors.As(err, &dns) || errors.Is(err, syscall.EADDRNOTAVAIL) {
+	if (errors.As(err, &dns) && dns.IsNotFound) || errors.Is(err, syscall.EADDRNOTAVAIL) {
 		return 2
 	}
-	return 1
+	return 1 // a lookup that failed for now (a resolver down) too: worth a retry
 }
 
 // logFailure logs err, if any, as msg: a signal's operation has no one

@@ -155,6 +155,11 @@ type Config struct {
 	// AdminListen is the admin API's address, loopback by default; ""
 	// turns the admin API off. It is never served on Listen.
 	AdminListen string `yaml:"admin_listen"`
+	// AdminListenSet tells whether a flag or the file gave AdminListen:
+	// the default address, if taken, turns the admin API off with a
+	// warning, so that a plain start never fails on it; an address asked
+	// for stops the start.
+	AdminListenSet bool `yaml:"-"`
 	// AdminToken, if set, is the bearer token the admin API asks for.
 	AdminToken string `yaml:"admin_token"`
 
@@ -718,6 +723,7 @@ func finish(name string, args []string, c *Config, path string, given map[string
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	c.AdminListenSet = given["admin_listen"] || flagSet(fs, "admin_listen")
 	if err := c.Validate(); err != nil {
 		var se *SettingError
 		if errors.As(err, &se) && given[se.Setting] && !flagSet(fs, se.Setting) {

@@ -50,6 +50,31 @@ func TestParsePrecedence(t *testing.T) {
 	}
 }
 
+// TestAdminListenSet: set when a flag or the file gives admin_listen,
+// even to the default's value; not otherwise.
+func TestAdminListenSet(t *testing.T) {
+	given := writeFile(t, "admin_listen: 127.0.0.1:9090\n")
+	other := writeFile(t, "workers: 2\n")
+	tests := []struct {
+		args []string
+		want bool
+	}{
+		{nil, false},
+		{[]string{"-config", other}, false},
+		{[]string{"-config", given}, true},
+		{[]string{"-admin-listen", "127.0.0.1:9090"}, true},
+	}
+	for _, tt := range tests {
+		c, _, err := Parse("balancer", tt.args, io.Discard)
+		if err != nil {
+			t.Fatalf("%v: %v", tt.args, err)
+		}
+		if c.AdminListenSet != tt.want {
+			t.Errorf("%v: got AdminListenSet %v; want %v", tt.args, c.AdminListenSet, tt.want)
+		}
+	}
+}
+
 // TestOverridden: a setting is named when the file and a flag give it
 // different values; not when they agree, nor when only one gives it.
 func TestOverridden(t *testing.T) {
