@@ -476,11 +476,21 @@ func TestHostileInput(t *testing.T) { forEngines(t, testHostileInput) }
 func testHostileInput(t *testing.T, engine string) {
 	c := start(t, 2, "-engine", engine, "-workers", "2", "-read-header-timeout", "300ms", "-max-header-bytes", "4096")
 
+	// net/http takes a bare LF as a line's end anywhere in a head; fasthttp finds the head's
+	// end by CRLF CRLF, so the fasthttp engine refuses a head ending otherwise at once,
+	// where it used to wait for read_header_timeout and answer 408.
+	bareEnd := 200
+	if engine == "fasthttp" {
+		bareEnd = 400
+	}
 	tests := []struct {
 		name   string
 		raw    string
 		status int
 	}{
+		{"head in bare LFs", "GET /operacion-simple HTTP/1.1\nHost: x\n\n", bareEnd},
+		{"blank line a bare LF", "GET /operacion-simple HTTP/1.1\r\nHost: x\r\n\n", bareEnd},
+		{"bare LF before a CRLF CRLF end", "GET /operacion-simple HTTP/1.1\nHost: x\r\n\r\n", 200},
 		{"oversized header", "GET /operacion-simple HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 8192) + "\r\n\r\n", 431},
 		{"Content-Length with Transfer-Encoding", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 		{"two different Content-Lengths", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd", 400},
@@ -532,8 +542,14 @@ func testHostileInput(t *testing.T, engine string) {
 			t.Errorf("worker %d restarted %d times; want 0", w.ID, w.Restarts)
 		}
 	}
-	if s.Requests != 1 {
-		t.Errorf("got %d proxied requests; want 1 (only the fine one)", s.Requests)
+	var fine int64
+	for _, tt := range tests {
+		if tt.status == 200 {
+			fine++
+		}
+	}
+	if s.Requests != fine {
+		t.Errorf("got %d proxied requests; want %d (only the fine ones)", s.Requests, fine)
 	}
 }
 

@@ -62,9 +62,15 @@ func NewOwnPaths(cfg config.Config, p *pool.Pool, statsHandler, metricsHandler h
 
 // GuardListener wraps the public listener in the defences both engines
 // serve behind: the send timeout for clients that stop reading, and the
-// guard's framing check, outermost, as the guard must be.
+// guard's framing check, outermost, as the guard must be. fasthttp finds
+// a head's end by CRLF CRLF alone, so under it a head ending in a bare LF
+// is refused at once rather than waited on until the read timeout.
 func GuardListener(ln net.Listener, cfg config.Config) net.Listener {
-	return guard.NewListener(guard.SendTimeout(ln, cfg.SendTimeout), cfg.MaxHeaderBytes)
+	var opts []guard.Option
+	if cfg.Engine == "fasthttp" {
+		opts = append(opts, guard.CRLFHeadEnd())
+	}
+	return guard.NewListener(guard.SendTimeout(ln, cfg.SendTimeout), cfg.MaxHeaderBytes, opts...)
 }
 
 // NewFrontend builds the engine cfg.Engine names, serving own's pages and

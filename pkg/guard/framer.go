@@ -74,15 +74,18 @@ type verdict struct {
 // server, and anything it does not follow puts it in stLost for good. Check fails closed on
 // a lost framer, so a mistake here costs a 400, never a missed smuggling attempt.
 type framer struct {
-	limit int // largest head in bytes
-	st    state
-	line  []byte // partial head or trailer line carried from one read to the next
-	n     int    // bytes of the current head or trailer so far
-	skip  int    // leading CR/LF bytes that may still be skipped before the next head
+	limit  int  // largest head in bytes
+	crlf   bool // a head must end in CRLF CRLF (CRLFHeadEnd)
+	badEnd bool // crlf is on and a head ended otherwise; the framer is lost
+	st     state
+	line   []byte // partial head or trailer line carried from one read to the next
+	n      int    // bytes of the current head or trailer so far
+	skip   int    // leading CR/LF bytes that may still be skipped before the next head
 
 	// The current head.
 	methodDone     bool // the method's bytes have been checked up to its SP
 	sawRequestLine bool
+	lastCR         bool // the previous line of the head ended in CRLF, not a bare LF
 	fp             uint64
 	http11         bool
 	post           bool
@@ -288,14 +291,22 @@ func (f *framer) grow(k int) bool {
 // and one CR before it: net/http accepts bare LF line endings in heads.
 func (f *framer) headLine(line []byte) {
 	line = line[:len(line)-1]
-	if len(line) > 0 && line[len(line)-1] == '\r' {
+	cr := len(line) > 0 && line[len(line)-1] == '\r'
+	if cr {
 		line = line[:len(line)-1]
 	}
+	lastCR := f.lastCR
+	f.lastCR = cr
 	if !f.sawRequestLine {
 		f.requestLine(line)
 		return
 	}
 	if len(line) == 0 {
+		if f.crlf && !(cr && lastCR) {
+			f.badEnd = true
+			f.lose()
+			return
+		}
 		f.endHead()
 		return
 	}

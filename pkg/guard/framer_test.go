@@ -215,3 +215,48 @@ func TestFramerPendingBound(t *testing.T) {
 		t.Errorf("lost after %d heads: got false; want true", maxPending+1)
 	}
 }
+
+// TestFramerCRLFHeadEnd: with crlf on, a head whose last line or blank line ends in a bare
+// LF stops the framer with badEnd and queues no verdict for it; bare LFs before those two
+// lines pass, and with crlf off every such head is framed as net/http frames it.
+func TestFramerCRLFHeadEnd(t *testing.T) {
+	tests := []struct {
+		name       string
+		in         string
+		wantStrict []want // verdicts with crlf on; badEnd expected when fewer than wantLoose
+		wantLoose  []want
+	}{
+		{"bare LF throughout", "GET /a HTTP/1.1\nHost: x\n\n", nil, []want{ok("GET /a")}},
+		{"blank line a bare LF", "GET /a HTTP/1.1\r\nHost: x\r\n\n", nil, []want{ok("GET /a")}},
+		{"last field ends in a bare LF", "GET /a HTTP/1.1\r\nHost: x\n\r\n", nil, []want{ok("GET /a")}},
+		{"request line alone, bare LF", "GET /a HTTP/1.0\n\r\n", nil, []want{ok("GET /a")}},
+		{"bare LF earlier in the head", "GET /a HTTP/1.1\nA: 1\nHost: x\r\n\r\n",
+			[]want{ok("GET /a")}, []want{ok("GET /a")}},
+		{"good head, then a bad one", "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\nGET /c HTTP/1.1\r\n\r\n",
+			[]want{ok("GET /a")}, []want{ok("GET /a"), ok("GET /b"), ok("GET /c")}},
+	}
+	for _, tt := range tests {
+		for _, step := range []int{0, 1, 3} {
+			t.Run(fmt.Sprintf("%s/step=%d", tt.name, step), func(t *testing.T) {
+				f := newFramer(1 << 16)
+				f.crlf = true
+				got := drain(&f, tt.in, step)
+				if describe(got, tt.wantStrict) != describe(wantVerdicts(tt.wantStrict), tt.wantStrict) {
+					t.Errorf("crlf on: got [%s]; want [%s]", describe(got, tt.wantStrict), describe(wantVerdicts(tt.wantStrict), tt.wantStrict))
+				}
+				if wantBad := len(tt.wantStrict) < len(tt.wantLoose); f.badEnd != wantBad || f.lost() != wantBad {
+					t.Errorf("crlf on: badEnd %v, lost %v; want both %v", f.badEnd, f.lost(), wantBad)
+				}
+
+				f = newFramer(1 << 16)
+				got = drain(&f, tt.in, step)
+				if describe(got, tt.wantLoose) != describe(wantVerdicts(tt.wantLoose), tt.wantLoose) {
+					t.Errorf("crlf off: got [%s]; want [%s]", describe(got, tt.wantLoose), describe(wantVerdicts(tt.wantLoose), tt.wantLoose))
+				}
+				if f.badEnd || f.lost() {
+					t.Errorf("crlf off: badEnd %v, lost %v; want neither", f.badEnd, f.lost())
+				}
+			})
+		}
+	}
+}

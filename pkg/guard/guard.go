@@ -25,6 +25,11 @@ var ErrAmbiguousLength = errors.New("guard: request has both Content-Length and 
 // chunked would see other requests than the balancer does.
 var ErrTransferEncodingHTTP10 = errors.New("guard: HTTP/1.0 request has Transfer-Encoding")
 
+// ErrHeadEnd means a request head did not end in CRLF CRLF, on a listener made with
+// CRLFHeadEnd: a server that waits for those four bytes (fasthttp) would otherwise wait for
+// the rest of a head it already has, until its read timeout.
+var ErrHeadEnd = errors.New("guard: request head does not end in CRLF CRLF")
+
 // ErrUnverified means the request came on a guarded conn whose framing the guard could no
 // longer follow (a framing it does not accept, a head longer than its limit, a listener it
 // does not see in plaintext), so it cannot vouch for the request. Check fails closed.
@@ -41,16 +46,34 @@ var ErrUnverified = errors.New("guard: request framing could not be verified")
 //
 // Serve the listener with ConnContext set on the server and Handler outermost. The guard
 // must see plaintext: do not put tls.NewListener around it.
-func NewListener(l net.Listener, maxHeaderBytes int) net.Listener {
+func NewListener(l net.Listener, maxHeaderBytes int, opts ...Option) net.Listener {
 	if maxHeaderBytes <= 0 {
 		maxHeaderBytes = http.DefaultMaxHeaderBytes
 	}
-	return &listener{Listener: l, limit: maxHeaderBytes + bufioSlack}
+	gl := &listener{Listener: l, limit: maxHeaderBytes + bufioSlack}
+	for _, o := range opts {
+		o(gl)
+	}
+	return gl
+}
+
+// An Option changes what NewListener's conns accept.
+type Option func(*listener)
+
+// CRLFHeadEnd is for servers that find the end of a head by its last four bytes, CRLF
+// CRLF, as fasthttp does; net/http also takes a bare LF there. A head that ends otherwise
+// (its blank line, or the line before it, ended by a bare LF) stops the framer, so its
+// request and any after it fail Check with ErrUnverified, and the conn's next Read fails
+// with ErrHeadEnd: the server answers at once instead of waiting for bytes that the client
+// will not send. Bare LFs inside a head still pass.
+func CRLFHeadEnd() Option {
+	return func(l *listener) { l.crlf = true }
 }
 
 type listener struct {
 	net.Listener
-	limit int // largest head in bytes the framer follows
+	limit int  // largest head in bytes the framer follows
+	crlf  bool // CRLFHeadEnd
 }
 
 func (l *listener) Accept() (net.Conn, error) {
@@ -58,25 +81,34 @@ func (l *listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &conn{Conn: c, f: newFramer(l.limit)}, nil
+	f := newFramer(l.limit)
+	f.crlf = l.crlf
+	return &conn{Conn: c, f: f}, nil
 }
 
 // conn feeds what it reads to a framer. Reads come from one goroutine at a time (the
 // server's, or its background read), Check from the handler's: mu orders the two.
 type conn struct {
 	net.Conn
-	off atomic.Bool // the framer is lost; reads skip the lock
-	mu  sync.Mutex
-	f   framer
+	off    atomic.Bool // the framer is lost; reads skip the lock
+	badEnd atomic.Bool // a head did not end in CRLF CRLF under CRLFHeadEnd; reads fail
+	mu     sync.Mutex
+	f      framer
 }
 
 func (c *conn) Read(b []byte) (int, error) {
+	if c.badEnd.Load() {
+		return 0, ErrHeadEnd
+	}
 	n, err := c.Conn.Read(b)
 	if n > 0 && !c.off.Load() {
 		c.mu.Lock()
 		c.f.feed(b[:n])
 		if c.f.lost() {
 			c.off.Store(true)
+			// The bytes read go to the server as they are; the next read tells it that
+			// no more of this head will come.
+			c.badEnd.Store(c.f.badEnd)
 		}
 		c.mu.Unlock()
 	}

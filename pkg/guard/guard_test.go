@@ -336,3 +336,59 @@ func TestCheckUnguarded(t *testing.T) {
 		})
 	}
 }
+
+// TestCRLFHeadEnd reads a guarded conn as a server would: the bytes of a head ending in a
+// bare LF pass through unchanged, and under CRLFHeadEnd the read after them fails with
+// ErrHeadEnd instead of waiting for the client; without the option it waits.
+func TestCRLFHeadEnd(t *testing.T) {
+	const head = "GET /a HTTP/1.1\r\nHost: x\r\n\n"
+	for _, strict := range []bool{true, false} {
+		t.Run(fmt.Sprintf("CRLFHeadEnd=%v", strict), func(t *testing.T) {
+			raw, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var opts []Option
+			if strict {
+				opts = append(opts, CRLFHeadEnd())
+			}
+			ln := NewListener(raw, 0, opts...)
+			defer ln.Close()
+			client, err := net.Dial("tcp", raw.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			if _, err := io.WriteString(client, head); err != nil {
+				t.Fatal(err)
+			}
+			c, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+
+			got := make([]byte, 0, len(head))
+			buf := make([]byte, 64)
+			for len(got) < len(head) {
+				n, err := c.Read(buf)
+				got = append(got, buf[:n]...)
+				if err != nil {
+					t.Fatalf("read after %q: %v", got, err)
+				}
+			}
+			if string(got) != head {
+				t.Fatalf("read %q; want the head unchanged, %q", got, head)
+			}
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			_, err = c.Read(buf)
+			var ne net.Error
+			switch {
+			case strict && !errors.Is(err, ErrHeadEnd):
+				t.Errorf("next read: %v; want ErrHeadEnd", err)
+			case !strict && !(errors.As(err, &ne) && ne.Timeout()):
+				t.Errorf("next read: %v; want it to wait for the client (a timeout here)", err)
+			}
+		})
+	}
+}

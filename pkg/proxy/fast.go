@@ -822,6 +822,8 @@ func fastServerError(ctx *fasthttp.RequestCtx, err error) {
 		writeFastError(ctx, http.StatusRequestHeaderFieldsTooLarge, "request header too large")
 	case isTimeout(err):
 		writeFastError(ctx, http.StatusRequestTimeout, "request timeout")
+	case errors.Is(err, guard.ErrHeadEnd):
+		writeFastError(ctx, http.StatusBadRequest, "bad request: the head must end in CRLF CRLF")
 	default:
 		writeFastError(ctx, http.StatusBadRequest, "bad request")
 	}
