@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -868,6 +870,89 @@ func TestOldAnswers(t *testing.T) {
 				if tt.status == 200 && (resp.Proto != "HTTP/1.1" || resp.Close || string(body) != "ok") {
 					t.Errorf("request %d: got %s, close %v, body %q; want HTTP/1.1 kept open, ok", i, resp.Proto, resp.Close, body)
 				}
+			}
+		})
+	}
+}
+
+// TestEarlyHintsReachTheClient: the httputil engine passes a worker's 103
+// Early Hints on to the client before the answer, with its fields, on the
+// h1 path (small bodies) as http.Transport does on the path for large
+// ones. (h1 used to skip them.) The fasthttp engine's client reads past
+// them, so they stop there; its answer must still come whole.
+func TestEarlyHintsReachTheClient(t *testing.T) {
+	const answer = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	for _, tc := range []struct {
+		name, engine, body string
+		wantHints          bool
+		before             string // more 1xx answers before answer
+	}{
+		{name: "httputil", engine: "httputil", wantHints: true},
+		// A 100 the worker sends unasked answers nothing the client sent.
+		{name: "httputil/after 100", engine: "httputil", wantHints: true, before: "HTTP/1.1 100 Continue\r\n\r\n"},
+		{name: "httputil/large body", engine: "httputil", body: strings.Repeat("b", 2*h1MaxBody), wantHints: true},
+		{name: "fasthttp", engine: "fasthttp"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, _ := scriptedWorker(t, tc.before+answer)
+			url := serveEngine(t, tc.engine, newPool(addr), Options{})
+			var mu sync.Mutex
+			var hints []string
+			trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+				mu.Lock()
+				defer mu.Unlock()
+				hints = append(hints, fmt.Sprintf("%d %s", code, h.Get("Link")))
+				return nil
+			}}
+			method := "GET"
+			if tc.body != "" {
+				method = "POST"
+			}
+			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), method, url+"/", strings.NewReader(tc.body))
+			resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != "ok" {
+				t.Errorf("got %d %q; want 200 \"ok\"", resp.StatusCode, body)
+			}
+			// The worker gave no type; none is guessed after the hints.
+			if ct, ok := resp.Header["Content-Type"]; ok {
+				t.Errorf("Content-Type %q; want none, as the worker sent none", ct)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			want := []string(nil)
+			if tc.wantHints {
+				want = []string{"103 </a.css>; rel=preload"}
+			}
+			if fmt.Sprint(hints) != fmt.Sprint(want) {
+				t.Errorf("the client got 1xx answers %q; want %q", hints, want)
+			}
+		})
+	}
+}
+
+// TestNoInterimAnswerToHTTP10: an HTTP/1.0 client gets no 1xx answer
+// (RFC 9110, section 15.2), only the final one.
+func TestNoInterimAnswerToHTTP10(t *testing.T) {
+	const answer = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			addr, _ := scriptedWorker(t, answer)
+			url := serveEngine(t, engine, newPool(addr), Options{})
+			c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+			got, _ := io.ReadAll(c)
+			if !bytes.HasPrefix(got, []byte("HTTP/1.")) || !bytes.Contains(got, []byte(" 200 OK\r\n")) || bytes.Contains(got, []byte(" 103 ")) {
+				t.Errorf("the HTTP/1.0 client read %q; want the 200 alone", got)
 			}
 		})
 	}

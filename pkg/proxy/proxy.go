@@ -147,13 +147,7 @@ func New(p *pool.Pool, o Options) *Proxy {
 
 // ServeHTTP forwards r to a worker.
 func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// An answer without a Content-Type goes on without one, as nginx
-	// and the fasthttp engine pass it: net/http would guess one from
-	// the body (text/html for what looks like HTML, past a worker's
-	// nosniff). A nil value stops the guess and writes nothing; the
-	// ReverseProxy adds the worker's own to it, and an error answer sets
-	// its own.
-	w.Header()["Content-Type"] = nil
+	w = &noSniff{ResponseWriter: w}
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		// net/http's server bounds the header's time only: a client that
 		// stalls in its body would hold the connection, and the buffer
@@ -178,6 +172,48 @@ func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	px.serve(rec, r)
 }
+
+// noSniff lets an answer without a Content-Type go on without one, as
+// nginx and the fasthttp engine pass it: net/http would guess one from
+// the body (text/html for what looks like HTML, past a worker's
+// nosniff). A nil value stops the guess and writes nothing. It is set as
+// the final answer starts, not once before: the ReverseProxy clears the
+// header map after each 1xx it passes on (103 Early Hints).
+type noSniff struct {
+	http.ResponseWriter
+	started bool
+}
+
+func (w *noSniff) WriteHeader(code int) {
+	if code >= 200 && !w.started {
+		w.started = true
+		h := w.ResponseWriter.Header()
+		if _, ok := h["Content-Type"]; !ok {
+			h["Content-Type"] = nil
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *noSniff) Write(p []byte) (int, error) {
+	if !w.started {
+		// A Write with no WriteHeader before it starts a 200.
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Flush is here for writers that look for http.Flusher rather than
+// going through http.ResponseController (the access log's recorder).
+func (w *noSniff) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the real writer (Flush,
+// Hijack for upgrades, deadlines).
+func (w *noSniff) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // serve hands r to the ReverseProxy, unless it asks to switch to a
 // protocol the ReverseProxy refuses to ask for, which it would answer
