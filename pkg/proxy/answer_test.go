@@ -936,20 +936,26 @@ func TestEarlyHintsReachTheClient(t *testing.T) {
 }
 
 // TestNoInterimAnswerToHTTP10: an HTTP/1.0 client gets no 1xx answer
-// (RFC 9110, section 15.2), only the final one.
+// (RFC 9110, section 15.2), only the final one, whichever path its
+// request takes.
 func TestNoInterimAnswerToHTTP10(t *testing.T) {
 	const answer = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-	for _, engine := range []string{"httputil", "fasthttp"} {
-		t.Run(engine, func(t *testing.T) {
+	large := strings.Repeat("b", 2*h1MaxBody)
+	for _, tc := range []struct{ name, engine, request string }{
+		{"httputil", "httputil", "GET / HTTP/1.0\r\n\r\n"},
+		{"httputil/large body", "httputil", fmt.Sprintf("POST / HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s", len(large), large)},
+		{"fasthttp", "fasthttp", "GET / HTTP/1.0\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			addr, _ := scriptedWorker(t, answer)
-			url := serveEngine(t, engine, newPool(addr), Options{})
+			url := serveEngine(t, tc.engine, newPool(addr), Options{})
 			c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(5 * time.Second))
-			io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+			io.WriteString(c, tc.request)
 			got, _ := io.ReadAll(c)
 			if !bytes.HasPrefix(got, []byte("HTTP/1.")) || !bytes.Contains(got, []byte(" 200 OK\r\n")) || bytes.Contains(got, []byte(" 103 ")) {
 				t.Errorf("the HTTP/1.0 client read %q; want the 200 alone", got)

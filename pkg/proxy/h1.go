@@ -235,17 +235,15 @@ func (c *h1Conn) roundTrip(req *http.Request, down context.Context) (*http.Respo
 	for err == nil {
 		resp, err = http.ReadResponse(c.br, req)
 		// 1xx answers (100 Continue, 103 Early Hints) come before
-		// the response; the body was sent whole already. Each but 100
-		// goes to the trace as http.Transport gives it, which is how
-		// the ReverseProxy passes it on to the client: a 100 would
-		// answer an Expect that the client's server already answered
-		// (or that h1 never sent), and an HTTP/1.0 client must get no
-		// 1xx at all (RFC 9110, section 15.2).
+		// the response; the body was sent whole already. Each goes to
+		// the trace as http.Transport gives it, which is how the
+		// ReverseProxy passes it on to the client (answerWriter says
+		// which reach it).
 		if err != nil || resp.StatusCode >= 200 || resp.StatusCode < 100 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
 		informational = true
-		if trace != nil && trace.Got1xxResponse != nil && resp.StatusCode != http.StatusContinue && req.ProtoAtLeast(1, 1) {
+		if trace != nil && trace.Got1xxResponse != nil {
 			err = trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header))
 		}
 	}

@@ -147,7 +147,7 @@ func New(p *pool.Pool, o Options) *Proxy {
 
 // ServeHTTP forwards r to a worker.
 func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w = &noSniff{ResponseWriter: w}
+	w = &answerWriter{ResponseWriter: w, http10: !r.ProtoAtLeast(1, 1)}
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		// net/http's server bounds the header's time only: a client that
 		// stalls in its body would hold the connection, and the buffer
@@ -173,19 +173,28 @@ func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	px.serve(rec, r)
 }
 
-// noSniff lets an answer without a Content-Type go on without one, as
-// nginx and the fasthttp engine pass it: net/http would guess one from
-// the body (text/html for what looks like HTML, past a worker's
-// nosniff). A nil value stops the guess and writes nothing. It is set as
-// the final answer starts, not once before: the ReverseProxy clears the
-// header map after each 1xx it passes on (103 Early Hints).
-type noSniff struct {
+// answerWriter is what the ReverseProxy writes the answer to. It lets an
+// answer without a Content-Type go on without one, as nginx and the
+// fasthttp engine pass it: net/http would guess one from the body
+// (text/html for what looks like HTML, past a worker's nosniff). A nil
+// value stops the guess and writes nothing; it is set as the final answer
+// starts, not once before, as the ReverseProxy clears the header map
+// after each 1xx it passes on. Of those it drops a 100 Continue (the
+// balancer's own server answers the client's Expect) and, to an HTTP/1.0
+// client, every one (RFC 9110, section 15.2).
+type answerWriter struct {
 	http.ResponseWriter
+	http10  bool
 	started bool
 }
 
-func (w *noSniff) WriteHeader(code int) {
-	if code >= 200 && !w.started {
+func (w *answerWriter) WriteHeader(code int) {
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		if code == http.StatusContinue || w.http10 {
+			clear(w.ResponseWriter.Header()) // as the ReverseProxy does after a 1xx
+			return
+		}
+	} else if !w.started {
 		w.started = true
 		h := w.ResponseWriter.Header()
 		if _, ok := h["Content-Type"]; !ok {
@@ -195,7 +204,7 @@ func (w *noSniff) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func (w *noSniff) Write(p []byte) (int, error) {
+func (w *answerWriter) Write(p []byte) (int, error) {
 	if !w.started {
 		// A Write with no WriteHeader before it starts a 200.
 		w.WriteHeader(http.StatusOK)
@@ -205,7 +214,7 @@ func (w *noSniff) Write(p []byte) (int, error) {
 
 // Flush is here for writers that look for http.Flusher rather than
 // going through http.ResponseController (the access log's recorder).
-func (w *noSniff) Flush() {
+func (w *answerWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
@@ -213,7 +222,7 @@ func (w *noSniff) Flush() {
 
 // Unwrap lets http.ResponseController reach the real writer (Flush,
 // Hijack for upgrades, deadlines).
-func (w *noSniff) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *answerWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // serve hands r to the ReverseProxy, unless it asks to switch to a
 // protocol the ReverseProxy refuses to ask for, which it would answer
