@@ -491,6 +491,7 @@ func testHostileInput(t *testing.T, engine string) {
 		{"head in bare LFs", "GET /operacion-simple HTTP/1.1\nHost: x\n\n", bareEnd},
 		{"blank line a bare LF", "GET /operacion-simple HTTP/1.1\r\nHost: x\r\n\n", bareEnd},
 		{"bare LF before a CRLF CRLF end", "GET /operacion-simple HTTP/1.1\nHost: x\r\n\r\n", 200},
+		{"HTTP/1.0 request line in bare LF, no fields", "GET /operacion-simple HTTP/1.0\n\r\n", 200},
 		{"oversized header", "GET /operacion-simple HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 8192) + "\r\n\r\n", 431},
 		{"Content-Length with Transfer-Encoding", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 		{"two different Content-Lengths", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd", 400},

@@ -302,7 +302,10 @@ func (f *framer) headLine(line []byte) {
 		return
 	}
 	if len(line) == 0 {
-		if f.crlf && !(cr && lastCR) {
+		// fasthttp takes a CRLF right after the request line as an empty
+		// header block, however that line ended; after a field it wants
+		// the field's CRLF and this one.
+		if f.crlf && !(cr && (lastCR || f.last == fieldNone)) {
 			f.badEnd = true
 			f.lose()
 			return
