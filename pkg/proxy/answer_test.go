@@ -881,7 +881,9 @@ func TestOldAnswers(t *testing.T) {
 // ones. (h1 used to skip them.) The fasthttp engine's client reads past
 // them, so they stop there; its answer must still come whole.
 func TestEarlyHintsReachTheClient(t *testing.T) {
-	const answer = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	// Its hop-by-hop fields stay behind, as the answer's do.
+	const answer = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n" +
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 	for _, tc := range []struct {
 		name, engine, body string
 		wantHints          bool
@@ -902,6 +904,11 @@ func TestEarlyHintsReachTheClient(t *testing.T) {
 				mu.Lock()
 				defer mu.Unlock()
 				hints = append(hints, fmt.Sprintf("%d %s", code, h.Get("Link")))
+				for _, name := range []string{"Connection", "X-Hop", "Keep-Alive", "Content-Length"} {
+					if v, ok := h[name]; ok {
+						hints = append(hints, name+": "+strings.Join(v, ","))
+					}
+				}
 				return nil
 			}}
 			method := "GET"

@@ -296,7 +296,8 @@ func (t *trailerScrub) Read(p []byte) (int, error) {
 
 // scrubTrailer deletes from trailer the hop-by-hop fields: those of
 // hopHeaders, Trailer, and those named by connection, the values of the
-// Connection header of the message it ends.
+// Connection header of the message it ends. (answerWriter uses it on a
+// 1xx answer's fields too, with their own Connection header.)
 func scrubTrailer(trailer http.Header, connection []string) {
 	if len(trailer) == 0 {
 		return

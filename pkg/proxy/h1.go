@@ -206,8 +206,10 @@ func (c *h1Conn) roundTrip(req *http.Request, down context.Context) (*http.Respo
 	}
 	c.abortedBy.Store(0)
 	// The answer's header blocks, 1xx ones included, get maxWorkerHeader
-	// bytes between them, as http.Transport's MaxResponseHeaderBytes
-	// counts: what the buffer reads past them counts too.
+	// bytes between them: what the buffer reads past them counts too.
+	// (http.Transport's MaxResponseHeaderBytes starts again after each
+	// 1xx it gives to the ReverseProxy's trace; one budget for all bounds
+	// a worker that sends 1xx answers without end.)
 	c.in.left = maxWorkerHeader
 	c.stopClient = context.AfterFunc(req.Context(), c.onClient)
 	c.stopDown = context.AfterFunc(down, c.onDown)

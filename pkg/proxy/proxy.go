@@ -179,7 +179,8 @@ func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // (text/html for what looks like HTML, past a worker's nosniff). A nil
 // value stops the guess and writes nothing; it is set as the final answer
 // starts, not once before, as the ReverseProxy clears the header map
-// after each 1xx it passes on. Of those it drops a 100 Continue (the
+// after each 1xx it passes on. Of those it takes out the hop-by-hop
+// fields, and drops a 100 Continue (the
 // balancer's own server answers the client's Expect) and, to an HTTP/1.0
 // client, every one (RFC 9110, section 15.2).
 type answerWriter struct {
@@ -190,10 +191,16 @@ type answerWriter struct {
 
 func (w *answerWriter) WriteHeader(code int) {
 	if code < 200 && code != http.StatusSwitchingProtocols {
+		h := w.ResponseWriter.Header()
 		if code == http.StatusContinue || w.http10 {
-			clear(w.ResponseWriter.Header()) // as the ReverseProxy does after a 1xx
+			clear(h) // as the ReverseProxy does after a 1xx
 			return
 		}
+		// The ReverseProxy copies a 1xx's fields as they came: its
+		// hop-by-hop ones would reach the client (and make a malformed
+		// HTTP/2 frame), and a Content-Length has no place in it.
+		scrubTrailer(h, h["Connection"])
+		delete(h, "Content-Length")
 	} else if !w.started {
 		w.started = true
 		h := w.ResponseWriter.Header()
