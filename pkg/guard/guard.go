@@ -64,10 +64,9 @@ type Option func(*listener)
 // CRLF, as fasthttp does; net/http also takes a bare LF there. A head that ends otherwise
 // (its blank line, or the field line before it, ended by a bare LF; a CRLF right after the
 // request line is an empty header block to fasthttp, however that line ended) stops the
-// framer, so its
-// request and any after it fail Check with ErrUnverified, and the conn's next Read fails
-// with ErrHeadEnd: the server answers at once instead of waiting for bytes that the client
-// will not send. Bare LFs inside a head still pass.
+// framer, so its request and any after it fail Check with ErrUnverified, and the conn's
+// next Read fails with ErrHeadEnd: the server answers at once instead of waiting for bytes
+// that the client will not send. Bare LFs inside a head still pass.
 func CRLFHeadEnd() Option {
 	return func(l *listener) { l.crlf = true }
 }

@@ -180,9 +180,9 @@ func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // value stops the guess and writes nothing; it is set as the final answer
 // starts, not once before, as the ReverseProxy clears the header map
 // after each 1xx it passes on. Of those it takes out the hop-by-hop
-// fields, and drops a 100 Continue (the
-// balancer's own server answers the client's Expect) and, to an HTTP/1.0
-// client, every one (RFC 9110, section 15.2).
+// fields, and drops a 100 Continue (the balancer's own server answers
+// the client's Expect) and, to an HTTP/1.0 client, every one (RFC 9110,
+// section 15.2).
 type answerWriter struct {
 	http.ResponseWriter
 	http10  bool
