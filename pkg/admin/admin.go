@@ -57,8 +57,11 @@ type Options struct {
 // rolling reload drains every worker in turn, so it is generous.
 const DefaultTimeout = 5 * time.Minute
 
-// StatusClientClosed answers a control call whose client went away before
-// it ended (nginx's 499); nobody reads it, but the log shows it.
+// StatusClientClosed answers a control call that a Controller ended with
+// context.Canceled (nginx's 499). A client that goes away does not cancel
+// its call: a reload runs to its end, or to the timeout, whoever asked for
+// it, as one asked for by SIGHUP does, instead of being undone because a
+// curl was interrupted or had a shorter timeout than a rolling reload.
 const StatusClientClosed = 499
 
 // Handler returns the admin API over c, which must not be nil:
@@ -151,11 +154,12 @@ func (a *api) restart(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// control runs one call under the timeout and the client's context (the
-// server cancels it when the connection goes), logs how it ended, and
-// answers with res or the mapped error.
+// control runs one call under the timeout, logs how it ended, and answers
+// with res or the mapped error. The call keeps the request's values but
+// not its cancellation: it goes on if the client leaves (see
+// StatusClientClosed).
 func (a *api) control(w http.ResponseWriter, r *http.Request, res result, call func(context.Context) error) {
-	ctx, cancel := context.WithTimeout(r.Context(), a.timeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), a.timeout)
 	defer cancel()
 	start := time.Now()
 	err := call(ctx)

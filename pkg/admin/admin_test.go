@@ -320,16 +320,32 @@ func TestTimeout(t *testing.T) {
 	})
 }
 
-func TestClientGoneCancelsTheCall(t *testing.T) {
-	started := make(chan struct{})
-	seen := make(chan error, 1)
+// A client that leaves does not cancel its call: a rolling reload undone
+// because a curl was interrupted would leave the operator guessing.
+func TestClientGoneDoesNotCancelTheCall(t *testing.T) {
+	var buf testutil.SyncBuffer
+	started := make(chan context.Context, 1)
+	release := make(chan struct{})
+	returned := make(chan error, 1)
 	c := &fakeController{wait: func(ctx context.Context) error {
-		close(started)
-		<-ctx.Done()
-		seen <- ctx.Err()
-		return ctx.Err()
+		started <- ctx
+		select {
+		case <-release:
+			returned <- nil
+			return nil
+		case <-ctx.Done():
+			returned <- ctx.Err()
+			return ctx.Err()
+		}
 	}}
-	srv := httptest.NewServer(Handler(c, Options{}))
+	// The server cancels a request's context when it sees its connection
+	// close: reqCtx tells the test when that has happened.
+	reqCtx := make(chan context.Context, 1)
+	h := Handler(c, Options{Log: slog.New(slog.NewTextHandler(&buf, nil))})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reqCtx <- r.Context()
+		h.ServeHTTP(w, r)
+	}))
 	defer srv.Close()
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -345,13 +361,25 @@ func TestClientGoneCancelsTheCall(t *testing.T) {
 		}
 		done <- err
 	}()
-	<-started
+	callCtx := <-started
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("client: got %v; want %v", err, context.Canceled)
 	}
-	if err := <-seen; !errors.Is(err, context.Canceled) {
-		t.Errorf("controller's context: got %v; want %v", err, context.Canceled)
+	<-(<-reqCtx).Done() // the server has seen the client go
+	if err := callCtx.Err(); err != nil {
+		t.Errorf("controller's context after the client left: got %v; want nil", err)
+	}
+	if _, ok := callCtx.Deadline(); !ok {
+		t.Error("controller's context has no deadline; want the API's timeout")
+	}
+	close(release)
+	if err := <-returned; err != nil {
+		t.Errorf("call: got %v; want it to run to its end", err)
+	}
+	srv.Close() // waits for the handler, and so for its log line
+	if got := buf.String(); !strings.Contains(got, "outcome=ok") {
+		t.Errorf("log: got %q; want the call logged with outcome=ok", got)
 	}
 }
 

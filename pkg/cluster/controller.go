@@ -161,9 +161,9 @@ func (c *Controller) reload(ctx context.Context, wait bool) error {
 // own), and those settings back on every worker the reload had
 // started with the new ones, so that the cluster runs one set of
 // settings, the one before the reload, which every later start (a
-// crash's restart, a scale-up) uses. It goes on if ctx ends (an admin
-// API client gone), as a cluster left half reloaded would be worse; a
-// stop still ends it.
+// crash's restart, a scale-up) uses. It goes on if ctx ends (the admin
+// API's timeout), as a cluster left half reloaded would be worse; a stop
+// still ends it.
 func (c *Controller) revert(ctx context.Context, failed error, n, workers int) error {
 	ctx = context.WithoutCancel(ctx)
 	err := c.sup.Revert(ctx, n)
