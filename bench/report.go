@@ -492,7 +492,7 @@ func (r *report) sectionB(w io.Writer) {
 	p("(Node's cluster pins each connection to one worker, so only that worker's connections wait.) ")
 	if slices.Contains(bRows(r.res), bMaxConns) {
 		p("**%s** is the fasthttp engine with `-worker-max-conns %d`: at most %d requests at each worker at once, the rest waiting in the balancer in the order they came, ", bMaxConns, bMaxConnsN, bMaxConnsN)
-		p("since a busy Node process serves a connection it accepted while busy only after the ones it had, for seconds (see [tuning.md](tuning.md)). ")
+		p("since a busy Node process accepts one new connection per turn of its event loop, each turn running a request of every connection it has, so a burst of new connections to it waits for seconds (see [tuning.md](tuning.md)). ")
 	}
 	p("The goals are read on the default settings' rows.\n\n")
 	p("| target | endpoint | req/s | × Node cluster | p99 | p99 × Node cluster | errors |\n|---|---|--:|--:|--:|--:|--:|\n")

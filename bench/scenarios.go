@@ -366,9 +366,9 @@ func (b *bench) scenarioB(ctx context.Context) {
 	// stay on the default policy's rows.
 	ts = append(ts, b.startBalancer(ctx, bLeastConn, balancerOpts{engine: "fasthttp", policy: "least-conn", workers: b.cores, cmd: cmd}))
 	// And with a bound on the requests at each worker: a busy Node
-	// process serves a connection it accepted while busy only after the
-	// ones it had (go run ./bench/node/accept), and the bound keeps the
-	// balancer from opening new ones to it under load.
+	// process accepts one new connection per turn of its event loop (go
+	// run ./bench/node/accept), and the bound keeps the balancer from
+	// opening new ones to it under load.
 	ts = append(ts, b.startBalancer(ctx, bMaxConns, balancerOpts{engine: "fasthttp", workers: b.cores, cmd: cmd, maxConns: bMaxConnsN}))
 	ts = append(ts, b.startNodeCluster(ctx, b.cores))
 	defer b.stopTargets(ts...)

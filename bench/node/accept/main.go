@@ -3,10 +3,12 @@
 // each connection waits for its first answer, and how many answers each
 // gets, when many keep-alive connections loop on /operacion-compleja.
 //
-// It is what docs/bench/tuning.md's finding about Node rests on: a Node
-// process serves a connection it accepted while busy after the ones it
-// already had, for seconds, and one it accepted while idle in turn, even
-// if that connection's first request comes under load. A proxy that
+// It is what docs/bench/tuning.md's finding about Node rests on: Node 20
+// accepts one connection per turn of its event loop, and a busy turn runs
+// a request of every connection it has, so connections opened as the
+// load begins wait for seconds, and ones opened while it was idle are
+// served in turn, even if their first request comes under load. Run it
+// under `strace -f -tt -e trace=accept4` to see the accepts. A proxy that
 // opens connections to a busy Node worker meets the first case; a cap on
 // the requests in flight per worker (-worker-max-conns) keeps it from
 // opening them. Each case runs against a fresh process on a loopback
