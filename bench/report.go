@@ -123,7 +123,12 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	p("; against **direct** as two `wrk -t1 -c32` at once, one per worker; in e's connection sweep as `wrk -t2 -cN -d%ds` for N = %s (`-t1` for N = 1); ", d, joinInts(eConns))
 	p("in d as `wrk -t1 -c1 -d%ds` on /operacion-compleja next to `wrk -t1 -c8 -d%ds` on /operacion-simple; all with `--timeout 10s --latency`. ", d, d)
 	p("The timeout is raised from wrk's 2 s because /operacion-compleja at 64 connections on %d cores queues for longer than that, ", r.mach.Cores)
-	p("and wrk would count the queueing as socket errors and leave those requests out of its latency figures.\n\n")
+	p("and wrk would count the queueing as socket errors and leave those requests out of its latency figures. ")
+	p("The p99 of a wrk run is wrk's, and wrk (4.x) corrects its latency figures for coordinated omission: for each answer that took at least twice the run's mean time between two requests of one connection, ")
+	p("it adds made-up samples one such interval shorter, and shorter again, down to that interval, standing for the requests the connection would have sent meanwhile. ")
+	p("So a stall weighs on p99 by its length rather than by how many requests it held: a worker stopped for 8 s under 32 connections gave wrk a p99 of 5 s, ")
+	p("where, in a run of the same kind, a client that records every request saw 20 of 198 000 take more than a second and a p99 of 6.4 ms ([tuning.md](tuning.md)). ")
+	p("Every target's p99 is corrected the same way, so they compare with each other, not with latencies measured otherwise.\n\n")
 
 	p("## Goals\n\n")
 	p("Each repetition runs every target once, so its own ratio of two targets' req/s is measured under the same load from the rest of the machine, ")
