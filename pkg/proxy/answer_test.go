@@ -970,3 +970,50 @@ func TestNoInterimAnswerToHTTP10(t *testing.T) {
 		})
 	}
 }
+
+// TestNoInterimAnswerWhileContinueArmed: an HTTP/1.1 client that sent
+// Expect: 100-continue gets its 100 from net/http's server, written when
+// the body is first read, from the goroutine reading it. A 103 that the
+// worker sends after its own 100 reaches the proxy on another goroutine
+// at that very moment, and net/http writes a 1xx with no lock: it is not
+// passed on. (The streamed path, past RetryBufferBytes, keeps the Expect
+// for the worker.)
+func TestNoInterimAnswerWhileContinueArmed(t *testing.T) {
+	const size = 8 << 10
+	addr := acceptLoop(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		if req.Header.Get("Expect") != "" {
+			io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+		}
+		io.Copy(io.Discard, req.Body)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	url := serveEngine(t, "httputil", newPool(addr), Options{RetryBufferBytes: size / 4})
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", size)
+	// The body goes once a 100 Continue came, as a client does.
+	var got []byte
+	buf := make([]byte, 4096)
+	for !bytes.Contains(got, []byte("100 Continue\r\n\r\n")) {
+		n, err := c.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			t.Fatalf("waiting for 100 Continue: read %q, %v", got, err)
+		}
+	}
+	io.WriteString(c, strings.Repeat("b", size))
+	rest, _ := io.ReadAll(c)
+	got = append(got, rest...)
+	if bytes.Contains(got, []byte(" 103 ")) || !bytes.Contains(got, []byte(" 200 OK\r\n")) || bytes.Count(got, []byte(" 100 Continue\r\n")) != 1 {
+		t.Errorf("the client read %q; want one 100 Continue and the 200, no 103", got)
+	}
+}

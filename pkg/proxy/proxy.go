@@ -147,7 +147,7 @@ func New(p *pool.Pool, o Options) *Proxy {
 
 // ServeHTTP forwards r to a worker.
 func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w = &answerWriter{ResponseWriter: w, http10: !r.ProtoAtLeast(1, 1)}
+	w = &answerWriter{ResponseWriter: w, noInterim: !r.ProtoAtLeast(1, 1) || continueArmed(r)}
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		// net/http's server bounds the header's time only: a client that
 		// stalls in its body would hold the connection, and the buffer
@@ -180,27 +180,53 @@ func (px *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // value stops the guess and writes nothing; it is set as the final answer
 // starts, not once before, as the ReverseProxy clears the header map
 // after each 1xx it passes on. Of those it takes out the hop-by-hop
-// fields, and drops a 100 Continue (the balancer's own server answers
-// the client's Expect) and, to an HTTP/1.0 client, every one (RFC 9110,
-// section 15.2).
+// fields (net/http drops a Content-Length itself), and drops a 100
+// Continue (the balancer's own server answers the client's Expect) and,
+// where noInterim is set, every one.
 type answerWriter struct {
 	http.ResponseWriter
-	http10  bool
-	started bool
+	// noInterim drops every 1xx: an HTTP/1.0 client may not get one
+	// (RFC 9110, section 15.2), and one whose 100 Continue net/http
+	// may still write (see continueArmed) must not get one written at
+	// the same time.
+	noInterim bool
+	started   bool
+}
+
+// continueArmed reports whether net/http's HTTP/1 server writes a 100
+// Continue by itself when r's body is first read: an HTTP/1.1 client
+// sent Expect: 100-continue with a body. It writes it from the goroutine
+// that reads the body (the transport's, once the worker asked for it),
+// under a lock that a 1xx written through the ResponseWriter does not
+// take, except a 100; a 103 that the transport's read loop passed on
+// could be written to the connection's buffer at the same moment. Such a
+// request gets no 1xx from the worker: its 100 comes from the server, as
+// soon as the body is read. (An HTTP/2 server writes both from one
+// goroutine.) Any value naming 100-continue counts: a false match only
+// drops a 1xx.
+func continueArmed(r *http.Request) bool {
+	if r.ProtoMajor != 1 || r.ContentLength == 0 {
+		return false
+	}
+	for _, v := range r.Header["Expect"] {
+		if strings.Contains(strings.ToLower(v), "100-continue") {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *answerWriter) WriteHeader(code int) {
 	if code < 200 && code != http.StatusSwitchingProtocols {
 		h := w.ResponseWriter.Header()
-		if code == http.StatusContinue || w.http10 {
+		if code == http.StatusContinue || w.noInterim {
 			clear(h) // as the ReverseProxy does after a 1xx
 			return
 		}
 		// The ReverseProxy copies a 1xx's fields as they came: its
 		// hop-by-hop ones would reach the client (and make a malformed
-		// HTTP/2 frame), and a Content-Length has no place in it.
+		// HTTP/2 frame).
 		scrubTrailer(h, h["Connection"])
-		delete(h, "Content-Length")
 	} else if !w.started {
 		w.started = true
 		h := w.ResponseWriter.Header()
