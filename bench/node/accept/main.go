@@ -3,10 +3,10 @@
 // each connection waits for its first answer, and how many answers each
 // gets, when many keep-alive connections loop on /operacion-compleja.
 //
-// It is what docs/bench/tuning.md's finding about Node rests on: Node 20
-// accepts one connection per turn of its event loop, and a busy turn runs
-// a request of every connection it has, so connections opened as the
-// load begins wait for seconds, and ones opened while it was idle are
+// It is what docs/bench/tuning.md's finding about Node rests on: Node (on
+// libuv 1.45 or later) accepts one connection per turn of its event
+// loop, and a busy turn runs a request of every connection it has, so
+// connections opened as the load begins wait for seconds, and ones opened while it was idle are
 // served in turn, even if their first request comes under load. Run it
 // under `strace -f -tt -e trace=accept4` to see the accepts. A proxy that
 // opens connections to a busy Node worker meets the first case; a cap on
