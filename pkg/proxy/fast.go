@@ -256,7 +256,13 @@ func fastResendable(req *fasthttp.Request) bool {
 }
 
 func (fw *fastWorker) dial(addr string) (net.Conn, error) {
-	nc, err := fw.dialer.Dial("tcp", addr)
+	// fasthttp dials on the request's goroutine, with no context: the
+	// wait for the gate ends when the worker goes down.
+	var up context.Context
+	if w := fw.watched.Load(); w != nil {
+		up = w.ctx
+	}
+	nc, err := dialWorker(context.Background(), up, &fw.dialer, addr)
 	if err != nil {
 		return nil, err
 	}

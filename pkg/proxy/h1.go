@@ -68,6 +68,7 @@ func (t *h1) takes(req *http.Request) bool {
 type h1Conn struct {
 	t      *h1
 	addr   string
+	port   int // addr's
 	nc     net.Conn
 	in     capReader // nc, as br reads it
 	br     *bufio.Reader
@@ -108,7 +109,7 @@ func (t *h1) roundTrip(req *http.Request, down context.Context) (*http.Response,
 	addr := req.URL.Host
 	fresh := false
 	for {
-		c, err := t.conn(req.Context(), addr, fresh)
+		c, err := t.conn(req.Context(), down, addr, fresh)
 		if err != nil {
 			return nil, err
 		}
@@ -358,36 +359,38 @@ func (b *h1Body) Close() error {
 }
 
 // conn returns an idle connection to addr, or a new one (always, when
-// fresh is true).
-func (t *h1) conn(ctx context.Context, addr string, fresh bool) (*h1Conn, error) {
-	now := time.Now()
-	var stale []*h1Conn
-	var c *h1Conn
-	t.mu.Lock()
-	conns := t.idle[addr]
-	if n := len(conns); n > 0 && !fresh {
-		if now.Sub(conns[n-1].idleAt) < t.idleTimeout {
-			c = conns[n-1]
-			conns[n-1] = nil
-			t.idle[addr] = conns[:n-1]
-		} else {
-			// The newest is too old, so all are.
-			stale = conns
-			delete(t.idle, addr)
-		}
-	}
-	t.mu.Unlock()
-	for _, s := range stale {
-		s.nc.Close()
-	}
-	if c != nil {
-		if !c.peek.unsolicited() { // (release kept none with bytes in its buffer)
-			c.reused = true
+// fresh is true). A new one waits for the worker to have accepted those
+// opened before (enterGate), taking meanwhile any idle one that comes
+// back, or stops waiting when down ends.
+func (t *h1) conn(ctx, down context.Context, addr string, fresh bool) (*h1Conn, error) {
+	if !fresh {
+		if c := t.idleConn(addr); c != nil {
 			return c, nil
 		}
-		c.nc.Close()
+	}
+	return t.newConn(ctx, down, addr, fresh)
+}
+
+// newConn is conn when no idle connection was there.
+func (t *h1) newConn(ctx, down context.Context, addr string, fresh bool) (*h1Conn, error) {
+	var c *h1Conn
+	var found func() bool
+	if !fresh {
+		found = func() bool {
+			c = t.idleConn(addr)
+			return c != nil
+		}
+	}
+	p := port(addr)
+	leave, err := enterGate(ctx, down, p, found)
+	if err != nil {
+		return nil, err
+	}
+	if leave == nil {
+		return c, nil
 	}
 	nc, err := t.dialer.DialContext(ctx, "tcp", addr)
+	leave()
 	if err != nil {
 		if ctx.Err() != nil {
 			// The client left during the dial: no fault of the
@@ -396,13 +399,48 @@ func (t *h1) conn(ctx context.Context, addr string, fresh bool) (*h1Conn, error)
 		}
 		return nil, err
 	}
-	c = &h1Conn{t: t, addr: addr, nc: nc, bw: bufio.NewWriterSize(nc, h1BufSize)}
+	c = &h1Conn{t: t, addr: addr, port: p, nc: nc, bw: bufio.NewWriterSize(nc, h1BufSize)}
 	c.in = capReader{r: nc, left: -1}
 	c.br = bufio.NewReaderSize(&c.in, h1BufSize)
 	c.onClient = func() { c.abort(abortClient) }
 	c.onDown = func() { c.abort(abortDown) }
 	c.peek.init(nc)
 	return c, nil
+}
+
+// idleConn returns the newest idle connection to addr fit for reuse, or
+// nil.
+func (t *h1) idleConn(addr string) *h1Conn {
+	for {
+		now := time.Now()
+		var stale []*h1Conn
+		var c *h1Conn
+		t.mu.Lock()
+		conns := t.idle[addr]
+		if n := len(conns); n > 0 {
+			if now.Sub(conns[n-1].idleAt) < t.idleTimeout {
+				c = conns[n-1]
+				conns[n-1] = nil
+				t.idle[addr] = conns[:n-1]
+			} else {
+				// The newest is too old, so all are.
+				stale = conns
+				delete(t.idle, addr)
+			}
+		}
+		t.mu.Unlock()
+		for _, s := range stale {
+			s.nc.Close()
+		}
+		if c == nil {
+			return nil
+		}
+		if !c.peek.unsolicited() { // (release kept none with bytes in its buffer)
+			c.reused = true
+			return c
+		}
+		c.nc.Close()
+	}
 }
 
 // put keeps c for the next request to its worker.
@@ -421,6 +459,7 @@ func (t *h1) put(c *h1Conn) {
 		time.AfterFunc(t.idleTimeout, t.sweep)
 	}
 	t.mu.Unlock()
+	backIdle(c.port)
 }
 
 // sweep closes the connections idle for idleTimeout, those of workers

@@ -98,8 +98,10 @@ func New(p *pool.Pool, o Options) *Proxy {
 	px := &Proxy{pool: p, opts: o, log: o.Log, h1: newH1(o.UpstreamTimeout)}
 	dialer := workerDialer()
 	px.transport = &http.Transport{
-		Proxy:                  nil, // workers are on loopback: never through HTTP_PROXY
-		DialContext:            dialHead(dialer.DialContext),
+		Proxy: nil, // workers are on loopback: never through HTTP_PROXY
+		DialContext: dialHead(func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return dialWorker(ctx, nil, &dialer, addr)
+		}),
 		MaxIdleConns:           0,
 		MaxIdleConnsPerHost:    maxIdlePerWorker,
 		IdleConnTimeout:        workerIdleTimeout,

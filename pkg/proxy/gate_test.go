@@ -1,0 +1,269 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// queued waits for the accept queue of the listener on port to reach
+// want, and fails the test if it does not within 5 s.
+func queued(t *testing.T, port, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, ok := acceptQueue(port)
+		if !ok {
+			t.Skip("the kernel does not answer sock_diag here")
+		}
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("accept queue: got %d; want %d", n, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestDialWaitsForAccept: a dial to a worker waits while a connection
+// opened to it before is not accepted yet, goes once it is, and goes at
+// once when the worker is down.
+func TestDialWaitsForAccept(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	p := ln.Addr().(*net.TCPAddr).Port
+	first, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	queued(t, p, 1)
+
+	var d net.Dialer
+	dialed := make(chan net.Conn, 1)
+	go func() {
+		c, err := dialWorker(context.Background(), nil, &d, addr)
+		if err != nil {
+			t.Error(err)
+		}
+		dialed <- c
+	}()
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case c := <-dialed:
+		c.Close()
+		t.Fatal("dialed while the worker had a connection waiting to be accepted")
+	default:
+	}
+	queued(t, p, 1)
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	c := <-dialed
+	if c == nil {
+		t.FailNow()
+	}
+	defer c.Close()
+	queued(t, p, 1) // the new one
+
+	down, cancel := context.WithCancel(context.Background())
+	cancel()
+	c2, err := dialWorker(context.Background(), down, &d, addr)
+	if err != nil {
+		t.Fatalf("worker down: got %v; want a connection", err)
+	}
+	c2.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if c3, err := dialWorker(ctx, nil, &d, addr); err == nil {
+		c3.Close()
+		t.Error("caller gone: got a connection; want its context's error")
+	}
+}
+
+// acceptOnDemand is a listener that accepts only when told: a worker
+// that accepts between pieces of work, as a busy Node process.
+type acceptOnDemand struct {
+	net.Listener
+	allow chan struct{} // a token per Accept; closed: no more waiting
+	done  chan struct{}
+}
+
+func (l *acceptOnDemand) Accept() (net.Conn, error) {
+	select {
+	case <-l.allow:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	return l.Listener.Accept()
+}
+
+func (l *acceptOnDemand) Close() error {
+	select {
+	case <-l.done:
+	default:
+		close(l.done)
+	}
+	return l.Listener.Close()
+}
+
+// TestNewConnectionsWaitForAccept: in both engines and on both of the
+// httputil engine's round trips, requests that find every connection to
+// their worker busy open at most one that the worker has not accepted,
+// and get their answers once it accepts.
+func TestNewConnectionsWaitForAccept(t *testing.T) {
+	for _, tc := range []struct{ name, engine, body string }{
+		{"httputil", "httputil", ""},
+		{"httputil, large body", "httputil", strings.Repeat("x", 100<<10)},
+		{"fasthttp", "fasthttp", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inner, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln := &acceptOnDemand{Listener: inner, allow: make(chan struct{}, 1), done: make(chan struct{})}
+			ln.allow <- struct{}{} // the first connection only
+			release := make(chan struct{})
+			entered := make(chan struct{}, 3)
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				entered <- struct{}{}
+				<-release
+				io.WriteString(w, "ok")
+			})}
+			go srv.Serve(ln)
+			defer srv.Close()
+			port := inner.Addr().(*net.TCPAddr).Port
+
+			url := serveEngine(t, tc.engine, newPool(inner.Addr().String()), Options{})
+			var wg sync.WaitGroup
+			codes := make(chan int, 3)
+			do := func() {
+				defer wg.Done()
+				method := http.MethodGet
+				if tc.body != "" {
+					method = http.MethodPost
+				}
+				req, _ := http.NewRequest(method, url+"/", strings.NewReader(tc.body))
+				if tc.body == "" {
+					req.Body = nil
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Error(err)
+					codes <- 0
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				codes <- resp.StatusCode
+			}
+			wg.Add(1)
+			go do()
+			<-entered // the first request holds the accepted connection
+			wg.Add(2)
+			go do()
+			go do()
+			queued(t, port, 1)
+			// Were the third request's connection opened too, it would
+			// be there by now.
+			time.Sleep(200 * time.Millisecond)
+			if n, _ := acceptQueue(port); n != 1 {
+				t.Errorf("connections waiting for the worker's accept: got %d; want 1", n)
+			}
+			close(ln.allow)
+			close(release)
+			wg.Wait()
+			close(codes)
+			for c := range codes {
+				if c != http.StatusOK {
+					t.Errorf("status: got %d; want 200", c)
+				}
+			}
+		})
+	}
+}
+
+// TestHeldBackRequestTakesIdleConnection: in the httputil engine a
+// request held back from opening a connection takes the first of its
+// worker's connections to come back idle, without waiting for the worker
+// to accept the one opened before it.
+func TestHeldBackRequestTakesIdleConnection(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &acceptOnDemand{Listener: inner, allow: make(chan struct{}, 1), done: make(chan struct{})}
+	ln.allow <- struct{}{} // the first connection only, until the end
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	var once sync.Once
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() {
+			entered <- struct{}{}
+			<-release
+		})
+		io.WriteString(w, "ok")
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	port := inner.Addr().(*net.TCPAddr).Port
+
+	url := serveEngine(t, "httputil", newPool(inner.Addr().String()), Options{})
+	codes := make(chan int, 3)
+	var wg sync.WaitGroup
+	do := func() {
+		defer wg.Done()
+		resp, err := http.Get(url + "/")
+		if err != nil {
+			t.Error(err)
+			codes <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		codes <- resp.StatusCode
+	}
+	wg.Add(1)
+	go do()
+	<-entered
+	wg.Add(2)
+	go do() // opens a second connection, which the worker does not accept
+	go do() // held back
+	queued(t, port, 1)
+	close(release)
+	// The first answer frees the accepted connection, which the held-back
+	// request takes: two answers while the worker still accepts nothing.
+	for i := range 2 {
+		select {
+		case c := <-codes:
+			if c != http.StatusOK {
+				t.Errorf("status: got %d; want 200", c)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d answers while the second connection waits for accept; want 2", i)
+		}
+	}
+	if n, _ := acceptQueue(port); n != 1 {
+		t.Errorf("accept queue: got %d; want 1", n)
+	}
+	close(ln.allow)
+	wg.Wait()
+	if c := <-codes; c != http.StatusOK {
+		t.Errorf("status: got %d; want 200", c)
+	}
+}
