@@ -125,9 +125,10 @@ func resendable(req *http.Request) bool {
 var errStaleConn = errors.New("kept-alive connection closed by the worker before the request was written")
 
 // notSent reports whether a failed attempt never reached its worker: the
-// connection was refused, or found closed before anything was written.
+// connection was refused, or found closed before anything was written,
+// or the worker was marked down before a connection to it was opened.
 func notSent(err error) bool {
-	return isRefused(err) || errors.Is(err, errStaleConn)
+	return isRefused(err) || errors.Is(err, errStaleConn) || errors.Is(err, errDownBeforeDial)
 }
 
 // retryable is the retry rule, the one both engines follow. An attempt

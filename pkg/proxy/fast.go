@@ -271,6 +271,13 @@ func (fw *fastWorker) dial(addr string) (net.Conn, error) {
 	fw.mu.Lock()
 	fw.conns[c] = struct{}{}
 	fw.mu.Unlock()
+	if up != nil && up.Err() != nil {
+		// The worker went down while this dial was held back or under
+		// way, maybe after cutConns took its list: nothing is sent on
+		// this connection.
+		c.Close()
+		return nil, errDownBeforeDial
+	}
 	return c, nil
 }
 

@@ -2,9 +2,14 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/clusterlb/clusterlb/pkg/pool"
 )
 
 // A new connection to a worker is opened only when the worker has
@@ -29,82 +34,131 @@ import (
 // connection is opened anyway, as before there was a gate.
 const gateMaxWait = 5 * time.Second
 
-// A dialGate lets one dial at a time through to the workers whose ports
-// share it, so that two dials cannot both find the queue empty; and wakes
-// one of those held back when a connection to them comes back idle.
+// errDownBeforeDial ends a dial held back for a worker that was marked
+// down meanwhile: the request never reached it, so it may go to another
+// worker whatever its method.
+var errDownBeforeDial = fmt.Errorf("%w before a connection to it was opened", pool.ErrWorkerDown)
+
+// A dialGate is one worker's: it lets one dial at a time look at the
+// worker's accept queue and connect, so that two dials cannot both find
+// the queue empty; and it wakes a request held back when a connection to
+// the worker comes back idle.
 type dialGate struct {
-	slot chan struct{}
-	idle chan struct{}
+	slot chan struct{} // held by the dial that looks, until it connected
+	idle chan struct{} // a connection came back idle
 }
 
-var dialGates = func() (g [64]dialGate) {
-	for i := range g {
-		g[i].slot = make(chan struct{}, 1)
-		g[i].idle = make(chan struct{}, 1)
-	}
-	return g
-}()
+// dialGates holds the gate of each worker's port (int to *dialGate). A
+// restarted worker gets a new port, so the map keeps a gate per port a
+// worker ever had: two small channels, at most one per port.
+var dialGates sync.Map
 
-// backIdle wakes a dial held back for the worker on port, if one is:
-// a connection to it came back idle.
-func backIdle(port int) {
+// gateFor returns the gate of the worker on port.
+func gateFor(port int) *dialGate {
+	if g, ok := dialGates.Load(port); ok {
+		return g.(*dialGate)
+	}
+	g, _ := dialGates.LoadOrStore(port, &dialGate{slot: make(chan struct{}, 1), idle: make(chan struct{}, 1)})
+	return g.(*dialGate)
+}
+
+// backIdle wakes a request held back by g, if one is: a connection to
+// its worker came back idle.
+func (g *dialGate) backIdle() {
 	select {
-	case dialGates[port%len(dialGates)].idle <- struct{}{}:
+	case g.idle <- struct{}{}:
 	default:
 	}
 }
 
-// enterGate waits until a connection to the worker on port may be
-// opened, and returns the function to call once it is (dialed or failed).
-// It waits at most gateMaxWait, and stops waiting when stop ends (the
-// worker went down, or nil: never). found, if not nil, is asked between
-// looks whether the caller has what it waited for another way (an idle
-// connection came back): enterGate then returns nil, nil. An error means
-// ctx ended.
-func enterGate(ctx, stop context.Context, port int, found func() bool) (leave func(), err error) {
-	g := &dialGates[port%len(dialGates)]
+// upKey is the context key under which the Transport's dial finds the
+// worker's UpContext (Process.UpContext).
+type upKey struct{}
+
+// diagBroken is set once the kernel cannot say how many connections a
+// listener has waiting (acceptQueue): dials then go at once.
+var diagBroken atomic.Bool
+
+func goOn() {}
+
+// enter waits until a connection to the worker on port may be opened,
+// and returns the function to call once it is (dialed or failed). The
+// dial goes at once when the kernel keeps no count (acceptQueue's ok is
+// false), when the worker's queue is full (the connect would time out,
+// which marks the worker down: better than waiting for it), and after
+// gateMaxWait. found, if not nil, is asked whether the caller has what
+// it waited for another way (an idle connection came back): enter then
+// returns nil, nil. The wait ends with errDownBeforeDial when stop ends
+// (the worker was marked down; nil: never), and with ctx's cause when
+// ctx ends.
+func (g *dialGate) enter(ctx, stop context.Context, port int, found func() bool) (leave func(), err error) {
+	if port == 0 || diagBroken.Load() {
+		return goOn, nil
+	}
 	var stopped <-chan struct{}
 	if stop != nil {
 		stopped = stop.Done()
+		if stop.Err() != nil {
+			return nil, errDownBeforeDial
+		}
 	}
-	var timer *time.Timer
-	deadline := time.Now().Add(gateMaxWait)
+	deadline := time.NewTimer(gateMaxWait)
+	defer deadline.Stop()
+	var poll *time.Timer
+	looking := false
+	leave = func() { <-g.slot }
 	for wait := 50 * time.Microsecond; ; wait = min(2*wait, 2*time.Millisecond) {
 		if found != nil && found() {
+			if looking {
+				leave()
+			}
 			return nil, nil
 		}
-		select {
-		case g.slot <- struct{}{}:
-			n, ok := acceptQueue(port)
-			if !ok || n == 0 || !time.Now().Before(deadline) {
-				return func() { <-g.slot }, nil
-			}
-			<-g.slot
-		default: // another dial is under way
-		}
-		select {
-		case <-stopped:
+		if !looking {
+			// Another dial looks: wait for it to be done, or for an
+			// idle connection.
 			select {
 			case g.slot <- struct{}{}:
-				return func() { <-g.slot }, nil
+				looking = true
+			case <-g.idle:
+				continue
+			case <-stopped:
+				return nil, errDownBeforeDial
+			case <-deadline.C:
+				return goOn, nil
 			case <-ctx.Done():
 				return nil, context.Cause(ctx)
 			}
-		default:
 		}
-		if timer == nil {
-			timer = time.NewTimer(wait)
-			defer timer.Stop()
+		n, limit, ok := acceptQueue(port)
+		if ok && n == 0 {
+			return leave, nil
+		}
+		if !ok || n > limit { // the kernel's sk_acceptq_is_full
+			leave()
+			return goOn, nil
+		}
+		if poll == nil {
+			poll = time.NewTimer(wait)
+			defer poll.Stop()
 		} else {
-			timer.Reset(wait)
+			poll.Reset(wait)
 		}
 		select {
-		case <-timer.C:
+		case <-poll.C:
+			continue
 		case <-g.idle:
+			continue
 		case <-stopped:
+			err = errDownBeforeDial
+		case <-deadline.C:
+			leave()
+			return goOn, nil
 		case <-ctx.Done():
-			return nil, context.Cause(ctx)
+			err = context.Cause(ctx)
 		}
+		leave()
+		return nil, err
 	}
 }
 
@@ -119,10 +173,11 @@ func port(addr string) int {
 	return n
 }
 
-// dialWorker opens a connection to the worker at addr once enterGate
+// dialWorker opens a connection to the worker at addr once its gate
 // lets it.
 func dialWorker(ctx, stop context.Context, d *net.Dialer, addr string) (net.Conn, error) {
-	leave, err := enterGate(ctx, stop, port(addr), nil)
+	p := port(addr)
+	leave, err := gateFor(p).enter(ctx, stop, p, nil)
 	if err != nil {
 		return nil, err
 	}

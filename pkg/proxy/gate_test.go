@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/clusterlb/clusterlb/pkg/pool"
 )
 
 // queued waits for the accept queue of the listener on port to reach
@@ -17,7 +20,7 @@ func queued(t *testing.T, port, want int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		n, ok := acceptQueue(port)
+		n, _, ok := acceptQueue(port)
 		if !ok {
 			t.Skip("the kernel does not answer sock_diag here")
 		}
@@ -32,8 +35,8 @@ func queued(t *testing.T, port, want int) {
 }
 
 // TestDialWaitsForAccept: a dial to a worker waits while a connection
-// opened to it before is not accepted yet, goes once it is, and goes at
-// once when the worker is down.
+// opened to it before is not accepted yet, and goes once it is; it fails,
+// without connecting, when the worker is marked down.
 func TestDialWaitsForAccept(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -78,19 +81,58 @@ func TestDialWaitsForAccept(t *testing.T) {
 	defer c.Close()
 	queued(t, p, 1) // the new one
 
+	// The worker goes down while a dial waits; then is down before one.
 	down, cancel := context.WithCancel(context.Background())
+	failed := make(chan error, 1)
+	go func() {
+		c, err := dialWorker(context.Background(), down, &d, addr)
+		if err == nil {
+			c.Close()
+		}
+		failed <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
 	cancel()
-	c2, err := dialWorker(context.Background(), down, &d, addr)
-	if err != nil {
-		t.Fatalf("worker down: got %v; want a connection", err)
+	for _, err := range []error{<-failed, func() error {
+		c, err := dialWorker(context.Background(), down, &d, addr)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}()} {
+		if !errors.Is(err, pool.ErrWorkerDown) || !notSent(err) {
+			t.Errorf("worker down: got %v; want an error that wraps pool.ErrWorkerDown, and says nothing was sent", err)
+		}
 	}
-	c2.Close()
+	queued(t, p, 1) // no connection opened to the worker that went down
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if c3, err := dialWorker(ctx, nil, &d, addr); err == nil {
 		c3.Close()
 		t.Error("caller gone: got a connection; want its context's error")
+	}
+}
+
+// TestDialToFullQueueGoesAtOnce: a worker whose accept queue is full
+// cannot take a connection at all (the kernel drops the SYN): the dial
+// is not held back, and times out as a connect to a host cut off, which
+// marks the worker down, instead of waiting in the gate.
+func TestDialToFullQueueGoesAtOnce(t *testing.T) {
+	addr := unanswered(t)
+	if _, _, ok := acceptQueue(port(addr)); !ok {
+		t.Skip("the kernel does not answer sock_diag here")
+	}
+	ctx, cancel := context.WithTimeoutCause(context.Background(), gateMaxWait/2, errors.New("held back"))
+	defer cancel()
+	d := net.Dialer{Timeout: 300 * time.Millisecond}
+	c, err := dialWorker(ctx, nil, &d, addr)
+	if err == nil {
+		c.Close()
+		t.Fatal("connected to a listener whose queue is full")
+	}
+	if !workerUnreachable(err) {
+		t.Errorf("got %v; want a connect timeout", err)
 	}
 }
 
@@ -182,7 +224,7 @@ func TestNewConnectionsWaitForAccept(t *testing.T) {
 			// Were the third request's connection opened too, it would
 			// be there by now.
 			time.Sleep(200 * time.Millisecond)
-			if n, _ := acceptQueue(port); n != 1 {
+			if n, _, _ := acceptQueue(port); n != 1 {
 				t.Errorf("connections waiting for the worker's accept: got %d; want 1", n)
 			}
 			close(ln.allow)
@@ -258,7 +300,7 @@ func TestHeldBackRequestTakesIdleConnection(t *testing.T) {
 			t.Fatalf("%d answers while the second connection waits for accept; want 2", i)
 		}
 	}
-	if n, _ := acceptQueue(port); n != 1 {
+	if n, _, _ := acceptQueue(port); n != 1 {
 		t.Errorf("accept queue: got %d; want 1", n)
 	}
 	close(ln.allow)

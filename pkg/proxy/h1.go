@@ -68,7 +68,7 @@ func (t *h1) takes(req *http.Request) bool {
 type h1Conn struct {
 	t      *h1
 	addr   string
-	port   int // addr's
+	gate   *dialGate // addr's
 	nc     net.Conn
 	in     capReader // nc, as br reads it
 	br     *bufio.Reader
@@ -360,7 +360,7 @@ func (b *h1Body) Close() error {
 
 // conn returns an idle connection to addr, or a new one (always, when
 // fresh is true). A new one waits for the worker to have accepted those
-// opened before (enterGate), taking meanwhile any idle one that comes
+// opened before (its dialGate), taking meanwhile any idle one that comes
 // back, or stops waiting when down ends.
 func (t *h1) conn(ctx, down context.Context, addr string, fresh bool) (*h1Conn, error) {
 	if !fresh {
@@ -382,7 +382,8 @@ func (t *h1) newConn(ctx, down context.Context, addr string, fresh bool) (*h1Con
 		}
 	}
 	p := port(addr)
-	leave, err := enterGate(ctx, down, p, found)
+	g := gateFor(p)
+	leave, err := g.enter(ctx, down, p, found)
 	if err != nil {
 		return nil, err
 	}
@@ -399,7 +400,7 @@ func (t *h1) newConn(ctx, down context.Context, addr string, fresh bool) (*h1Con
 		}
 		return nil, err
 	}
-	c = &h1Conn{t: t, addr: addr, port: p, nc: nc, bw: bufio.NewWriterSize(nc, h1BufSize)}
+	c = &h1Conn{t: t, addr: addr, gate: g, nc: nc, bw: bufio.NewWriterSize(nc, h1BufSize)}
 	c.in = capReader{r: nc, left: -1}
 	c.br = bufio.NewReaderSize(&c.in, h1BufSize)
 	c.onClient = func() { c.abort(abortClient) }
@@ -459,7 +460,7 @@ func (t *h1) put(c *h1Conn) {
 		time.AfterFunc(t.idleTimeout, t.sweep)
 	}
 	t.mu.Unlock()
-	backIdle(c.port)
+	c.gate.backIdle()
 }
 
 // sweep closes the connections idle for idleTimeout, those of workers

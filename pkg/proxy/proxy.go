@@ -100,7 +100,11 @@ func New(p *pool.Pool, o Options) *Proxy {
 	px.transport = &http.Transport{
 		Proxy: nil, // workers are on loopback: never through HTTP_PROXY
 		DialContext: dialHead(func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return dialWorker(ctx, nil, &dialer, addr)
+			// The Transport dials with the request's context without its
+			// cancel (the connection outlives the request); the worker's
+			// UpContext comes as a value, to end a wait in the gate.
+			up, _ := ctx.Value(upKey{}).(context.Context)
+			return dialWorker(ctx, up, &dialer, addr)
 		}),
 		MaxIdleConns:           0,
 		MaxIdleConnsPerHost:    maxIdlePerWorker,
@@ -363,7 +367,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			actx, cancel := context.WithCancelCause(req.Context())
 			stopWatch := context.AfterFunc(proc.UpContext(), func() { cancel(pool.ErrWorkerDown) })
 			stopAttempt = func() { stopWatch(); cancel(nil) }
-			tctx, connection := traceHead(actx)
+			tctx, connection := traceHead(context.WithValue(actx, upKey{}, proc.UpContext()))
 			out = out.WithContext(tctx)
 			resp, err = px.transport.RoundTrip(out)
 			if err != nil && strings.Contains(err.Error(), "server response headers exceeded") {
