@@ -13,7 +13,12 @@
 // goroutines and channel handoffs per connection. Upgrades (WebSocket)
 // and large or streamed bodies go through an http.Transport. Both keep up
 // to 1024 idle connections per worker, so keep-alive connections are
-// reused instead of piling up in TIME_WAIT.
+// reused instead of piling up in TIME_WAIT. Every engine opens a new
+// connection to a worker only once the worker accepted the ones before
+// (its listener's accept queue, from the kernel, is empty), so that a
+// worker that accepts only between pieces of work, as a busy Node
+// process, never has a pile of connections, and the requests on them,
+// waiting for it.
 //
 // A request whose worker fails before the response headers (refused,
 // reset, EOF) is retried on another worker, at most Options.MaxRetries
