@@ -60,8 +60,18 @@ func NewFast(p *pool.Pool, o Options) *Fast {
 type fastWorker struct {
 	hc      *fasthttp.HostClient
 	dialer  net.Dialer
+	addr    string
+	port    int
+	gate    *dialGate
 	watched atomic.Pointer[upContext] // the one whose end cuts the connections
 	cut     atomic.Bool               // the connections were cut; cleared when the worker is up again
+
+	// busy counts the requests that have a connection or are in hc.Do
+	// to get one (claim), open the connections not closed, and ready
+	// holds the ones dialed for a request held back (await) until
+	// hc.Do asks for a new one (dial).
+	busy, open atomic.Int64
+	ready      chan *fastConn
 
 	mu    sync.Mutex
 	conns map[*fastConn]struct{}
@@ -232,6 +242,9 @@ func (c *fastConn) SetWriteDeadline(t time.Time) error {
 // c: the connection under c is read under fw.mu, where redial swaps it.
 func (c *fastConn) Close() error {
 	c.fw.mu.Lock()
+	if !c.closed {
+		c.fw.open.Add(-1)
+	}
 	delete(c.fw.conns, c)
 	c.closed = true
 	nc := c.Conn
@@ -255,21 +268,49 @@ func fastResendable(req *fasthttp.Request) bool {
 		len(req.Header.Peek("Idempotency-Key")) > 0 || len(req.Header.Peek("X-Idempotency-Key")) > 0
 }
 
+// dial is the HostClient's: a connection await opened for a request
+// held back, else a new one once the gate lets it.
 func (fw *fastWorker) dial(addr string) (net.Conn, error) {
+	for {
+		select {
+		case c := <-fw.ready:
+			fw.mu.Lock()
+			closed := c.closed // cut meanwhile
+			fw.mu.Unlock()
+			if !closed {
+				return c, nil
+			}
+			continue
+		default:
+		}
+		break
+	}
 	// fasthttp dials on the request's goroutine, with no context: the
 	// wait for the gate ends when the worker goes down.
-	var up context.Context
-	if w := fw.watched.Load(); w != nil {
-		up = w.ctx
-	}
+	up := fw.up()
 	nc, err := dialWorker(context.Background(), up, &fw.dialer, addr)
 	if err != nil {
 		return nil, err
 	}
+	return fw.register(nc, up)
+}
+
+// up returns the UpContext watched, or nil.
+func (fw *fastWorker) up() context.Context {
+	if w := fw.watched.Load(); w != nil {
+		return w.ctx
+	}
+	return nil
+}
+
+// register makes nc one of the worker's connections, which cutConns
+// closes; it fails if the worker went down (up ended) meanwhile.
+func (fw *fastWorker) register(nc net.Conn, up context.Context) (*fastConn, error) {
 	c := &fastConn{Conn: nc, fw: fw, last: time.Now()}
 	c.peek.init(nc)
 	fw.mu.Lock()
 	fw.conns[c] = struct{}{}
+	fw.open.Add(1)
 	fw.mu.Unlock()
 	if up != nil && up.Err() != nil {
 		// The worker went down while this dial was held back or under
@@ -279,6 +320,62 @@ func (fw *fastWorker) dial(addr string) (net.Conn, error) {
 		return nil, errDownBeforeDial
 	}
 	return c, nil
+}
+
+// claim takes one of the worker's connections for a request, if one is
+// free (open and not busy), and reports whether it did.
+func (fw *fastWorker) claim() bool {
+	for {
+		b := fw.busy.Load()
+		if b >= fw.open.Load() {
+			return false
+		}
+		if fw.busy.CompareAndSwap(b, b+1) {
+			return true
+		}
+	}
+}
+
+// await gets a request a connection to the worker, as h1's newConn
+// does: a free one (claim), else, once the gate lets it, a new one,
+// which it puts in ready for hc.Do to take; meanwhile it takes the first
+// connection that comes back free. Then the request counts in busy
+// until release is called. Without it, a request that finds every
+// connection busy would wait in the gate inside hc.Do, where no
+// connection that comes back can reach it.
+func (fw *fastWorker) await() error {
+	if fw.claim() {
+		return nil
+	}
+	up := fw.up()
+	leave, err := fw.gate.enter(context.Background(), up, fw.port, fw.claim)
+	if err != nil || leave == nil {
+		return err // nil: claimed
+	}
+	fw.busy.Add(1) // first, so that no other request claims the new one
+	nc, err := fw.dialer.Dial("tcp", fw.addr)
+	leave()
+	if err == nil {
+		var c *fastConn
+		if c, err = fw.register(nc, up); err == nil {
+			select {
+			case fw.ready <- c:
+			default: // hc.Do will dial its own
+				c.Close()
+			}
+		}
+	}
+	if err != nil {
+		fw.busy.Add(-1)
+	}
+	return err
+}
+
+// release ends a request's claim on a connection: its hc.Do returned,
+// and the connection is back in the HostClient's idle list (or closed).
+func (fw *fastWorker) release() {
+	fw.busy.Add(-1)
+	fw.gate.backIdle()
 }
 
 // watch makes sure the connections are cut when up, the process's
@@ -331,8 +428,12 @@ func (f *Fast) worker(proc *pool.Process) *fastWorker {
 	f.prune()
 	fw = &fastWorker{
 		dialer: workerDialer(),
+		addr:   proc.Addr(),
+		port:   port(proc.Addr()),
 		conns:  make(map[*fastConn]struct{}),
+		ready:  make(chan *fastConn, 16),
 	}
+	fw.gate = gateFor(fw.port)
 	fw.hc = &fasthttp.HostClient{
 		Addr:                proc.Addr(),
 		Dial:                fw.dial,
@@ -475,7 +576,11 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 				// The worker's address, as net/http's Transport sends.
 				req.URI().SetHost(proc.Addr())
 			}
+			if err := fw.await(); err != nil {
+				return err
+			}
 			err := fw.hc.Do(req, resp)
+			fw.release()
 			switch {
 			case err != nil && fw.cut.Load():
 				return workerDown(err)

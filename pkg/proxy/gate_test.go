@@ -240,11 +240,17 @@ func TestNewConnectionsWaitForAccept(t *testing.T) {
 	}
 }
 
-// TestHeldBackRequestTakesIdleConnection: in the httputil engine a
-// request held back from opening a connection takes the first of its
-// worker's connections to come back idle, without waiting for the worker
-// to accept the one opened before it.
+// TestHeldBackRequestTakesIdleConnection: in both engines a request held
+// back from opening a connection takes the first of its worker's
+// connections to come back idle, without waiting for the worker to
+// accept the one opened before it.
 func TestHeldBackRequestTakesIdleConnection(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) { heldBackTakesIdle(t, engine) })
+	}
+}
+
+func heldBackTakesIdle(t *testing.T, engine string) {
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -265,7 +271,7 @@ func TestHeldBackRequestTakesIdleConnection(t *testing.T) {
 	defer srv.Close()
 	port := inner.Addr().(*net.TCPAddr).Port
 
-	url := serveEngine(t, "httputil", newPool(inner.Addr().String()), Options{})
+	url := serveEngine(t, engine, newPool(inner.Addr().String()), Options{})
 	codes := make(chan int, 3)
 	var wg sync.WaitGroup
 	do := func() {
