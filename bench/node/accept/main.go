@@ -10,11 +10,18 @@
 // served in turn, even if their first request comes under load. Run it
 // under `strace -f -tt -e trace=accept4` to see the accepts. A proxy that
 // opens connections to a busy Node worker meets the first case; a cap on
-// the requests in flight per worker (-worker-max-conns) keeps it from
-// opening them. Each case runs against a fresh process on a loopback
-// port, which is stopped by its pid at the end.
+// the requests in flight per worker (-worker-max-conns), or opening a
+// connection only once the worker accepted the one before (what the
+// balancer does), keeps it from waiting there. Each case runs against a
+// fresh process on a loopback port, which is stopped by its pid at the
+// end.
+//
+// With -addr, it runs the first case against what already listens there
+// (the balancer in front of Node workers, or Node's own cluster), on
+// loopback only, and starts nothing.
 //
 //	go run ./bench/node/accept [-n 32] [-d 12s] [-app bench/node/app.js]
+//	go run ./bench/node/accept -addr 127.0.0.1:8080 [-n 64] [-d 20s]
 package main
 
 import (
@@ -37,10 +44,20 @@ func main() {
 	n := flag.Int("n", 32, "connections to the Node process")
 	d := flag.Duration("d", 12*time.Second, "how long each case loads it")
 	app := flag.String("app", "bench/node/app.js", "the Express app")
+	target := flag.String("addr", "", "load this loopback HOST:PORT (a running balancer or cluster) instead of starting Node")
 	flag.Parse()
 	if *n < 2 || *d <= 0 {
 		fmt.Fprintln(os.Stderr, "accept: -n must be 2 or more and -d positive")
 		os.Exit(2)
+	}
+	if *target != "" {
+		if err := loopback(*target); err != nil {
+			fmt.Fprintln(os.Stderr, "accept: -addr:", err)
+			os.Exit(2)
+		}
+		fmt.Printf("%d keep-alive connections looping on /operacion-compleja for %v, at %s\n", *n, *d, *target)
+		report("all opened as the load begins", load(*target, *n, *d, 0, 0, nil))
+		return
 	}
 	cases := []struct {
 		name string
@@ -71,6 +88,25 @@ func main() {
 		stopNode = nil
 		report(c.name, res)
 	}
+}
+
+// loopback reports why addr is not a loopback HOST:PORT, or nil: the
+// load goes nowhere else.
+func loopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return err
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return fmt.Errorf("%s is %v, not a loopback address", host, ip)
+		}
+	}
+	return nil
 }
 
 // stopNode stops the Node process of the case under way, if any.
