@@ -498,6 +498,7 @@ func (r *report) sectionB(w io.Writer) {
 	if slices.Contains(bRows(r.res), bMaxConns) {
 		p("**%s** is the fasthttp engine with `-worker-max-conns %d`: at most %d requests at each worker at once, the rest waiting in the balancer in the order they came, ", bMaxConns, bMaxConnsN, bMaxConnsN)
 		p("since a busy Node process accepts one new connection per turn of its event loop, each turn running a request of every connection it has, so a burst of new connections to it waits for seconds (see [tuning.md](tuning.md)). ")
+		p("Every row, this one too, opens a new connection to a worker only once the worker has accepted the one before (the kernel's count of the connections a listener has not accepted yet), which keeps such a burst from forming; the bound also caps the requests a worker works on at once. ")
 	}
 	p("The goals are read on the default settings' rows.\n\n")
 	p("| target | endpoint | req/s | × Node cluster | p99 | p99 × Node cluster | errors |\n|---|---|--:|--:|--:|--:|--:|\n")

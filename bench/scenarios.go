@@ -367,8 +367,9 @@ func (b *bench) scenarioB(ctx context.Context) {
 	ts = append(ts, b.startBalancer(ctx, bLeastConn, balancerOpts{engine: "fasthttp", policy: "least-conn", workers: b.cores, cmd: cmd}))
 	// And with a bound on the requests at each worker: a busy Node
 	// process accepts one new connection per turn of its event loop (go
-	// run ./bench/node/accept), and the bound keeps the balancer from
-	// opening new ones to it under load.
+	// run ./bench/node/accept). Every row opens a new connection only once
+	// the worker accepted the one before; the bound also keeps the
+	// requests at each worker to a few at once.
 	ts = append(ts, b.startBalancer(ctx, bMaxConns, balancerOpts{engine: "fasthttp", workers: b.cores, cmd: cmd, maxConns: bMaxConnsN}))
 	ts = append(ts, b.startNodeCluster(ctx, b.cores))
 	defer b.stopTargets(ts...)
