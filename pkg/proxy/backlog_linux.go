@@ -37,6 +37,11 @@ func acceptQueue(port int) (n, limit int, ok bool) {
 		return 0, 0, false
 	}
 	defer unix.Close(fd)
+	// The kernel answers at once; a look must never hold a dial longer.
+	tv := unix.Timeval{Usec: 100_000}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return 0, 0, false
+	}
 	for _, family := range [2]uint8{unix.AF_INET, unix.AF_INET6} {
 		m, l, found, err := diagListeners(fd, family, port)
 		if err != nil {

@@ -95,6 +95,9 @@ func workerUnreachable(err error) bool {
 // because its worker was marked down, so that it reads as
 // pool.ErrWorkerDown.
 func workerDown(err error) error {
+	if errors.Is(err, errDownBeforeDial) {
+		return err // says it already, and that nothing was sent
+	}
 	return fmt.Errorf("%w (%v)", pool.ErrWorkerDown, err)
 }
 

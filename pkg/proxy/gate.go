@@ -102,6 +102,12 @@ func (g *dialGate) enter(ctx, stop context.Context, port int, found func() bool)
 			return nil, errDownBeforeDial
 		}
 	}
+	// Only a request that can take an idle connection (found) takes the
+	// wake-up meant for one.
+	var idle <-chan struct{}
+	if found != nil {
+		idle = g.idle
+	}
 	deadline := time.NewTimer(gateMaxWait)
 	defer deadline.Stop()
 	var poll *time.Timer
@@ -120,7 +126,7 @@ func (g *dialGate) enter(ctx, stop context.Context, port int, found func() bool)
 			select {
 			case g.slot <- struct{}{}:
 				looking = true
-			case <-g.idle:
+			case <-idle:
 				continue
 			case <-stopped:
 				return nil, errDownBeforeDial
@@ -147,7 +153,7 @@ func (g *dialGate) enter(ctx, stop context.Context, port int, found func() bool)
 		select {
 		case <-poll.C:
 			continue
-		case <-g.idle:
+		case <-idle:
 			continue
 		case <-stopped:
 			err = errDownBeforeDial

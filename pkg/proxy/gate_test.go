@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -104,7 +105,10 @@ func TestDialWaitsForAccept(t *testing.T) {
 			t.Errorf("worker down: got %v; want an error that wraps pool.ErrWorkerDown, and says nothing was sent", err)
 		}
 	}
-	queued(t, p, 1) // no connection opened to the worker that went down
+	time.Sleep(100 * time.Millisecond) // a dial would have reached the queue by now
+	if n, _, _ := acceptQueue(p); n != 1 {
+		t.Errorf("accept queue: got %d; want 1 (no connection to the worker that went down)", n)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -313,5 +317,97 @@ func heldBackTakesIdle(t *testing.T, engine string) {
 	wg.Wait()
 	if c := <-codes; c != http.StatusOK {
 		t.Errorf("status: got %d; want 200", c)
+	}
+}
+
+// TestHeldBackPOSTGoesElsewhereWhenDown: a POST held back by the gate
+// never reached its worker, so when that worker is marked down meanwhile
+// it goes to another one, in both engines and on both of the httputil
+// engine's round trips, instead of getting the 502 of a POST that may
+// have been acted on.
+func TestHeldBackPOSTGoesElsewhereWhenDown(t *testing.T) {
+	for _, tc := range []struct{ name, engine, body string }{
+		{"httputil", "httputil", "x"},
+		{"httputil, large body", "httputil", strings.Repeat("x", 100<<10)},
+		{"fasthttp", "fasthttp", "x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inner, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := &acceptOnDemand{Listener: inner, allow: make(chan struct{}, 1), done: make(chan struct{})}
+			a.allow <- struct{}{} // the first connection only
+			release := make(chan struct{})
+			entered := make(chan struct{}, 1)
+			var once sync.Once
+			srvA := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				once.Do(func() {
+					entered <- struct{}{}
+					<-release
+				})
+				io.WriteString(w, "A")
+			})}
+			go srvA.Serve(a)
+			defer srvA.Close()
+			b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				io.WriteString(w, "B")
+			}))
+			defer b.Close()
+			p := newPool(inner.Addr().String(), b.Listener.Addr().String())
+			p.Get(2).SetState(pool.Down) // everything to A, for now
+			url := serveEngine(t, tc.engine, p, Options{})
+			port := inner.Addr().(*net.TCPAddr).Port
+
+			tr := &http.Transport{}
+			client := &http.Client{Transport: tr}
+			var wg sync.WaitGroup
+			defer func() {
+				close(release)
+				wg.Wait()
+				tr.CloseIdleConnections()
+			}()
+			getAway := func() {
+				if resp, err := client.Get(url + "/"); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+			wg.Go(getAway) // holds A's accepted connection
+			<-entered
+			wg.Go(getAway) // opens a second one, which A does not accept
+			queued(t, port, 1)
+			type answer struct {
+				code int
+				body string
+				err  error
+			}
+			posted := make(chan answer, 1)
+			go func() {
+				resp, err := client.Post(url+"/", "text/plain", strings.NewReader(tc.body))
+				if err != nil {
+					posted <- answer{err: err}
+					return
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				posted <- answer{code: resp.StatusCode, body: string(body)}
+			}()
+			time.Sleep(200 * time.Millisecond) // the POST waits in the gate
+			if n, _, _ := acceptQueue(port); n != 1 {
+				t.Fatalf("A's accept queue: got %d; want 1 (the POST held back)", n)
+			}
+			p.Get(2).SetState(pool.Up)
+			p.Get(1).CompareAndSwapState(pool.Up, pool.Down) // what the health check does
+			select {
+			case got := <-posted:
+				if got.err != nil || got.code != http.StatusOK || got.body != "B" {
+					t.Errorf("POST: got %d %q, %v; want 200 from B", got.code, got.body, got.err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("POST not answered within 10 s")
+			}
+		})
 	}
 }

@@ -125,22 +125,28 @@ func interim(b []byte) bool {
 }
 
 // traceHead returns ctx with a trace that, when the Transport hands a
-// connection to the request, starts keeping its answer's header block,
-// and a function that returns the Connection values of that block.
-func traceHead(ctx context.Context) (context.Context, func() []string) {
+// connection to the request, starts keeping its answer's header block;
+// a function that returns the Connection values of that block; and one
+// that reports whether the request got a connection at all (if not,
+// nothing of it was sent). Both are called after RoundTrip returned.
+func traceHead(ctx context.Context) (context.Context, func() []string, func() bool) {
 	var got *headConn
+	gotAny := false
 	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		gotAny = true
 		if hc, ok := info.Conn.(*headConn); ok {
 			hc.begin()
 			got = hc
 		}
 	}}
 	return httptrace.WithClientTrace(ctx, trace), func() []string {
-		if got == nil {
-			return nil
+			if got == nil {
+				return nil
+			}
+			return got.connection()
+		}, func() bool {
+			return gotAny
 		}
-		return got.connection()
-	}
 }
 
 // restoreConnection gives resp back the Connection header that the

@@ -367,7 +367,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			actx, cancel := context.WithCancelCause(req.Context())
 			stopWatch := context.AfterFunc(proc.UpContext(), func() { cancel(pool.ErrWorkerDown) })
 			stopAttempt = func() { stopWatch(); cancel(nil) }
-			tctx, connection := traceHead(context.WithValue(actx, upKey{}, proc.UpContext()))
+			tctx, connection, gotConn := traceHead(context.WithValue(actx, upKey{}, proc.UpContext()))
 			out = out.WithContext(tctx)
 			resp, err = px.transport.RoundTrip(out)
 			if err != nil && strings.Contains(err.Error(), "server response headers exceeded") {
@@ -378,7 +378,13 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			if err != nil {
 				stopAttempt()
 				if req.Context().Err() == nil && errors.Is(context.Cause(actx), pool.ErrWorkerDown) {
-					err = workerDown(err)
+					if gotConn() {
+						err = workerDown(err)
+					} else {
+						// Still waiting for a connection (the gate):
+						// nothing of the request went out.
+						err = fmt.Errorf("%w (%v)", errDownBeforeDial, err)
+					}
 				}
 				return err
 			}
