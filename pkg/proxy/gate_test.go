@@ -166,6 +166,50 @@ func (l *acceptOnDemand) Close() error {
 	return l.Listener.Close()
 }
 
+// onDemand returns a loopback listener that accepts its first
+// connection, and later ones only when told (allow), and its port.
+func onDemand(t *testing.T) (*acceptOnDemand, int) {
+	t.Helper()
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &acceptOnDemand{Listener: inner, allow: make(chan struct{}, 1), done: make(chan struct{})}
+	ln.allow <- struct{}{}
+	return ln, inner.Addr().(*net.TCPAddr).Port
+}
+
+// holdFirst serves ln until the test ends, answering body; it holds the
+// first request, after a word on entered, until release is closed.
+func holdFirst(t *testing.T, ln net.Listener, body string) (entered <-chan struct{}, release chan struct{}) {
+	in := make(chan struct{}, 1)
+	release = make(chan struct{})
+	var once sync.Once
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() {
+			in <- struct{}{}
+			<-release
+		})
+		io.WriteString(w, body)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return in, release
+}
+
+// code sends req with the default client and returns the answer's
+// status, read to the end; 0 and a test error if none came.
+func code(t *testing.T, req *http.Request) int {
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // TestNewConnectionsWaitForAccept: in both engines and on both of the
 // httputil engine's round trips, requests that find every connection to
 // their worker busy open at most one that the worker has not accepted,
@@ -177,12 +221,7 @@ func TestNewConnectionsWaitForAccept(t *testing.T) {
 		{"fasthttp", "fasthttp", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			inner, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln := &acceptOnDemand{Listener: inner, allow: make(chan struct{}, 1), done: make(chan struct{})}
-			ln.allow <- struct{}{} // the first connection only
+			ln, port := onDemand(t)
 			release := make(chan struct{})
 			entered := make(chan struct{}, 3)
 			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -193,9 +232,8 @@ func TestNewConnectionsWaitForAccept(t *testing.T) {
 			})}
 			go srv.Serve(ln)
 			defer srv.Close()
-			port := inner.Addr().(*net.TCPAddr).Port
 
-			url := serveEngine(t, tc.engine, newPool(inner.Addr().String()), Options{})
+			url := serveEngine(t, tc.engine, newPool(ln.Addr().String()), Options{})
 			var wg sync.WaitGroup
 			codes := make(chan int, 3)
 			do := func() {
@@ -208,15 +246,7 @@ func TestNewConnectionsWaitForAccept(t *testing.T) {
 				if tc.body == "" {
 					req.Body = nil
 				}
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Error(err)
-					codes <- 0
-					return
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				codes <- resp.StatusCode
+				codes <- code(t, req)
 			}
 			wg.Add(1)
 			go do()
@@ -255,40 +285,16 @@ func TestHeldBackRequestTakesIdleConnection(t *testing.T) {
 }
 
 func heldBackTakesIdle(t *testing.T, engine string) {
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := &acceptOnDemand{Listener: inner, allow: make(chan struct{}, 1), done: make(chan struct{})}
-	ln.allow <- struct{}{} // the first connection only, until the end
-	release := make(chan struct{})
-	entered := make(chan struct{}, 1)
-	var once sync.Once
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		once.Do(func() {
-			entered <- struct{}{}
-			<-release
-		})
-		io.WriteString(w, "ok")
-	})}
-	go srv.Serve(ln)
-	defer srv.Close()
-	port := inner.Addr().(*net.TCPAddr).Port
+	ln, port := onDemand(t)
+	entered, release := holdFirst(t, ln, "ok")
 
-	url := serveEngine(t, engine, newPool(inner.Addr().String()), Options{})
+	url := serveEngine(t, engine, newPool(ln.Addr().String()), Options{})
 	codes := make(chan int, 3)
 	var wg sync.WaitGroup
 	do := func() {
 		defer wg.Done()
-		resp, err := http.Get(url + "/")
-		if err != nil {
-			t.Error(err)
-			codes <- 0
-			return
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		codes <- resp.StatusCode
+		req, _ := http.NewRequest(http.MethodGet, url+"/", nil)
+		codes <- code(t, req)
 	}
 	wg.Add(1)
 	go do()
@@ -332,33 +338,16 @@ func TestHeldBackPOSTGoesElsewhereWhenDown(t *testing.T) {
 		{"fasthttp", "fasthttp", "x"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			inner, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			a := &acceptOnDemand{Listener: inner, allow: make(chan struct{}, 1), done: make(chan struct{})}
-			a.allow <- struct{}{} // the first connection only
-			release := make(chan struct{})
-			entered := make(chan struct{}, 1)
-			var once sync.Once
-			srvA := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				once.Do(func() {
-					entered <- struct{}{}
-					<-release
-				})
-				io.WriteString(w, "A")
-			})}
-			go srvA.Serve(a)
-			defer srvA.Close()
+			a, port := onDemand(t)
+			entered, release := holdFirst(t, a, "A")
 			b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				io.Copy(io.Discard, r.Body)
 				io.WriteString(w, "B")
 			}))
 			defer b.Close()
-			p := newPool(inner.Addr().String(), b.Listener.Addr().String())
+			p := newPool(a.Addr().String(), b.Listener.Addr().String())
 			p.Get(2).SetState(pool.Down) // everything to A, for now
 			url := serveEngine(t, tc.engine, p, Options{})
-			port := inner.Addr().(*net.TCPAddr).Port
 
 			tr := &http.Transport{}
 			client := &http.Client{Transport: tr}
