@@ -610,14 +610,8 @@ func TestEarlyHintsKeepEveryRequest(t *testing.T) {
 	url := serveEngine(t, "fasthttp", p, Options{})
 	c := &http.Client{Timeout: 5 * time.Second}
 	get := func() int {
-		resp, err := c.Get(url + "/")
-		if err != nil {
-			t.Error(err)
-			return 0
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
+		req, _ := http.NewRequest(http.MethodGet, url+"/", nil)
+		return code(t, c, req)
 	}
 	for range 3 {
 		var wg sync.WaitGroup

@@ -60,8 +60,7 @@ func NewFast(p *pool.Pool, o Options) *Fast {
 type fastWorker struct {
 	hc      *fasthttp.HostClient
 	dialer  net.Dialer
-	addr    string
-	port    int
+	port    int // hc.Addr's
 	gate    *dialGate
 	watched atomic.Pointer[upContext] // the one whose end cuts the connections
 	cut     atomic.Bool               // the connections were cut; cleared when the worker is up again
@@ -271,19 +270,8 @@ func fastResendable(req *fasthttp.Request) bool {
 // dial is the HostClient's: a connection await opened for a request
 // held back, else a new one once the gate lets it.
 func (fw *fastWorker) dial(addr string) (net.Conn, error) {
-	for {
-		select {
-		case c := <-fw.ready:
-			fw.mu.Lock()
-			closed := c.closed // cut meanwhile
-			fw.mu.Unlock()
-			if !closed {
-				return c, nil
-			}
-			continue
-		default:
-		}
-		break
+	if c := fw.takeReady(); c != nil {
+		return c, nil
 	}
 	// fasthttp dials on the request's goroutine, with no context: the
 	// wait for the gate ends when the worker goes down.
@@ -293,6 +281,24 @@ func (fw *fastWorker) dial(addr string) (net.Conn, error) {
 		return nil, err
 	}
 	return fw.register(nc, up)
+}
+
+// takeReady returns a connection that await opened and no cut closed
+// meanwhile, or nil.
+func (fw *fastWorker) takeReady() *fastConn {
+	for {
+		select {
+		case c := <-fw.ready:
+			fw.mu.Lock()
+			closed := c.closed
+			fw.mu.Unlock()
+			if !closed {
+				return c
+			}
+		default:
+			return nil
+		}
+	}
 }
 
 // up returns the UpContext watched, or nil.
@@ -353,7 +359,7 @@ func (fw *fastWorker) await() error {
 		return err // nil: claimed
 	}
 	fw.busy.Add(1) // first, so that no other request claims the new one
-	nc, err := fw.dialer.Dial("tcp", fw.addr)
+	nc, err := fw.dialer.Dial("tcp", fw.hc.Addr)
 	leave()
 	if err == nil {
 		var c *fastConn
@@ -428,7 +434,6 @@ func (f *Fast) worker(proc *pool.Process) *fastWorker {
 	f.prune()
 	fw = &fastWorker{
 		dialer: workerDialer(),
-		addr:   proc.Addr(),
 		port:   port(proc.Addr()),
 		conns:  make(map[*fastConn]struct{}),
 		ready:  make(chan *fastConn, 16),

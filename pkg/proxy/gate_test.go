@@ -197,10 +197,10 @@ func holdFirst(t *testing.T, ln net.Listener, body string) (entered <-chan struc
 	return in, release
 }
 
-// code sends req with the default client and returns the answer's
-// status, read to the end; 0 and a test error if none came.
-func code(t *testing.T, req *http.Request) int {
-	resp, err := http.DefaultClient.Do(req)
+// code sends req with c and returns the answer's status, read to the
+// end; 0 and a test error if none came (it may run on any goroutine).
+func code(t *testing.T, c *http.Client, req *http.Request) int {
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Error(err)
 		return 0
@@ -246,7 +246,7 @@ func TestNewConnectionsWaitForAccept(t *testing.T) {
 				if tc.body == "" {
 					req.Body = nil
 				}
-				codes <- code(t, req)
+				codes <- code(t, http.DefaultClient, req)
 			}
 			wg.Add(1)
 			go do()
@@ -294,7 +294,7 @@ func heldBackTakesIdle(t *testing.T, engine string) {
 	do := func() {
 		defer wg.Done()
 		req, _ := http.NewRequest(http.MethodGet, url+"/", nil)
-		codes <- code(t, req)
+		codes <- code(t, http.DefaultClient, req)
 	}
 	wg.Add(1)
 	go do()
