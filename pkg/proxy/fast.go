@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -58,12 +59,12 @@ func NewFast(p *pool.Pool, o Options) *Fast {
 // cut-off worker go to another one instead of waiting for the upstream
 // timeout (fasthttp's client takes no context to cancel a request with).
 type fastWorker struct {
-	hc      *fasthttp.HostClient
-	dialer  net.Dialer
-	port    int // hc.Addr's
-	gate    *dialGate
-	watched atomic.Pointer[upContext] // the one whose end cuts the connections
-	cut     atomic.Bool               // the connections were cut; cleared when the worker is up again
+	hc       *fasthttp.HostClient
+	dialer   net.Dialer
+	gateAddr netip.AddrPort // hc.Addr's, for the gate
+	gate     *dialGate
+	watched  atomic.Pointer[upContext] // the one whose end cuts the connections
+	cut      atomic.Bool               // the connections were cut; cleared when the worker is up again
 
 	// busy counts the requests that have a connection or are in hc.Do
 	// to get one (claim), open the connections not closed, and ready
@@ -354,7 +355,7 @@ func (fw *fastWorker) await() error {
 		return nil
 	}
 	up := fw.up()
-	leave, err := fw.gate.enter(context.Background(), up, fw.port, fw.claim)
+	leave, err := fw.gate.enter(context.Background(), up, fw.gateAddr, fw.claim)
 	if err != nil || leave == nil {
 		return err // nil: claimed
 	}
@@ -433,12 +434,12 @@ func (f *Fast) worker(proc *pool.Process) *fastWorker {
 	}
 	f.prune()
 	fw = &fastWorker{
-		dialer: workerDialer(),
-		port:   port(proc.Addr()),
-		conns:  make(map[*fastConn]struct{}),
-		ready:  make(chan *fastConn, 16),
+		dialer:   workerDialer(),
+		gateAddr: gateAddr(proc.Addr()),
+		conns:    make(map[*fastConn]struct{}),
+		ready:    make(chan *fastConn, 16),
 	}
-	fw.gate = gateFor(fw.port)
+	fw.gate = gateFor(fw.gateAddr)
 	fw.hc = &fasthttp.HostClient{
 		Addr:                proc.Addr(),
 		Dial:                fw.dial,

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"strconv"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,7 +28,9 @@ import (
 //
 // The look is the kernel's own count (sock_diag, as `ss -lt` shows it),
 // since a client sees nothing when its connection is accepted. Where
-// there is no such count, dials are not held back.
+// there is no such count, dials are not held back, nor to an address
+// that is not a loopback IP (an upstream elsewhere, or named by a host
+// name), whose listener this host cannot see.
 
 // gateMaxWait bounds how long a dial is held back; past it the
 // connection is opened anyway, as before there was a gate.
@@ -48,17 +50,18 @@ type dialGate struct {
 	idle chan struct{} // a connection came back idle
 }
 
-// dialGates holds the gate of each worker's port (int to *dialGate). A
-// restarted worker gets a new port, so the map keeps a gate per port a
-// worker ever had: two small channels, at most one per port.
+// dialGates holds the gate of each worker's address (netip.AddrPort to
+// *dialGate). A restarted worker gets a new port, so the map keeps a gate
+// per address a worker ever had: two small channels, at most one per
+// port.
 var dialGates sync.Map
 
-// gateFor returns the gate of the worker on port.
-func gateFor(port int) *dialGate {
-	if g, ok := dialGates.Load(port); ok {
+// gateFor returns the gate of the worker at ap.
+func gateFor(ap netip.AddrPort) *dialGate {
+	if g, ok := dialGates.Load(ap); ok {
 		return g.(*dialGate)
 	}
-	g, _ := dialGates.LoadOrStore(port, &dialGate{slot: make(chan struct{}, 1), idle: make(chan struct{}, 1)})
+	g, _ := dialGates.LoadOrStore(ap, &dialGate{slot: make(chan struct{}, 1), idle: make(chan struct{}, 1)})
 	return g.(*dialGate)
 }
 
@@ -81,7 +84,7 @@ var diagBroken atomic.Bool
 
 func goOn() {}
 
-// enter waits until a connection to the worker on port may be opened,
+// enter waits until a connection to the worker at ap may be opened,
 // and returns the function to call once it is (dialed or failed). The
 // dial goes at once when the kernel keeps no count (acceptQueue's ok is
 // false), when the worker's queue is full (the connect would time out,
@@ -91,8 +94,8 @@ func goOn() {}
 // returns nil, nil. The wait ends with errDownBeforeDial when stop ends
 // (the worker was marked down; nil: never), and with ctx's cause when
 // ctx ends.
-func (g *dialGate) enter(ctx, stop context.Context, port int, found func() bool) (leave func(), err error) {
-	if port == 0 || diagBroken.Load() {
+func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, found func() bool) (leave func(), err error) {
+	if !ap.IsValid() || diagBroken.Load() {
 		return goOn, nil
 	}
 	var stopped <-chan struct{}
@@ -136,7 +139,7 @@ func (g *dialGate) enter(ctx, stop context.Context, port int, found func() bool)
 				return nil, context.Cause(ctx)
 			}
 		}
-		n, limit, ok := acceptQueue(port)
+		n, limit, ok := acceptQueue(ap)
 		if ok && n == 0 {
 			return leave, nil
 		}
@@ -168,22 +171,22 @@ func (g *dialGate) enter(ctx, stop context.Context, port int, found func() bool)
 	}
 }
 
-// port returns the port of a worker's address, host:port; 0 if it has
-// none (a dial to it fails anyway).
-func port(addr string) int {
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return 0
+// gateAddr returns the address whose listener the gate looks at for a
+// worker at addr, host:port; the zero AddrPort, which the gate lets
+// through, if the host is not a loopback IP.
+func gateAddr(addr string) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().IsLoopback() || ap.Port() == 0 {
+		return netip.AddrPort{}
 	}
-	n, _ := strconv.Atoi(p)
-	return n
+	return ap
 }
 
 // dialWorker opens a connection to the worker at addr once its gate
 // lets it.
 func dialWorker(ctx, stop context.Context, d *net.Dialer, addr string) (net.Conn, error) {
-	p := port(addr)
-	leave, err := gateFor(p).enter(ctx, stop, p, nil)
+	ap := gateAddr(addr)
+	leave, err := gateFor(ap).enter(ctx, stop, ap, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -21,7 +21,7 @@ func queued(t *testing.T, port, want int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		n, _, ok := acceptQueue(port)
+		n, _, ok := acceptQueue(loopback(port))
 		if !ok {
 			t.Skip("the kernel does not answer sock_diag here")
 		}
@@ -106,7 +106,7 @@ func TestDialWaitsForAccept(t *testing.T) {
 		}
 	}
 	time.Sleep(100 * time.Millisecond) // a dial would have reached the queue by now
-	if n, _, _ := acceptQueue(p); n != 1 {
+	if n, _, _ := acceptQueue(loopback(p)); n != 1 {
 		t.Errorf("accept queue: got %d; want 1 (no connection to the worker that went down)", n)
 	}
 
@@ -124,7 +124,7 @@ func TestDialWaitsForAccept(t *testing.T) {
 // marks the worker down, instead of waiting in the gate.
 func TestDialToFullQueueGoesAtOnce(t *testing.T) {
 	addr := unanswered(t)
-	if _, _, ok := acceptQueue(port(addr)); !ok {
+	if _, _, ok := acceptQueue(gateAddr(addr)); !ok {
 		t.Skip("the kernel does not answer sock_diag here")
 	}
 	ctx, cancel := context.WithTimeoutCause(context.Background(), gateMaxWait/2, errors.New("held back"))
@@ -258,7 +258,7 @@ func TestNewConnectionsWaitForAccept(t *testing.T) {
 			// Were the third request's connection opened too, it would
 			// be there by now.
 			time.Sleep(200 * time.Millisecond)
-			if n, _, _ := acceptQueue(port); n != 1 {
+			if n, _, _ := acceptQueue(loopback(port)); n != 1 {
 				t.Errorf("connections waiting for the worker's accept: got %d; want 1", n)
 			}
 			close(ln.allow)
@@ -316,7 +316,7 @@ func heldBackTakesIdle(t *testing.T, engine string) {
 			t.Fatalf("%d answers while the second connection waits for accept; want 2", i)
 		}
 	}
-	if n, _, _ := acceptQueue(port); n != 1 {
+	if n, _, _ := acceptQueue(loopback(port)); n != 1 {
 		t.Errorf("accept queue: got %d; want 1", n)
 	}
 	close(ln.allow)
@@ -384,7 +384,7 @@ func TestHeldBackPOSTGoesElsewhereWhenDown(t *testing.T) {
 				posted <- answer{code: resp.StatusCode, body: string(body)}
 			}()
 			time.Sleep(200 * time.Millisecond) // the POST waits in the gate
-			if n, _, _ := acceptQueue(port); n != 1 {
+			if n, _, _ := acceptQueue(loopback(port)); n != 1 {
 				t.Fatalf("A's accept queue: got %d; want 1 (the POST held back)", n)
 			}
 			p.Get(2).SetState(pool.Up)

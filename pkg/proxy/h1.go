@@ -381,9 +381,9 @@ func (t *h1) newConn(ctx, down context.Context, addr string, fresh bool) (*h1Con
 			return c != nil
 		}
 	}
-	p := port(addr)
-	g := gateFor(p)
-	leave, err := g.enter(ctx, down, p, found)
+	ap := gateAddr(addr)
+	g := gateFor(ap)
+	leave, err := g.enter(ctx, down, ap, found)
 	if err != nil {
 		return nil, err
 	}
