@@ -111,12 +111,13 @@ func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, found fun
 	if found != nil {
 		idle = g.idle
 	}
+	start := time.Now()
 	deadline := time.NewTimer(gateMaxWait)
 	defer deadline.Stop()
 	var poll *time.Timer
 	looking := false
 	leave = func() { <-g.slot }
-	for wait := 50 * time.Microsecond; ; wait = min(2*wait, 2*time.Millisecond) {
+	for wait := 50 * time.Microsecond; ; wait = nextLook(wait, time.Since(start)) {
 		if found != nil && found() {
 			if looking {
 				leave()
@@ -169,6 +170,18 @@ func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, found fun
 		leave()
 		return nil, err
 	}
+}
+
+// nextLook returns the time until the next look at a worker's accept
+// queue, the last having come after prev, the dial held back for waited
+// so far: from 50 µs, doubling up to 2 ms, then a tenth of waited,
+// up to 50 ms. A worker that accepts at once is seen at once; one that
+// accepts once per turn of a long event loop (a Node process with 32
+// connections of 40 ms requests turns once a second) is looked at a few
+// dozen times a turn, not hundreds, and its dial goes at most 2 ms or a
+// tenth of its wait later than it could.
+func nextLook(prev, waited time.Duration) time.Duration {
+	return min(2*prev, max(2*time.Millisecond, min(waited/10, 50*time.Millisecond)))
 }
 
 // gateAddr returns the address whose listener the gate looks at for a

@@ -400,3 +400,22 @@ func TestHeldBackPOSTGoesElsewhereWhenDown(t *testing.T) {
 		})
 	}
 }
+
+// TestNextLook: the looks at a held-back dial's queue come quickly at
+// first, then at a tenth of the wait so far, never more than 50 ms apart.
+func TestNextLook(t *testing.T) {
+	ms := time.Millisecond
+	for _, tc := range []struct{ prev, waited, want time.Duration }{
+		{50 * time.Microsecond, 0, 100 * time.Microsecond},
+		{ms, ms, 2 * ms},
+		{2 * ms, 5 * ms, 2 * ms},
+		{2 * ms, 100 * ms, 4 * ms},
+		{8 * ms, 100 * ms, 10 * ms},
+		{32 * ms, time.Second, 50 * ms},
+		{50 * ms, 4 * time.Second, 50 * ms},
+	} {
+		if got := nextLook(tc.prev, tc.waited); got != tc.want {
+			t.Errorf("nextLook(%s, %s): got %s; want %s", tc.prev, tc.waited, got, tc.want)
+		}
+	}
+}
