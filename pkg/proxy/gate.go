@@ -32,9 +32,16 @@ import (
 // that is not a loopback IP (an upstream elsewhere, or named by a host
 // name), whose listener this host cannot see.
 
-// gateMaxWait bounds how long a dial is held back; past it the
-// connection is opened anyway, as before there was a gate.
+// gateMaxWait bounds how long a dial is held back by a worker that takes
+// no connection: once the dial has waited that long and no look has found
+// the worker's queue empty for as long, the connection is opened anyway,
+// as before there was a gate. A worker that accepts, however slowly,
+// keeps its dials waiting their turn: a burst of requests waiting for
+// the slot must not all go at once when their first 5 s are up.
 const gateMaxWait = 5 * time.Second
+
+// gateEpoch is the origin of dialGate.empty, on the monotonic clock.
+var gateEpoch = time.Now()
 
 // errDownBeforeDial ends a dial held back for a worker that was marked
 // down meanwhile: the request never reached it, so it may go to another
@@ -46,8 +53,9 @@ var errDownBeforeDial = fmt.Errorf("%w before a connection to it was opened", po
 // the queue empty; and it wakes a request held back when a connection to
 // the worker comes back idle.
 type dialGate struct {
-	slot chan struct{} // held by the dial that looks, until it connected
-	idle chan struct{} // a connection came back idle
+	slot  chan struct{} // held by the dial that looks, until it connected
+	idle  chan struct{} // a connection came back idle
+	empty atomic.Int64  // when a look last found the queue empty, since gateEpoch
 }
 
 // dialGates holds the gate of each worker's address (netip.AddrPort to
@@ -88,8 +96,8 @@ func goOn() {}
 // and returns the function to call once it is (dialed or failed). The
 // dial goes at once when the kernel keeps no count (acceptQueue's ok is
 // false), when the worker's queue is full (the connect would time out,
-// which marks the worker down: better than waiting for it), and after
-// gateMaxWait. found, if not nil, is asked whether the caller has what
+// which marks the worker down: better than waiting for it), and when the
+// worker took no connection for gateMaxWait (patience). found, if not nil, is asked whether the caller has what
 // it waited for another way (an idle connection came back): enter then
 // returns nil, nil. The wait ends with errDownBeforeDial when stop ends
 // (the worker was marked down; nil: never), and with ctx's cause when
@@ -135,6 +143,10 @@ func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, found fun
 			case <-stopped:
 				return nil, errDownBeforeDial
 			case <-deadline.C:
+				if d := g.patience(start); d > 0 {
+					deadline.Reset(d)
+					continue
+				}
 				return goOn, nil
 			case <-ctx.Done():
 				return nil, context.Cause(ctx)
@@ -142,6 +154,7 @@ func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, found fun
 		}
 		n, limit, ok := acceptQueue(ap)
 		if ok && n == 0 {
+			g.empty.Store(int64(time.Since(gateEpoch)))
 			return leave, nil
 		}
 		if !ok || n > limit { // the kernel's sk_acceptq_is_full
@@ -162,6 +175,10 @@ func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, found fun
 		case <-stopped:
 			err = errDownBeforeDial
 		case <-deadline.C:
+			if d := g.patience(start); d > 0 {
+				deadline.Reset(d)
+				continue
+			}
 			leave()
 			return goOn, nil
 		case <-ctx.Done():
@@ -170,6 +187,17 @@ func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, found fun
 		leave()
 		return nil, err
 	}
+}
+
+// patience returns how much longer a dial held back since start may
+// wait: until gateMaxWait after start, or after a look last found the
+// worker's queue empty, whichever is later; 0 or less when that is past.
+func (g *dialGate) patience(start time.Time) time.Duration {
+	last := gateEpoch.Add(time.Duration(g.empty.Load()))
+	if last.Before(start) {
+		last = start
+	}
+	return time.Until(last.Add(gateMaxWait))
 }
 
 // nextLook returns the time until the next look at a worker's accept

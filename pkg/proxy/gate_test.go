@@ -419,3 +419,68 @@ func TestNextLook(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowAcceptKeepsDialsInTurn: a worker that accepts a connection
+// every 400 ms keeps a burst of dials waiting their turn past gateMaxWait,
+// one in its queue at a time, instead of letting those still waiting
+// after 5 s connect all at once.
+func TestSlowAcceptKeepsDialsInTurn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes 6 s")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	p := ln.Addr().(*net.TCPAddr).Port
+	if _, _, ok := acceptQueue(loopback(p)); !ok {
+		t.Skip("the kernel does not answer sock_diag here")
+	}
+	go func() {
+		for {
+			time.Sleep(400 * time.Millisecond)
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+
+	const dials = 16 // the last one about 6 s in
+	var d net.Dialer
+	done := make(chan error, dials)
+	for range dials {
+		go func() {
+			c, err := dialWorker(context.Background(), nil, &d, addr)
+			if err == nil {
+				t.Cleanup(func() { c.Close() })
+			}
+			done <- err
+		}()
+	}
+	most := 0
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for left := dials; left > 0; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			left--
+		case <-tick.C:
+			if n, _, _ := acceptQueue(loopback(p)); n > most {
+				most = n
+			}
+		}
+	}
+	if n, _, _ := acceptQueue(loopback(p)); n > most {
+		most = n // the last dials' connections are still there
+	}
+	if most > 1 {
+		t.Errorf("connections waiting in the worker's queue: at most %d; want 1 at a time", most)
+	}
+}
