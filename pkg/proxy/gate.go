@@ -97,9 +97,9 @@ func goOn() {}
 // dial goes at once when the kernel keeps no count (acceptQueue's ok is
 // false), when the worker's queue is full (the connect would time out,
 // which marks the worker down: better than waiting for it), and when the
-// worker took no connection for gateMaxWait (patience). found, if not nil, is asked whether the caller has what
-// it waited for another way (an idle connection came back): enter then
-// returns nil, nil. The wait ends with errDownBeforeDial when stop ends
+// worker took no connection for gateMaxWait (patience). found, if not
+// nil, is asked whether the caller has what it waited for another way
+// (an idle connection came back): enter then returns nil, nil. The wait ends with errDownBeforeDial when stop ends
 // (the worker was marked down; nil: never), and with ctx's cause when
 // ctx ends.
 func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, found func() bool) (leave func(), err error) {
