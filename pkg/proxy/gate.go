@@ -97,11 +97,11 @@ func goOn() {}
 // dial goes at once when the kernel keeps no count (acceptQueue's ok is
 // false), when the worker's queue is full (the connect would time out,
 // which marks the worker down: better than waiting for it), and when the
-// worker took no connection for gateMaxWait (patience). found, if not
-// nil, is asked whether the caller has what it waited for another way
-// (an idle connection came back): enter then returns nil, nil. The wait ends with errDownBeforeDial when stop ends
-// (the worker was marked down; nil: never), and with ctx's cause when
-// ctx ends.
+// worker took no connection for gateMaxWait (rearm). found, if not nil,
+// is asked whether the caller has what it waited for another way (an
+// idle connection came back): enter then returns nil, nil. The wait
+// ends with errDownBeforeDial when stop ends (the worker was marked down;
+// nil: never), and with ctx's cause when ctx ends.
 func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, found func() bool) (leave func(), err error) {
 	if !ap.IsValid() || diagBroken.Load() {
 		return goOn, nil
@@ -143,8 +143,7 @@ func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, found fun
 			case <-stopped:
 				return nil, errDownBeforeDial
 			case <-deadline.C:
-				if d := g.patience(start); d > 0 {
-					deadline.Reset(d)
+				if g.rearm(deadline, start) {
 					continue
 				}
 				return goOn, nil
@@ -175,8 +174,7 @@ func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, found fun
 		case <-stopped:
 			err = errDownBeforeDial
 		case <-deadline.C:
-			if d := g.patience(start); d > 0 {
-				deadline.Reset(d)
+			if g.rearm(deadline, start) {
 				continue
 			}
 			leave()
@@ -189,15 +187,21 @@ func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, found fun
 	}
 }
 
-// patience returns how much longer a dial held back since start may
-// wait: until gateMaxWait after start, or after a look last found the
-// worker's queue empty, whichever is later; 0 or less when that is past.
-func (g *dialGate) patience(start time.Time) time.Duration {
+// rearm sets deadline, which fired, to when a dial held back since start
+// must stop waiting: gateMaxWait after start, or after a look last found
+// the worker's queue empty, whichever is later. It reports false, and
+// sets nothing, when that is past.
+func (g *dialGate) rearm(deadline *time.Timer, start time.Time) bool {
 	last := gateEpoch.Add(time.Duration(g.empty.Load()))
 	if last.Before(start) {
 		last = start
 	}
-	return time.Until(last.Add(gateMaxWait))
+	d := time.Until(last.Add(gateMaxWait))
+	if d <= 0 {
+		return false
+	}
+	deadline.Reset(d)
+	return true
 }
 
 // nextLook returns the time until the next look at a worker's accept

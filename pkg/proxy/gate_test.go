@@ -35,17 +35,23 @@ func queued(t *testing.T, port, want int) {
 	}
 }
 
-// TestDialWaitsForAccept: a dial to a worker waits while a connection
-// opened to it before is not accepted yet, and goes once it is; it fails,
-// without connecting, when the worker is marked down.
-func TestDialWaitsForAccept(t *testing.T) {
+// listenLoopback listens on a free port of 127.0.0.1 until the test
+// ends, and returns the listener, its address and its port.
+func listenLoopback(t *testing.T) (net.Listener, string, int) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	addr := ln.Addr().String()
-	p := ln.Addr().(*net.TCPAddr).Port
+	t.Cleanup(func() { ln.Close() })
+	return ln, ln.Addr().String(), ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestDialWaitsForAccept: a dial to a worker waits while a connection
+// opened to it before is not accepted yet, and goes once it is; it fails,
+// without connecting, when the worker is marked down.
+func TestDialWaitsForAccept(t *testing.T) {
+	ln, addr, p := listenLoopback(t)
 	first, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -428,13 +434,7 @@ func TestSlowAcceptKeepsDialsInTurn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes 6 s")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	addr := ln.Addr().String()
-	p := ln.Addr().(*net.TCPAddr).Port
+	ln, addr, p := listenLoopback(t)
 	if _, _, ok := acceptQueue(loopback(p)); !ok {
 		t.Skip("the kernel does not answer sock_diag here")
 	}
