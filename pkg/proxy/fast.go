@@ -346,16 +346,17 @@ func (fw *fastWorker) claim() bool {
 // await gets a request a connection to the worker, as h1's newConn
 // does: a free one (claim), else, once the gate lets it, a new one,
 // which it puts in ready for hc.Do to take; meanwhile it takes the first
-// connection that comes back free. Then the request counts in busy
-// until release is called. Without it, a request that finds every
-// connection busy would wait in the gate inside hc.Do, where no
+// connection that comes back free once the requests held back before it
+// have theirs (release hands the claim over). Then the request counts
+// in busy until release is called. Without it, a request that finds
+// every connection busy would wait in the gate inside hc.Do, where no
 // connection that comes back can reach it.
 func (fw *fastWorker) await() error {
 	if fw.claim() {
 		return nil
 	}
 	up := fw.up()
-	leave, err := fw.gate.enter(context.Background(), up, fw.gateAddr, fw.claim)
+	leave, _, err := fw.gate.enter(context.Background(), up, fw.gateAddr, fw.take, fw.giveBack)
 	if err != nil || leave == nil {
 		return err // nil: claimed
 	}
@@ -373,16 +374,40 @@ func (fw *fastWorker) await() error {
 		}
 	}
 	if err != nil {
-		fw.busy.Add(-1)
+		fw.release()
 	}
 	return err
 }
 
+// claimed is what the gate hands a request held back by a fastWorker:
+// the claim of a request that was done with its connection.
+type claimed struct{}
+
+// take is claim for the gate.
+func (fw *fastWorker) take() any {
+	if fw.claim() {
+		return claimed{}
+	}
+	return nil
+}
+
 // release ends a request's claim on a connection: its hc.Do returned,
 // and the connection is back in the HostClient's idle list (or closed).
+// If the connection is there, the claim goes on to the request held
+// back longest, if one is: a request that came later would otherwise
+// find the connection free first.
 func (fw *fastWorker) release() {
-	fw.busy.Add(-1)
-	fw.gate.backIdle()
+	if !fw.gateAddr.IsValid() || fw.busy.Load() > fw.open.Load() {
+		fw.busy.Add(-1) // no gate, or the connection was closed
+		return
+	}
+	fw.gate.give(claimed{}, func() { fw.busy.Add(-1) })
+}
+
+// giveBack is release for a claim handed to a request that stopped
+// waiting for it.
+func (fw *fastWorker) giveBack(any) {
+	fw.release()
 }
 
 // watch makes sure the connections are cut when up, the process's

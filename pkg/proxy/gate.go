@@ -21,8 +21,9 @@ import (
 // accepted a turn after the one before, the last after about n²/2
 // requests; the requests written to them waited that long, past any
 // client's timeout (docs/bench/tuning.md). Held back, a request takes
-// instead the first of the worker's connections to come back idle, or a
-// new one opened once the worker took the last: at most a turn or two.
+// instead one of the worker's connections as it comes back free, in the
+// order the requests were held back, or a new one opened once the worker
+// took the last: at most a turn or two.
 // A worker that accepts at once (Go's net/http, Fiber) is never held
 // back; the cost is one look at the queue per dial.
 //
@@ -50,18 +51,27 @@ var errDownBeforeDial = fmt.Errorf("%w before a connection to it was opened", po
 
 // A dialGate is one worker's: it lets one dial at a time look at the
 // worker's accept queue and connect, so that two dials cannot both find
-// the queue empty; and it wakes a request held back when a connection to
-// the worker comes back idle.
+// the queue empty; and it hands a connection that comes back free to the
+// request held back longest, so that one held back is not passed over by
+// requests that came later and found the connection free first (as
+// net/http's Transport hands a connection to the oldest of its waiters).
 type dialGate struct {
 	slot  chan struct{} // held by the dial that looks, until it connected
-	idle  chan struct{} // a connection came back idle
 	empty atomic.Int64  // when a look last found the queue empty, since gateEpoch
+
+	mu      sync.Mutex
+	waiters []*waiter // held back, oldest first
+}
+
+// A waiter is a request held back by a gate, to which give hands the
+// connection (an engine's own value) that comes back free.
+type waiter struct {
+	got chan any // buffered: give never blocks
 }
 
 // dialGates holds the gate of each worker's address (netip.AddrPort to
 // *dialGate). A restarted worker gets a new port, so the map keeps a gate
-// per address a worker ever had: two small channels, at most one per
-// port.
+// per address a worker ever had: a small struct, at most one per port.
 var dialGates sync.Map
 
 // gateFor returns the gate of the worker at ap.
@@ -69,17 +79,59 @@ func gateFor(ap netip.AddrPort) *dialGate {
 	if g, ok := dialGates.Load(ap); ok {
 		return g.(*dialGate)
 	}
-	g, _ := dialGates.LoadOrStore(ap, &dialGate{slot: make(chan struct{}, 1), idle: make(chan struct{}, 1)})
+	g, _ := dialGates.LoadOrStore(ap, &dialGate{slot: make(chan struct{}, 1)})
 	return g.(*dialGate)
 }
 
-// backIdle wakes a request held back by g, if one is: a connection to
-// its worker came back idle.
-func (g *dialGate) backIdle() {
-	select {
-	case g.idle <- struct{}{}:
-	default:
+// give hands v, a connection to g's worker that came back free, to the
+// request held back longest, and reports whether there was one. If there
+// was none, keep, if not nil, is called before any request can be held
+// back: it makes v free for the next request (puts it in the idle list).
+func (g *dialGate) give(v any, keep func()) bool {
+	g.mu.Lock()
+	if len(g.waiters) == 0 {
+		if keep != nil {
+			keep()
+		}
+		g.mu.Unlock()
+		return false
 	}
+	w := g.waiters[0]
+	g.waiters[0] = nil
+	g.waiters = g.waiters[1:]
+	g.mu.Unlock()
+	w.got <- v
+	return true
+}
+
+// join returns what take finds free, or else a waiter queued for the
+// next connection that comes back free: take runs under g's lock, so a
+// connection given meanwhile is either found by it or handed to the
+// waiter.
+func (g *dialGate) join(take func() any) (any, *waiter) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if v := take(); v != nil {
+		return v, nil
+	}
+	w := &waiter{got: make(chan any, 1)}
+	g.waiters = append(g.waiters, w)
+	return nil, w
+}
+
+// quit takes w out of g's queue, and returns what was handed to it
+// meanwhile, if anything.
+func (g *dialGate) quit(w *waiter) any {
+	g.mu.Lock()
+	for i, x := range g.waiters {
+		if x == w {
+			g.waiters = append(g.waiters[:i], g.waiters[i+1:]...)
+			g.mu.Unlock()
+			return nil
+		}
+	}
+	g.mu.Unlock()
+	return <-w.got // give took it out of the queue: its value is there
 }
 
 // upKey is the context key under which the Transport's dial finds the
@@ -97,27 +149,55 @@ func goOn() {}
 // dial goes at once when the kernel keeps no count (acceptQueue's ok is
 // false), when the worker's queue is full (the connect would time out,
 // which marks the worker down: better than waiting for it), and when the
-// worker took no connection for gateMaxWait (rearm). found, if not nil,
-// is asked whether the caller has what it waited for another way (an
-// idle connection came back): enter then returns nil, nil. The wait
-// ends with errDownBeforeDial when stop ends (the worker was marked down;
-// nil: never), and with ctx's cause when ctx ends.
-func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, found func() bool) (leave func(), err error) {
+// worker took no connection for gateMaxWait (rearm).
+//
+// take, if not nil, makes the request one that can take a connection
+// to the worker another way: what take finds free, else the first one
+// that comes back free (give) once the requests held back before it
+// have theirs. enter then returns that as got, and no leave. back gives
+// got back, to the next request or to the idle list, if it came as the
+// wait ended otherwise. The wait ends with errDownBeforeDial when stop
+// ends (the worker was marked down; nil: never), and with ctx's cause
+// when ctx ends.
+func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, take func() any, back func(any)) (leave func(), got any, err error) {
 	if !ap.IsValid() || diagBroken.Load() {
-		return goOn, nil
+		return goOn, nil, nil
 	}
+	var w *waiter
+	if take != nil {
+		if got, w = g.join(take); got != nil {
+			return nil, got, nil
+		}
+	}
+	leave, got, err = g.wait(ctx, stop, ap, w)
+	if w == nil || got != nil {
+		return leave, got, err
+	}
+	if got = g.quit(w); got != nil {
+		// A connection came as the wait ended.
+		if err != nil {
+			back(got)
+			return nil, nil, err
+		}
+		leave()
+		return nil, got, nil
+	}
+	return leave, nil, err
+}
+
+// wait is enter's wait, for a connection handed to w (nil: none) or the
+// gate's leave to dial.
+func (g *dialGate) wait(ctx, stop context.Context, ap netip.AddrPort, w *waiter) (leave func(), got any, err error) {
 	var stopped <-chan struct{}
 	if stop != nil {
 		stopped = stop.Done()
 		if stop.Err() != nil {
-			return nil, errDownBeforeDial
+			return nil, nil, errDownBeforeDial
 		}
 	}
-	// Only a request that can take an idle connection (found) takes the
-	// wake-up meant for one.
-	var idle <-chan struct{}
-	if found != nil {
-		idle = g.idle
+	var handed <-chan any
+	if w != nil {
+		handed = w.got
 	}
 	start := time.Now()
 	deadline := time.NewTimer(gateMaxWait)
@@ -126,39 +206,33 @@ func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, found fun
 	looking := false
 	leave = func() { <-g.slot }
 	for wait := 50 * time.Microsecond; ; wait = nextLook(wait, time.Since(start)) {
-		if found != nil && found() {
-			if looking {
-				leave()
-			}
-			return nil, nil
-		}
 		if !looking {
-			// Another dial looks: wait for it to be done, or for an
-			// idle connection.
+			// Another dial looks: wait for it to be done, or for a
+			// connection handed over.
 			select {
 			case g.slot <- struct{}{}:
 				looking = true
-			case <-idle:
-				continue
+			case got = <-handed:
+				return nil, got, nil
 			case <-stopped:
-				return nil, errDownBeforeDial
+				return nil, nil, errDownBeforeDial
 			case <-deadline.C:
 				if g.rearm(deadline, start) {
 					continue
 				}
-				return goOn, nil
+				return goOn, nil, nil
 			case <-ctx.Done():
-				return nil, context.Cause(ctx)
+				return nil, nil, context.Cause(ctx)
 			}
 		}
 		n, limit, ok := acceptQueue(ap)
 		if ok && n == 0 {
 			g.empty.Store(int64(time.Since(gateEpoch)))
-			return leave, nil
+			return leave, nil, nil
 		}
 		if !ok || n > limit { // the kernel's sk_acceptq_is_full
 			leave()
-			return goOn, nil
+			return goOn, nil, nil
 		}
 		if poll == nil {
 			poll = time.NewTimer(wait)
@@ -169,8 +243,9 @@ func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, found fun
 		select {
 		case <-poll.C:
 			continue
-		case <-idle:
-			continue
+		case got = <-handed:
+			leave()
+			return nil, got, nil
 		case <-stopped:
 			err = errDownBeforeDial
 		case <-deadline.C:
@@ -178,12 +253,12 @@ func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, found fun
 				continue
 			}
 			leave()
-			return goOn, nil
+			return goOn, nil, nil
 		case <-ctx.Done():
 			err = context.Cause(ctx)
 		}
 		leave()
-		return nil, err
+		return nil, nil, err
 	}
 }
 
@@ -231,7 +306,7 @@ func gateAddr(addr string) netip.AddrPort {
 // lets it.
 func dialWorker(ctx, stop context.Context, d *net.Dialer, addr string) (net.Conn, error) {
 	ap := gateAddr(addr)
-	leave, err := gateFor(ap).enter(ctx, stop, ap, nil)
+	leave, _, err := gateFor(ap).enter(ctx, stop, ap, nil, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/clusterlb/clusterlb/pkg/pool"
+	"github.com/valyala/fasthttp"
 )
 
 // queued waits for the accept queue of the listener on port to reach
@@ -483,4 +484,125 @@ func TestSlowAcceptKeepsDialsInTurn(t *testing.T) {
 	if most > 1 {
 		t.Errorf("connections waiting in the worker's queue: at most %d; want 1 at a time", most)
 	}
+}
+
+// heldBack waits until g holds back want requests, and fails the test
+// if it does not within 5 s.
+func heldBack(t *testing.T, g *dialGate, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		g.mu.Lock()
+		n := len(g.waiters)
+		g.mu.Unlock()
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("requests held back: got %d; want %d", n, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// acceptFirst accepts the first connection to ln and no other, as a
+// worker busy from then on: the connections opened after it wait in its
+// queue. The accepted one is closed when the test ends.
+func acceptFirst(t *testing.T, ln net.Listener) {
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+}
+
+// TestFreeConnectionGoesToTheOldestHeldBack: in both engines a
+// connection that comes back free while a request is held back for one
+// goes to that request, not to the next request that asks for a
+// connection to the worker, however soon that one asks: otherwise the
+// requests that keep coming take the connections as they come back,
+// and the one held back waits for ever (up to gateMaxWait).
+func TestFreeConnectionGoesToTheOldestHeldBack(t *testing.T) {
+	t.Run("httputil", func(t *testing.T) {
+		ln, addr, port := listenLoopback(t)
+		acceptFirst(t, ln)
+		tr := newH1(time.Minute)
+		ctx := context.Background()
+		first, err := tr.conn(ctx, nil, addr, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer first.nc.Close()
+		queued(t, port, 0) // accepted
+		// A connection the worker does not accept holds back new ones.
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer raw.Close()
+		queued(t, port, 1)
+
+		got := make(chan *h1Conn, 1)
+		go func() {
+			c, err := tr.conn(ctx, nil, addr, false)
+			if err != nil {
+				t.Error(err)
+			} else {
+				t.Cleanup(func() { c.nc.Close() })
+			}
+			got <- c
+		}()
+		heldBack(t, gateFor(loopback(port)), 1)
+		tr.put(first)
+		if c := tr.idleConn(addr); c != nil {
+			t.Error("a request that came after the one held back took the connection that came back")
+		}
+		select {
+		case c := <-got:
+			if c != first {
+				t.Errorf("the request held back got a connection of its own; want the one that came back")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the request held back got no connection")
+		}
+	})
+	t.Run("fasthttp", func(t *testing.T) {
+		ln, addr, port := listenLoopback(t)
+		acceptFirst(t, ln)
+		fw := &fastWorker{dialer: workerDialer(), gateAddr: loopback(port),
+			conns: map[*fastConn]struct{}{}, ready: make(chan *fastConn, 16)}
+		fw.gate = gateFor(fw.gateAddr)
+		fw.hc = &fasthttp.HostClient{Addr: addr, Dial: fw.dial}
+		defer fw.cutConns()
+		if err := fw.await(); err != nil { // the first connection
+			t.Fatal(err)
+		}
+		queued(t, port, 0)
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer raw.Close()
+		queued(t, port, 1)
+
+		got := make(chan error, 1)
+		go func() { got <- fw.await() }()
+		heldBack(t, fw.gate, 1)
+		fw.release()
+		if fw.claim() {
+			t.Error("a request that came after the one held back took the connection that came back")
+		}
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := fw.open.Load(); n != 1 {
+				t.Errorf("connections: got %d; want the one that came back", n)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the request held back got no connection")
+		}
+	})
 }

@@ -360,8 +360,8 @@ func (b *h1Body) Close() error {
 
 // conn returns an idle connection to addr, or a new one (always, when
 // fresh is true). A new one waits for the worker to have accepted those
-// opened before (its dialGate), taking meanwhile any idle one that comes
-// back, or stops waiting when down ends.
+// opened before (its dialGate), taking meanwhile a connection handed
+// over as it comes back (put), or stops waiting when down ends.
 func (t *h1) conn(ctx, down context.Context, addr string, fresh bool) (*h1Conn, error) {
 	if !fresh {
 		if c := t.idleConn(addr); c != nil {
@@ -373,40 +373,57 @@ func (t *h1) conn(ctx, down context.Context, addr string, fresh bool) (*h1Conn, 
 
 // newConn is conn when no idle connection was there.
 func (t *h1) newConn(ctx, down context.Context, addr string, fresh bool) (*h1Conn, error) {
-	var c *h1Conn
-	var found func() bool
-	if !fresh {
-		found = func() bool {
-			c = t.idleConn(addr)
-			return c != nil
-		}
-	}
 	ap := gateAddr(addr)
 	g := gateFor(ap)
-	leave, err := g.enter(ctx, down, ap, found)
-	if err != nil {
-		return nil, err
+	var take func() any
+	if !fresh {
+		take = func() any {
+			if c := t.idleConn(addr); c != nil {
+				return c
+			}
+			return nil
+		}
 	}
-	if leave == nil {
+	for {
+		leave, got, err := g.enter(ctx, down, ap, take, t.putBack)
+		if err != nil {
+			return nil, err
+		}
+		if got != nil {
+			c := got.(*h1Conn)
+			if c.reused {
+				return c, nil // from idleConn
+			}
+			// Handed over by put, as it came back: looked at as
+			// idleConn looks.
+			if c.peek.unsolicited() {
+				c.nc.Close()
+				continue
+			}
+			c.reused = true
+			return c, nil
+		}
+		nc, err := t.dialer.DialContext(ctx, "tcp", addr)
+		leave()
+		if err != nil {
+			if ctx.Err() != nil {
+				// The client left during the dial: no fault of the
+				// worker's, which a dial error would mark down.
+				return nil, fmt.Errorf("%w (%v)", context.Cause(ctx), err)
+			}
+			return nil, err
+		}
+		c := &h1Conn{t: t, addr: addr, gate: g, nc: nc, bw: bufio.NewWriterSize(nc, h1BufSize)}
+		if !ap.IsValid() {
+			c.gate = nil // no request is ever held back for it
+		}
+		c.in = capReader{r: nc, left: -1}
+		c.br = bufio.NewReaderSize(&c.in, h1BufSize)
+		c.onClient = func() { c.abort(abortClient) }
+		c.onDown = func() { c.abort(abortDown) }
+		c.peek.init(nc)
 		return c, nil
 	}
-	nc, err := t.dialer.DialContext(ctx, "tcp", addr)
-	leave()
-	if err != nil {
-		if ctx.Err() != nil {
-			// The client left during the dial: no fault of the
-			// worker's, which a dial error would mark down.
-			return nil, fmt.Errorf("%w (%v)", context.Cause(ctx), err)
-		}
-		return nil, err
-	}
-	c = &h1Conn{t: t, addr: addr, gate: g, nc: nc, bw: bufio.NewWriterSize(nc, h1BufSize)}
-	c.in = capReader{r: nc, left: -1}
-	c.br = bufio.NewReaderSize(&c.in, h1BufSize)
-	c.onClient = func() { c.abort(abortClient) }
-	c.onDown = func() { c.abort(abortDown) }
-	c.peek.init(nc)
-	return c, nil
 }
 
 // idleConn returns the newest idle connection to addr fit for reuse, or
@@ -444,8 +461,26 @@ func (t *h1) idleConn(addr string) *h1Conn {
 	}
 }
 
-// put keeps c for the next request to its worker.
+// put keeps c for the next request to its worker: it hands c to the
+// request held back longest for a connection to that worker, if one
+// is, else puts it in the idle list.
 func (t *h1) put(c *h1Conn) {
+	c.reused = false // (a request handed c looks at it first)
+	if c.gate == nil {
+		t.keep(c)
+		return
+	}
+	c.gate.give(c, func() { t.keep(c) })
+}
+
+// putBack is put for a connection handed to a request that stopped
+// waiting for it.
+func (t *h1) putBack(v any) {
+	t.put(v.(*h1Conn))
+}
+
+// keep puts c in the idle list.
+func (t *h1) keep(c *h1Conn) {
 	c.idleAt = time.Now()
 	t.mu.Lock()
 	conns := t.idle[c.addr]
@@ -460,7 +495,6 @@ func (t *h1) put(c *h1Conn) {
 		time.AfterFunc(t.idleTimeout, t.sweep)
 	}
 	t.mu.Unlock()
-	c.gate.backIdle()
 }
 
 // sweep closes the connections idle for idleTimeout, those of workers
