@@ -72,6 +72,7 @@ type fastWorker struct {
 	// hc.Do asks for a new one (dial).
 	busy, open atomic.Int64
 	ready      chan *fastConn
+	want       want // for the gate: claim, and release for a claim handed over too late
 
 	mu    sync.Mutex
 	conns map[*fastConn]struct{}
@@ -356,7 +357,7 @@ func (fw *fastWorker) await() error {
 		return nil
 	}
 	up := fw.up()
-	leave, _, err := fw.gate.enter(context.Background(), up, fw.gateAddr, fw.take, fw.giveBack)
+	leave, _, err := fw.gate.enter(context.Background(), up, fw.gateAddr, &fw.want)
 	if err != nil || leave == nil {
 		return err // nil: claimed
 	}
@@ -401,7 +402,7 @@ func (fw *fastWorker) release() {
 		fw.busy.Add(-1) // no gate, or the connection was closed
 		return
 	}
-	fw.gate.give(claimed{}, func() { fw.busy.Add(-1) })
+	fw.gate.give(fw, claimed{}, func() { fw.busy.Add(-1) })
 }
 
 // giveBack is release for a claim handed to a request that stopped
@@ -465,6 +466,7 @@ func (f *Fast) worker(proc *pool.Process) *fastWorker {
 		ready:    make(chan *fastConn, 16),
 	}
 	fw.gate = gateFor(fw.gateAddr)
+	fw.want = want{from: fw, take: fw.take, back: fw.giveBack}
 	fw.hc = &fasthttp.HostClient{
 		Addr:                proc.Addr(),
 		Dial:                fw.dial,

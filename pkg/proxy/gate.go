@@ -66,7 +66,16 @@ type dialGate struct {
 // A waiter is a request held back by a gate, to which give hands the
 // connection (an engine's own value) that comes back free.
 type waiter struct {
-	got chan any // buffered: give never blocks
+	from any      // want.from
+	got  chan any // buffered: give never blocks
+}
+
+// A want is what a request held back by a gate can take instead of a
+// new connection: one of the worker's connections, free or coming back.
+type want struct {
+	from any        // whose connections: an *h1, a *fastWorker; give hands each only its own
+	take func() any // a free one, or nil; called under the gate's lock
+	back func(any)  // gives back one handed over as the wait ended otherwise
 }
 
 // dialGates holds the gate of each worker's address (netip.AddrPort to
@@ -83,38 +92,45 @@ func gateFor(ap netip.AddrPort) *dialGate {
 	return g.(*dialGate)
 }
 
-// give hands v, a connection to g's worker that came back free, to the
-// request held back longest, and reports whether there was one. If there
-// was none, keep, if not nil, is called before any request can be held
-// back: it makes v free for the next request (puts it in the idle list).
-func (g *dialGate) give(v any, keep func()) bool {
+// give hands v, a connection of from's to g's worker that came back
+// free, to the request held back longest for one of from's, and reports
+// whether there was one. If there was none, keep, if not nil, is called
+// before any request can be held back: it makes v free for the next
+// request (puts it in the idle list).
+func (g *dialGate) give(from, v any, keep func()) bool {
 	g.mu.Lock()
-	if len(g.waiters) == 0 {
-		if keep != nil {
-			keep()
+	for i, w := range g.waiters {
+		if w.from != from {
+			continue // another engine's, over the same worker
+		}
+		if i == 0 {
+			g.waiters[0] = nil
+			g.waiters = g.waiters[1:]
+		} else {
+			g.waiters = append(g.waiters[:i], g.waiters[i+1:]...)
 		}
 		g.mu.Unlock()
-		return false
+		w.got <- v
+		return true
 	}
-	w := g.waiters[0]
-	g.waiters[0] = nil
-	g.waiters = g.waiters[1:]
+	if keep != nil {
+		keep()
+	}
 	g.mu.Unlock()
-	w.got <- v
-	return true
+	return false
 }
 
-// join returns what take finds free, or else a waiter queued for the
-// next connection that comes back free: take runs under g's lock, so a
-// connection given meanwhile is either found by it or handed to the
-// waiter.
-func (g *dialGate) join(take func() any) (any, *waiter) {
+// join returns what wt.take finds free, or else a waiter queued for
+// the next of wt.from's connections that comes back free: take runs
+// under g's lock, so a connection given meanwhile is either found by it
+// or handed to the waiter.
+func (g *dialGate) join(wt *want) (any, *waiter) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if v := take(); v != nil {
+	if v := wt.take(); v != nil {
 		return v, nil
 	}
-	w := &waiter{got: make(chan any, 1)}
+	w := &waiter{from: wt.from, got: make(chan any, 1)}
 	g.waiters = append(g.waiters, w)
 	return nil, w
 }
@@ -151,21 +167,21 @@ func goOn() {}
 // which marks the worker down: better than waiting for it), and when the
 // worker took no connection for gateMaxWait (rearm).
 //
-// take, if not nil, makes the request one that can take a connection
-// to the worker another way: what take finds free, else the first one
-// that comes back free (give) once the requests held back before it
-// have theirs. enter then returns that as got, and no leave. back gives
-// got back, to the next request or to the idle list, if it came as the
-// wait ended otherwise. The wait ends with errDownBeforeDial when stop
-// ends (the worker was marked down; nil: never), and with ctx's cause
-// when ctx ends.
-func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, take func() any, back func(any)) (leave func(), got any, err error) {
+// wt, if not nil, makes the request one that can take a connection to
+// the worker another way: what wt.take finds free, else the first of
+// wt.from's that comes back free (give) once the requests held back
+// before it have theirs. enter then returns that as got, and no leave.
+// wt.back gives got back, to the next request or to the idle list, if
+// it came as the wait ended otherwise. The wait ends with
+// errDownBeforeDial when stop ends (the worker was marked down; nil:
+// never), and with ctx's cause when ctx ends.
+func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, wt *want) (leave func(), got any, err error) {
 	if !ap.IsValid() || diagBroken.Load() {
 		return goOn, nil, nil
 	}
 	var w *waiter
-	if take != nil {
-		if got, w = g.join(take); got != nil {
+	if wt != nil {
+		if got, w = g.join(wt); got != nil {
 			return nil, got, nil
 		}
 	}
@@ -176,7 +192,7 @@ func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, take func
 	if got = g.quit(w); got != nil {
 		// A connection came as the wait ended.
 		if err != nil {
-			back(got)
+			wt.back(got)
 			return nil, nil, err
 		}
 		leave()
@@ -306,7 +322,7 @@ func gateAddr(addr string) netip.AddrPort {
 // lets it.
 func dialWorker(ctx, stop context.Context, d *net.Dialer, addr string) (net.Conn, error) {
 	ap := gateAddr(addr)
-	leave, _, err := gateFor(ap).enter(ctx, stop, ap, nil, nil)
+	leave, _, err := gateFor(ap).enter(ctx, stop, ap, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -517,6 +517,64 @@ func acceptFirst(t *testing.T, ln net.Listener) {
 	}()
 }
 
+// occupy waits for the worker at addr to have accepted the connections
+// opened to it, then opens one it does not accept: from then on its gate
+// holds back every dial to it.
+func occupy(t *testing.T, addr string, port int) {
+	t.Helper()
+	queued(t, port, 0)
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	queued(t, port, 1)
+}
+
+// heldH1 returns an h1 with one connection, first, to a worker that
+// accepts no other, and the worker's gate, which holds back a request
+// of tr's for a connection; that request's connection comes on got
+// (nil if it failed).
+func heldH1(t *testing.T) (tr *h1, first *h1Conn, g *dialGate, got <-chan *h1Conn) {
+	t.Helper()
+	ln, addr, port := listenLoopback(t)
+	acceptFirst(t, ln)
+	tr = newH1(time.Minute)
+	first, err := tr.conn(context.Background(), nil, addr, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { first.nc.Close() })
+	occupy(t, addr, port)
+	ch := make(chan *h1Conn, 1)
+	go func() {
+		c, err := tr.conn(context.Background(), nil, addr, false)
+		if err != nil {
+			t.Error(err)
+		}
+		ch <- c
+	}()
+	g = gateFor(loopback(port))
+	heldBack(t, g, 1)
+	return tr, first, g, ch
+}
+
+// handed fails the test unless first comes on got within 10 s.
+func handed(t *testing.T, got <-chan *h1Conn, first *h1Conn) {
+	t.Helper()
+	select {
+	case c := <-got:
+		if c != first {
+			t.Errorf("the request held back got another connection; want the one that came back")
+		}
+		if c != nil && c != first {
+			c.nc.Close()
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request held back got no connection")
+	}
+}
+
 // TestFreeConnectionGoesToTheOldestHeldBack: in both engines a
 // connection that comes back free while a request is held back for one
 // goes to that request, not to the next request that asks for a
@@ -525,47 +583,12 @@ func acceptFirst(t *testing.T, ln net.Listener) {
 // and the one held back waits for ever (up to gateMaxWait).
 func TestFreeConnectionGoesToTheOldestHeldBack(t *testing.T) {
 	t.Run("httputil", func(t *testing.T) {
-		ln, addr, port := listenLoopback(t)
-		acceptFirst(t, ln)
-		tr := newH1(time.Minute)
-		ctx := context.Background()
-		first, err := tr.conn(ctx, nil, addr, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer first.nc.Close()
-		queued(t, port, 0) // accepted
-		// A connection the worker does not accept holds back new ones.
-		raw, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer raw.Close()
-		queued(t, port, 1)
-
-		got := make(chan *h1Conn, 1)
-		go func() {
-			c, err := tr.conn(ctx, nil, addr, false)
-			if err != nil {
-				t.Error(err)
-			} else {
-				t.Cleanup(func() { c.nc.Close() })
-			}
-			got <- c
-		}()
-		heldBack(t, gateFor(loopback(port)), 1)
+		tr, first, _, got := heldH1(t)
 		tr.put(first)
-		if c := tr.idleConn(addr); c != nil {
+		if c := tr.idleConn(first.addr); c != nil {
 			t.Error("a request that came after the one held back took the connection that came back")
 		}
-		select {
-		case c := <-got:
-			if c != first {
-				t.Errorf("the request held back got a connection of its own; want the one that came back")
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the request held back got no connection")
-		}
+		handed(t, got, first)
 	})
 	t.Run("fasthttp", func(t *testing.T) {
 		ln, addr, port := listenLoopback(t)
@@ -573,18 +596,13 @@ func TestFreeConnectionGoesToTheOldestHeldBack(t *testing.T) {
 		fw := &fastWorker{dialer: workerDialer(), gateAddr: loopback(port),
 			conns: map[*fastConn]struct{}{}, ready: make(chan *fastConn, 16)}
 		fw.gate = gateFor(fw.gateAddr)
+		fw.want = want{from: fw, take: fw.take, back: fw.giveBack}
 		fw.hc = &fasthttp.HostClient{Addr: addr, Dial: fw.dial}
 		defer fw.cutConns()
 		if err := fw.await(); err != nil { // the first connection
 			t.Fatal(err)
 		}
-		queued(t, port, 0)
-		raw, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer raw.Close()
-		queued(t, port, 1)
+		occupy(t, addr, port)
 
 		got := make(chan error, 1)
 		go func() { got <- fw.await() }()
@@ -605,4 +623,25 @@ func TestFreeConnectionGoesToTheOldestHeldBack(t *testing.T) {
 			t.Fatal("the request held back got no connection")
 		}
 	})
+}
+
+// TestGateHandsEachEngineItsOwn: two engines in one process over the
+// same worker share its gate; a connection that comes back to one is
+// never handed to a request of the other held back, which could not use
+// it.
+func TestGateHandsEachEngineItsOwn(t *testing.T) {
+	tr, first, g, got := heldH1(t)
+	// The fasthttp engine's worker over the same address, done with the
+	// one connection it has.
+	fw := &fastWorker{gateAddr: gateAddr(first.addr), gate: g}
+	fw.want = want{from: fw, take: fw.take, back: fw.giveBack}
+	fw.busy.Store(1)
+	fw.open.Store(1)
+	fw.release()
+	if n := fw.busy.Load(); n != 0 {
+		t.Errorf("fasthttp engine's requests holding a connection: got %d; want 0 (its connection free for its own)", n)
+	}
+	heldBack(t, g, 1) // the httputil engine's request still waits
+	tr.put(first)
+	handed(t, got, first)
 }

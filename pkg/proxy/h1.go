@@ -375,17 +375,17 @@ func (t *h1) conn(ctx, down context.Context, addr string, fresh bool) (*h1Conn, 
 func (t *h1) newConn(ctx, down context.Context, addr string, fresh bool) (*h1Conn, error) {
 	ap := gateAddr(addr)
 	g := gateFor(ap)
-	var take func() any
+	var wt *want
 	if !fresh {
-		take = func() any {
+		wt = &want{from: t, back: t.putBack, take: func() any {
 			if c := t.idleConn(addr); c != nil {
 				return c
 			}
 			return nil
-		}
+		}}
 	}
 	for {
-		leave, got, err := g.enter(ctx, down, ap, take, t.putBack)
+		leave, got, err := g.enter(ctx, down, ap, wt)
 		if err != nil {
 			return nil, err
 		}
@@ -470,7 +470,7 @@ func (t *h1) put(c *h1Conn) {
 		t.keep(c)
 		return
 	}
-	c.gate.give(c, func() { t.keep(c) })
+	c.gate.give(t, c, func() { t.keep(c) })
 }
 
 // putBack is put for a connection handed to a request that stopped
