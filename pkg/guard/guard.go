@@ -116,6 +116,10 @@ func (c *conn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// NetConn returns the connection c wraps, as tls.Conn's does: for a look at the socket
+// that reads nothing from it.
+func (c *conn) NetConn() net.Conn { return c.Conn }
+
 // CloseWrite lets net/http half-close before its lingering close (closeWriteAndWait), so
 // a client still sending gets the 431 or 400 instead of a reset.
 func (c *conn) CloseWrite() error {

@@ -44,6 +44,9 @@ type sendConn struct {
 	held atomic.Bool // the user set a write deadline of its own
 }
 
+// NetConn returns the connection c wraps.
+func (c *sendConn) NetConn() net.Conn { return c.Conn }
+
 func (c *sendConn) Write(b []byte) (int, error) {
 	if c.held.Load() {
 		return c.Conn.Write(b)

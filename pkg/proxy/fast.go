@@ -352,12 +352,18 @@ func (fw *fastWorker) claim() bool {
 // in busy until release is called. Without it, a request that finds
 // every connection busy would wait in the gate inside hc.Do, where no
 // connection that comes back can reach it.
-func (fw *fastWorker) await() error {
+func (fw *fastWorker) await(client net.Conn) error {
 	if fw.claim() {
 		return nil
 	}
 	up := fw.up()
-	leave, _, err := fw.gate.enter(context.Background(), up, fw.gateAddr, &fw.want)
+	// fasthttp does not tell a handler that its client left; a request
+	// held back looks for itself (net/http's server does, for the
+	// httputil engine), so that a request nobody waits for does not keep
+	// its place in the queue ahead of those that somebody does.
+	gone, stop := clientWatch(client)
+	defer stop()
+	leave, _, err := fw.gate.enter(gone, up, fw.gateAddr, &fw.want)
 	if err != nil || leave == nil {
 		return err // nil: claimed
 	}
@@ -378,6 +384,44 @@ func (fw *fastWorker) await() error {
 		fw.release()
 	}
 	return err
+}
+
+// clientLook is how often a request held back looks whether its client
+// is still there.
+const clientLook = 100 * time.Millisecond
+
+// errClientLeft ends the wait of a request held back whose client
+// closed its connection: as for a client that leaves net/http's server,
+// context.Canceled, so that forward neither retries the request nor
+// blames the worker.
+var errClientLeft = fmt.Errorf("%w: the client closed its connection while its request was held back", context.Canceled)
+
+// clientWatch returns a context that ends with errClientLeft once the
+// client on nc closes its connection (looked at every clientLook), and
+// the function that stops the watch. A connection whose socket it
+// cannot see is never taken for gone.
+func clientWatch(nc net.Conn) (context.Context, func()) {
+	raw := rawConn(nc)
+	if raw == nil {
+		return context.Background(), goOn
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	go func() {
+		t := time.NewTicker(clientLook)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if peerClosed(raw) {
+					cancel(errClientLeft)
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() { cancel(nil) }
 }
 
 // claimed is what the gate hands a request held back by a fastWorker:
@@ -609,7 +653,7 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 				// The worker's address, as net/http's Transport sends.
 				req.URI().SetHost(proc.Addr())
 			}
-			if err := fw.await(); err != nil {
+			if err := fw.await(ctx.Conn()); err != nil {
 				return err
 			}
 			err := fw.hc.Do(req, resp)

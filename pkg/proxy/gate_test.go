@@ -599,13 +599,13 @@ func TestFreeConnectionGoesToTheOldestHeldBack(t *testing.T) {
 		fw.want = want{from: fw, take: fw.take, back: fw.giveBack}
 		fw.hc = &fasthttp.HostClient{Addr: addr, Dial: fw.dial}
 		defer fw.cutConns()
-		if err := fw.await(); err != nil { // the first connection
+		if err := fw.await(nil); err != nil { // the first connection
 			t.Fatal(err)
 		}
 		occupy(t, addr, port)
 
 		got := make(chan error, 1)
-		go func() { got <- fw.await() }()
+		go func() { got <- fw.await(nil) }()
 		heldBack(t, fw.gate, 1)
 		fw.release()
 		if fw.claim() {
@@ -644,4 +644,55 @@ func TestGateHandsEachEngineItsOwn(t *testing.T) {
 	heldBack(t, g, 1) // the httputil engine's request still waits
 	tr.put(first)
 	handed(t, got, first)
+}
+
+// TestHeldBackRequestLeavesWithItsClient: in both engines a request held
+// back for a connection leaves the gate's queue once its client closes
+// its connection, instead of keeping its place ahead of requests whose
+// clients still wait (and of being sent to a worker for nobody).
+func TestHeldBackRequestLeavesWithItsClient(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			ln, port := onDemand(t)
+			entered, release := holdFirst(t, ln, "ok")
+			url := serveEngine(t, engine, newPool(ln.Addr().String()), Options{})
+			var wg sync.WaitGroup
+			do := func() {
+				defer wg.Done()
+				req, _ := http.NewRequest(http.MethodGet, url+"/", nil)
+				code(t, http.DefaultClient, req)
+			}
+			wg.Add(1)
+			go do()
+			<-entered
+			wg.Add(1)
+			go do() // opens a second connection, which the worker does not accept
+			queued(t, port, 1)
+
+			client, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(client, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			g := gateFor(loopback(port))
+			heldBack(t, g, 1)
+			client.Close()
+			deadline := time.Now().Add(2 * time.Second) // under gateMaxWait
+			for {
+				g.mu.Lock()
+				n := len(g.waiters)
+				g.mu.Unlock()
+				if n == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the request held back still waits 2 s after its client closed its connection")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			close(ln.allow)
+			close(release)
+			wg.Wait()
+		})
+	}
 }

@@ -43,3 +43,43 @@ func (p *idlePeek) unsolicited() bool {
 	// (n > 0), the worker's close (n == 0) or a socket error.
 	return p.err != syscall.EAGAIN
 }
+
+// rawConn returns the socket under nc, unwrapping the connections that
+// wrap another (NetConn, as the guard's and tls.Conn have), or nil.
+func rawConn(nc net.Conn) syscall.RawConn {
+	for {
+		if sc, ok := nc.(syscall.Conn); ok {
+			raw, err := sc.SyscallConn()
+			if err != nil {
+				return nil
+			}
+			return raw
+		}
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		nc = u.NetConn()
+	}
+}
+
+// peerClosed reports whether the peer on raw closed the connection, or
+// it broke: one non-blocking peek, which reads nothing. Bytes waiting
+// (a client's next request) are not a close.
+func peerClosed(raw syscall.RawConn) bool {
+	var buf [1]byte
+	var n int
+	var perr error
+	if err := raw.Control(func(fd uintptr) {
+		n, _, perr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	}); err != nil {
+		return true // closed on our side
+	}
+	switch {
+	case perr == syscall.EAGAIN:
+		return false
+	case perr != nil:
+		return true
+	}
+	return n == 0
+}
