@@ -401,8 +401,8 @@ var errClientLeft = fmt.Errorf("%w: the client closed its connection while its r
 // the function that stops the watch. A connection whose socket it
 // cannot see is never taken for gone.
 func clientWatch(nc net.Conn) (context.Context, func()) {
-	raw := rawConn(nc)
-	if raw == nil {
+	var p idlePeek
+	if p.init(nc); p.raw == nil {
 		return context.Background(), goOn
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -414,7 +414,7 @@ func clientWatch(nc net.Conn) (context.Context, func()) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if peerClosed(raw) {
+				if p.peerClosed() {
 					cancel(errClientLeft)
 					return
 				}

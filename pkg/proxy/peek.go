@@ -13,6 +13,8 @@ import (
 // idle connection, closes such a connection too. A connection the worker
 // closed would fail the request after it was written, when the worker
 // may or may not have seen it; found before, the request was not sent.
+// The same look at a client's connection (peerClosed) tells the fasthttp
+// engine that the client of a request held back left.
 type idlePeek struct {
 	raw syscall.RawConn
 	fn  func(fd uintptr) // made once per connection, so a look allocates nothing
@@ -21,10 +23,10 @@ type idlePeek struct {
 	buf [1]byte
 }
 
+// init readies p to look at nc's socket; p.raw stays nil, and no look
+// finds anything, if nc has none that rawConn finds.
 func (p *idlePeek) init(nc net.Conn) {
-	if sc, ok := nc.(syscall.Conn); ok {
-		p.raw, _ = sc.SyscallConn()
-	}
+	p.raw = rawConn(nc)
 	p.fn = func(fd uintptr) {
 		p.n, _, p.err = syscall.Recvfrom(int(fd), p.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	}
@@ -63,23 +65,22 @@ func rawConn(nc net.Conn) syscall.RawConn {
 	}
 }
 
-// peerClosed reports whether the peer on raw closed the connection, or
-// it broke: one non-blocking peek, which reads nothing. Bytes waiting
-// (a client's next request) are not a close.
-func peerClosed(raw syscall.RawConn) bool {
-	var buf [1]byte
-	var n int
-	var perr error
-	if err := raw.Control(func(fd uintptr) {
-		n, _, perr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	}); err != nil {
+// peerClosed reports whether the peer closed the connection, or it
+// broke: one non-blocking peek, which reads nothing. Bytes waiting (a
+// client's next request) are not a close. A client on the other side
+// is what it looks at: the request held back of a client that left.
+func (p *idlePeek) peerClosed() bool {
+	if p.raw == nil {
+		return false
+	}
+	if err := p.raw.Control(p.fn); err != nil {
 		return true // closed on our side
 	}
 	switch {
-	case perr == syscall.EAGAIN:
+	case p.err == syscall.EAGAIN:
 		return false
-	case perr != nil:
+	case p.err != nil:
 		return true
 	}
-	return n == 0
+	return p.n == 0
 }

@@ -25,31 +25,31 @@ func TestPeerClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer server.Close()
-	raw := rawConn(server)
-	if raw == nil {
+	var p idlePeek
+	if p.init(server); p.raw == nil {
 		t.Fatal("no socket found under the guard's connection")
 	}
 	settle := func() { time.Sleep(50 * time.Millisecond) } // loopback delivery
-	if peerClosed(raw) {
+	if p.peerClosed() {
 		t.Error("quiet client: taken for gone")
 	}
 	if _, err := client.Write([]byte("GET / HTTP/1.1\r\n")); err != nil {
 		t.Fatal(err)
 	}
 	settle()
-	if peerClosed(raw) {
+	if p.peerClosed() {
 		t.Error("client with bytes waiting: taken for gone")
 	}
 	client.Close()
 	settle()
-	if peerClosed(raw) {
+	if p.peerClosed() {
 		t.Error("bytes still unread before the close: taken for gone")
 	}
 	buf := make([]byte, 64)
 	if n, err := server.Read(buf); err != nil || string(buf[:n]) != "GET / HTTP/1.1\r\n" {
 		t.Fatalf("after the looks, read %q, %v; want the bytes the client sent", buf[:n], err)
 	}
-	if !peerClosed(raw) {
+	if !p.peerClosed() {
 		t.Error("client that closed its connection: not taken for gone")
 	}
 }
