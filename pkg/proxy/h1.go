@@ -41,7 +41,48 @@ type h1 struct {
 
 	mu       sync.Mutex
 	idle     map[string][]*h1Conn // per worker address, oldest first
+	links    map[string]*h1Link   // per worker address
 	sweeping bool                 // a sweep is scheduled
+}
+
+// h1Link is h1's tie to the worker at one address: its open connections,
+// which are all closed at once when the worker is marked down (its
+// process's UpContext ends), so that the requests on them go to another
+// worker instead of waiting for the header timeout. One watch per up
+// stretch of the worker, as the fasthttp engine's cutConns, rather than
+// one per request on a context that all the worker's requests share.
+type h1Link struct {
+	watched atomic.Pointer[upContext] // the one whose end closes the connections
+
+	mu    sync.Mutex
+	conns map[*h1Conn]struct{}
+}
+
+// watch makes sure l's connections are closed when up, the process's
+// current UpContext, ends. The common case is one atomic load.
+func (l *h1Link) watch(up context.Context) {
+	if up.Done() == nil {
+		return // context.Background: no process to go down
+	}
+	if w := l.watched.Load(); w != nil && w.ctx == up {
+		return
+	}
+	l.watched.Store(&upContext{up})
+	context.AfterFunc(up, l.cut)
+}
+
+// cut closes l's connections, an abort for a request on one (abortDown).
+func (l *h1Link) cut() {
+	l.mu.Lock()
+	conns := make([]*h1Conn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.abortedBy.CompareAndSwap(0, abortDown)
+		c.close()
+	}
 }
 
 func newH1(headerTimeout time.Duration) *h1 {
@@ -51,6 +92,7 @@ func newH1(headerTimeout time.Duration) *h1 {
 		idleTimeout:    workerIdleTimeout,
 		maxIdlePerHost: maxIdlePerWorker,
 		idle:           make(map[string][]*h1Conn),
+		links:          make(map[string]*h1Link),
 	}
 }
 
@@ -68,6 +110,7 @@ func (t *h1) takes(req *http.Request) bool {
 type h1Conn struct {
 	t      *h1
 	addr   string
+	link   *h1Link   // addr's
 	gate   *dialGate // addr's
 	nc     net.Conn
 	in     capReader // nc, as br reads it
@@ -76,11 +119,12 @@ type h1Conn struct {
 	idleAt time.Time
 	reused bool
 
-	// One request at a time: the watches on the client's and the
-	// worker's contexts, and why the request was aborted, if it was.
-	stopClient, stopDown func() bool
-	abortedBy            atomic.Int32 // 0, abortClient or abortDown
-	onClient, onDown     func()       // made once per connection, so arming a watch allocates less
+	// One request at a time: the watch on the client's context, and
+	// why the request was aborted, if it was (the link's cut aborts it
+	// when the worker goes down).
+	stopClient func() bool
+	abortedBy  atomic.Int32 // 0, abortClient or abortDown
+	onClient   func()       // made once per connection, so arming the watch allocates less
 
 	// The look at an idle connection before it is reused.
 	peek idlePeek
@@ -98,6 +142,14 @@ var aLongTimeAgo = time.Unix(1, 0)
 func (c *h1Conn) abort(by int32) {
 	c.abortedBy.CompareAndSwap(0, by)
 	c.nc.SetDeadline(aLongTimeAgo)
+}
+
+// close closes c and takes it out of its link.
+func (c *h1Conn) close() {
+	c.link.mu.Lock()
+	delete(c.link.conns, c)
+	c.link.mu.Unlock()
+	c.nc.Close()
 }
 
 // roundTrip sends req to the worker at req.URL.Host and returns its
@@ -213,7 +265,12 @@ func (c *h1Conn) roundTrip(req *http.Request, down context.Context) (*http.Respo
 	// a worker that sends 1xx answers without end.)
 	c.in.left = maxWorkerHeader
 	c.stopClient = context.AfterFunc(req.Context(), c.onClient)
-	c.stopDown = context.AfterFunc(down, c.onDown)
+	c.link.watch(down)
+	if down.Err() != nil {
+		// Marked down before the watch above, or its cut took the
+		// link's connections before this one was added.
+		c.abort(abortDown)
+	}
 
 	err := req.Write(c.bw)
 	if err == nil {
@@ -305,10 +362,7 @@ func (c *h1Conn) cause(ctx context.Context, err error) error {
 // release ends the connection's request: it goes back to the idle list
 // when keep is true and neither watch fired, else it is closed.
 func (c *h1Conn) release(keep bool) {
-	if !c.stopClient() {
-		keep = false
-	}
-	if !c.stopDown() {
+	if !c.stopClient() || c.abortedBy.Load() != 0 {
 		keep = false
 	}
 	if keep && c.br.Buffered() > 0 {
@@ -318,7 +372,7 @@ func (c *h1Conn) release(keep bool) {
 	if keep {
 		c.t.put(c)
 	} else {
-		c.nc.Close()
+		c.close()
 	}
 }
 
@@ -397,7 +451,7 @@ func (t *h1) newConn(ctx, down context.Context, addr string, fresh bool) (*h1Con
 			// Handed over by put, as it came back: looked at as
 			// idleConn looks.
 			if c.peek.unsolicited() {
-				c.nc.Close()
+				c.close()
 				continue
 			}
 			c.reused = true
@@ -413,15 +467,17 @@ func (t *h1) newConn(ctx, down context.Context, addr string, fresh bool) (*h1Con
 			}
 			return nil, err
 		}
-		c := &h1Conn{t: t, addr: addr, gate: g, nc: nc, bw: bufio.NewWriterSize(nc, h1BufSize)}
+		c := &h1Conn{t: t, addr: addr, link: t.link(addr), gate: g, nc: nc, bw: bufio.NewWriterSize(nc, h1BufSize)}
 		if !ap.IsValid() {
 			c.gate = nil // no request is ever held back for it
 		}
 		c.in = capReader{r: nc, left: -1}
 		c.br = bufio.NewReaderSize(&c.in, h1BufSize)
 		c.onClient = func() { c.abort(abortClient) }
-		c.onDown = func() { c.abort(abortDown) }
 		c.peek.init(nc)
+		c.link.mu.Lock()
+		c.link.conns[c] = struct{}{}
+		c.link.mu.Unlock()
 		return c, nil
 	}
 }
@@ -448,7 +504,7 @@ func (t *h1) idleConn(addr string) *h1Conn {
 		}
 		t.mu.Unlock()
 		for _, s := range stale {
-			s.nc.Close()
+			s.close()
 		}
 		if c == nil {
 			return nil
@@ -457,7 +513,7 @@ func (t *h1) idleConn(addr string) *h1Conn {
 			c.reused = true
 			return c
 		}
-		c.nc.Close()
+		c.close()
 	}
 }
 
@@ -486,7 +542,7 @@ func (t *h1) keep(c *h1Conn) {
 	conns := t.idle[c.addr]
 	if len(conns) >= t.maxIdlePerHost {
 		t.mu.Unlock()
-		c.nc.Close()
+		c.close()
 		return
 	}
 	t.idle[c.addr] = append(conns, c)
@@ -521,7 +577,7 @@ func (t *h1) sweep() {
 	}
 	t.mu.Unlock()
 	for _, c := range stale {
-		c.nc.Close()
+		c.close()
 	}
 }
 
@@ -533,7 +589,21 @@ func (t *h1) closeIdle() {
 	t.mu.Unlock()
 	for _, conns := range idle {
 		for _, c := range conns {
-			c.nc.Close()
+			c.close()
 		}
 	}
+}
+
+// link returns the link to the worker at addr. A restarted worker gets
+// a new port, so the map keeps a link per address a worker ever had: a
+// small struct, its set empty once its connections are closed.
+func (t *h1) link(addr string) *h1Link {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := t.links[addr]
+	if l == nil {
+		l = &h1Link{conns: make(map[*h1Conn]struct{})}
+		t.links[addr] = l
+	}
+	return l
 }

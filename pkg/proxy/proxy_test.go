@@ -14,7 +14,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -963,36 +962,51 @@ func TestAccessLogSkipsInterimAnswers(t *testing.T) {
 
 // TestWorkerMarkedDownReleasesStuckRequests: on either engine, a request
 // stuck in a worker that is then marked down (a hung or cut-off backend)
-// is sent to another worker at once, not after the upstream timeout.
+// is sent to another worker at once, not after the upstream timeout; and
+// again after the worker came back up and hung once more, a new up
+// stretch that the engine must watch anew.
 func TestWorkerMarkedDownReleasesStuckRequests(t *testing.T) {
 	for _, engine := range []string{"httputil", "fasthttp"} {
 		t.Run(engine, func(t *testing.T) {
-			stuck := make(chan struct{})
-			var once sync.Once
+			arrived := make(chan struct{}, 16)
 			hung := newBackend(t, "hung", func(w http.ResponseWriter, r *http.Request) {
-				once.Do(func() { close(stuck) })
+				arrived <- struct{}{}
 				<-r.Context().Done() // never answers
 			})
 			live := newBackend(t, "live", nil)
 			p := newPool(hung.srv.Listener.Addr().String(), live.srv.Listener.Addr().String())
 			url := serveEngine(t, engine, p, Options{UpstreamTimeout: time.Minute})
-			done := make(chan string)
-			go func() {
-				_, body := get(t, http.DefaultClient, url+"/", nil)
-				done <- body
-			}()
-			<-stuck
-			p.Get(1).CompareAndSwapState(pool.Up, pool.Down) // what the health check does
-			select {
-			case body := <-done:
-				if body != "live" {
-					t.Errorf("got %q; want the live worker's answer", body)
+			for stretch := 1; stretch <= 2; stretch++ {
+				// Requests until one is stuck on the hung worker (the
+				// others are the live one's).
+				done := make(chan string, 1)
+				for stuck := false; !stuck; {
+					go func() {
+						_, body := get(t, http.DefaultClient, url+"/", nil)
+						done <- body
+					}()
+					select {
+					case <-arrived:
+						stuck = true
+					case body := <-done:
+						if body != "live" {
+							t.Fatalf("stretch %d: got %q; want the live worker's answer", stretch, body)
+						}
+					}
 				}
-			case <-time.After(20 * time.Second):
-				t.Fatal("the request stayed stuck on the worker marked down")
-			}
-			if p.Retries() != 1 {
-				t.Errorf("got %d retries; want 1", p.Retries())
+				p.Get(1).CompareAndSwapState(pool.Up, pool.Down) // what the health check does
+				select {
+				case body := <-done:
+					if body != "live" {
+						t.Errorf("stretch %d: got %q; want the live worker's answer", stretch, body)
+					}
+				case <-time.After(20 * time.Second):
+					t.Fatalf("stretch %d: the request stayed stuck on the worker marked down", stretch)
+				}
+				if p.Retries() != int64(stretch) {
+					t.Errorf("stretch %d: got %d retries; want %d", stretch, p.Retries(), stretch)
+				}
+				p.Get(1).CompareAndSwapState(pool.Down, pool.Up) // back, as after a passed check
 			}
 		})
 	}
