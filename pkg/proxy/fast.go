@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -63,8 +64,8 @@ type fastWorker struct {
 	dialer   net.Dialer
 	gateAddr netip.AddrPort // hc.Addr's, for the gate
 	gate     *dialGate
-	watched  atomic.Pointer[upContext] // the one whose end cuts the connections
-	cut      atomic.Bool               // the connections were cut; cleared when the worker is up again
+	stretch  upStretch   // the one whose end cuts the connections
+	cut      atomic.Bool // the connections were cut; cleared when the worker is up again
 
 	// busy counts the requests that have a connection or are in hc.Do
 	// to get one (claim), open the connections not closed, and ready
@@ -305,7 +306,7 @@ func (fw *fastWorker) takeReady() *fastConn {
 
 // up returns the UpContext watched, or nil.
 func (fw *fastWorker) up() context.Context {
-	if w := fw.watched.Load(); w != nil {
+	if w := fw.stretch.watched.Load(); w != nil {
 		return w.ctx
 	}
 	return nil
@@ -460,28 +461,42 @@ func (fw *fastWorker) giveBack(any) {
 // back) is a new context, watched anew; the common case is one atomic
 // load.
 func (fw *fastWorker) watch(up context.Context) {
-	if up.Done() == nil {
-		return // not up: nothing to watch
-	}
-	if w := fw.watched.Load(); w != nil && w.ctx == up {
+	if !fw.stretch.fresh(up) {
 		return
 	}
-	fw.watched.Store(&upContext{up})
 	fw.cut.Store(false)
 	context.AfterFunc(up, fw.cutConns)
+}
+
+// upStretch is the up stretch of a worker whose end an engine watches:
+// its process's UpContext when a request last saw it.
+type upStretch struct {
+	watched atomic.Pointer[upContext]
 }
 
 // upContext holds a process's UpContext, for an atomic.Pointer.
 type upContext struct{ ctx context.Context }
 
+// fresh reports whether up is a stretch not watched yet, and makes it
+// the one watched; the caller then watches its end. An UpContext that
+// never ends (context.Background: no process) is never fresh. The
+// common case is one atomic load.
+func (s *upStretch) fresh(up context.Context) bool {
+	if up.Done() == nil {
+		return false
+	}
+	if w := s.watched.Load(); w != nil && w.ctx == up {
+		return false
+	}
+	s.watched.Store(&upContext{up})
+	return true
+}
+
 func (fw *fastWorker) cutConns() {
 	fw.cut.Store(true)
 	fw.hc.CloseIdleConnections()
 	fw.mu.Lock()
-	conns := make([]*fastConn, 0, len(fw.conns))
-	for c := range fw.conns {
-		conns = append(conns, c)
-	}
+	conns := slices.Collect(maps.Keys(fw.conns))
 	fw.mu.Unlock()
 	for _, c := range conns {
 		c.Close()

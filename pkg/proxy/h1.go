@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -52,32 +54,24 @@ type h1 struct {
 // stretch of the worker, as the fasthttp engine's cutConns, rather than
 // one per request on a context that all the worker's requests share.
 type h1Link struct {
-	watched atomic.Pointer[upContext] // the one whose end closes the connections
+	stretch upStretch // the one whose end closes the connections
 
 	mu    sync.Mutex
 	conns map[*h1Conn]struct{}
 }
 
 // watch makes sure l's connections are closed when up, the process's
-// current UpContext, ends. The common case is one atomic load.
+// current UpContext, ends.
 func (l *h1Link) watch(up context.Context) {
-	if up.Done() == nil {
-		return // context.Background: no process to go down
+	if l.stretch.fresh(up) {
+		context.AfterFunc(up, l.cut)
 	}
-	if w := l.watched.Load(); w != nil && w.ctx == up {
-		return
-	}
-	l.watched.Store(&upContext{up})
-	context.AfterFunc(up, l.cut)
 }
 
 // cut closes l's connections, an abort for a request on one (abortDown).
 func (l *h1Link) cut() {
 	l.mu.Lock()
-	conns := make([]*h1Conn, 0, len(l.conns))
-	for c := range l.conns {
-		conns = append(conns, c)
-	}
+	conns := slices.Collect(maps.Keys(l.conns))
 	l.mu.Unlock()
 	for _, c := range conns {
 		c.abortedBy.CompareAndSwap(0, abortDown)
