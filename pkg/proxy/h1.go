@@ -266,7 +266,10 @@ func (c *h1Conn) roundTrip(req *http.Request, down context.Context) (*http.Respo
 		c.abort(abortDown)
 	}
 
-	err := req.Write(c.bw)
+	var err error
+	if !writeHead(c.bw, req) {
+		err = req.Write(c.bw)
+	}
 	if err == nil {
 		err = c.bw.Flush()
 	}
