@@ -41,23 +41,23 @@ type h1 struct {
 	idleTimeout    time.Duration // an idle connection older than this is closed, never reused
 	maxIdlePerHost int
 
-	mu       sync.Mutex
-	idle     map[string][]*h1Conn // per worker address, oldest first
-	links    map[string]*h1Link   // per worker address
-	sweeping bool                 // a sweep is scheduled
+	links    sync.Map    // worker address → *h1Link
+	sweeping atomic.Bool // a sweep is scheduled
 }
 
 // h1Link is h1's tie to the worker at one address: its open connections,
-// which are all closed at once when the worker is marked down (its
-// process's UpContext ends), so that the requests on them go to another
-// worker instead of waiting for the header timeout. One watch per up
-// stretch of the worker, as the fasthttp engine's cutConns, rather than
-// one per request on a context that all the worker's requests share.
+// and those of them that are free for the next request. The open ones
+// are all closed at once when the worker is marked down (its process's
+// UpContext ends), so that the requests on them go to another worker
+// instead of waiting for the header timeout. One watch per up stretch of
+// the worker, as the fasthttp engine's cutConns, rather than one per
+// request on a context that all the worker's requests share.
 type h1Link struct {
 	stretch upStretch // the one whose end closes the connections
 
 	mu    sync.Mutex
 	conns map[*h1Conn]struct{}
+	idle  []*h1Conn // free, oldest first
 }
 
 // watch makes sure l's connections are closed when up, the process's
@@ -72,6 +72,8 @@ func (l *h1Link) watch(up context.Context) {
 func (l *h1Link) cut() {
 	l.mu.Lock()
 	conns := slices.Collect(maps.Keys(l.conns))
+	clear(l.idle)
+	l.idle = l.idle[:0]
 	l.mu.Unlock()
 	for _, c := range conns {
 		c.abortedBy.CompareAndSwap(0, abortDown)
@@ -85,8 +87,6 @@ func newH1(headerTimeout time.Duration) *h1 {
 		headerTimeout:  headerTimeout,
 		idleTimeout:    workerIdleTimeout,
 		maxIdlePerHost: maxIdlePerWorker,
-		idle:           make(map[string][]*h1Conn),
-		links:          make(map[string]*h1Link),
 	}
 }
 
@@ -482,24 +482,24 @@ func (t *h1) newConn(ctx, down context.Context, addr string, fresh bool) (*h1Con
 // idleConn returns the newest idle connection to addr fit for reuse, or
 // nil.
 func (t *h1) idleConn(addr string) *h1Conn {
+	l := t.link(addr)
 	for {
 		now := time.Now()
 		var stale []*h1Conn
 		var c *h1Conn
-		t.mu.Lock()
-		conns := t.idle[addr]
-		if n := len(conns); n > 0 {
-			if now.Sub(conns[n-1].idleAt) < t.idleTimeout {
-				c = conns[n-1]
-				conns[n-1] = nil
-				t.idle[addr] = conns[:n-1]
+		l.mu.Lock()
+		if n := len(l.idle); n > 0 {
+			if now.Sub(l.idle[n-1].idleAt) < t.idleTimeout {
+				c = l.idle[n-1]
+				l.idle[n-1] = nil
+				l.idle = l.idle[:n-1]
 			} else {
 				// The newest is too old, so all are.
-				stale = conns
-				delete(t.idle, addr)
+				stale = l.idle
+				l.idle = nil
 			}
 		}
-		t.mu.Unlock()
+		l.mu.Unlock()
 		for _, s := range stale {
 			s.close()
 		}
@@ -532,47 +532,50 @@ func (t *h1) putBack(v any) {
 	t.put(v.(*h1Conn))
 }
 
-// keep puts c in the idle list.
+// keep puts c in its link's idle list.
 func (t *h1) keep(c *h1Conn) {
 	c.idleAt = time.Now()
-	t.mu.Lock()
-	conns := t.idle[c.addr]
-	if len(conns) >= t.maxIdlePerHost {
-		t.mu.Unlock()
+	l := c.link
+	l.mu.Lock()
+	if len(l.idle) >= t.maxIdlePerHost {
+		l.mu.Unlock()
 		c.close()
 		return
 	}
-	t.idle[c.addr] = append(conns, c)
-	if !t.sweeping {
-		t.sweeping = true
+	l.idle = append(l.idle, c)
+	l.mu.Unlock()
+	if !t.sweeping.Load() && t.sweeping.CompareAndSwap(false, true) {
 		time.AfterFunc(t.idleTimeout, t.sweep)
 	}
-	t.mu.Unlock()
 }
 
 // sweep closes the connections idle for idleTimeout, those of workers
 // that are gone among them, and comes back while any are left.
 func (t *h1) sweep() {
+	// Unmarked first: a connection kept while the sweep goes over the
+	// links, behind it, schedules the next one.
+	t.sweeping.Store(false)
 	cutoff := time.Now().Add(-t.idleTimeout)
 	var stale []*h1Conn
-	t.mu.Lock()
-	for addr, conns := range t.idle {
+	left := false
+	t.links.Range(func(_, v any) bool {
+		l := v.(*h1Link)
+		l.mu.Lock()
 		i := 0
-		for i < len(conns) && !conns[i].idleAt.After(cutoff) {
+		for i < len(l.idle) && !l.idle[i].idleAt.After(cutoff) {
 			i++
 		}
-		stale = append(stale, conns[:i]...)
-		if i == len(conns) {
-			delete(t.idle, addr)
-		} else {
-			t.idle[addr] = append(conns[:0], conns[i:]...)
-		}
-	}
-	t.sweeping = len(t.idle) > 0
-	if t.sweeping {
+		stale = append(stale, l.idle[:i]...)
+		n := copy(l.idle, l.idle[i:])
+		clear(l.idle[n:])
+		l.idle = l.idle[:n]
+		left = left || n > 0
+		l.mu.Unlock()
+		return true
+	})
+	if left && t.sweeping.CompareAndSwap(false, true) {
 		time.AfterFunc(t.idleTimeout, t.sweep)
 	}
-	t.mu.Unlock()
 	for _, c := range stale {
 		c.close()
 	}
@@ -580,27 +583,27 @@ func (t *h1) sweep() {
 
 // closeIdle closes every idle connection.
 func (t *h1) closeIdle() {
-	t.mu.Lock()
-	idle := t.idle
-	t.idle = make(map[string][]*h1Conn)
-	t.mu.Unlock()
-	for _, conns := range idle {
-		for _, c := range conns {
-			c.close()
-		}
+	var idle []*h1Conn
+	t.links.Range(func(_, v any) bool {
+		l := v.(*h1Link)
+		l.mu.Lock()
+		idle = append(idle, l.idle...)
+		l.idle = nil
+		l.mu.Unlock()
+		return true
+	})
+	for _, c := range idle {
+		c.close()
 	}
 }
 
 // link returns the link to the worker at addr. A restarted worker gets
 // a new port, so the map keeps a link per address a worker ever had: a
-// small struct, its set empty once its connections are closed.
+// small struct, empty once its connections are closed.
 func (t *h1) link(addr string) *h1Link {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	l := t.links[addr]
-	if l == nil {
-		l = &h1Link{conns: make(map[*h1Conn]struct{})}
-		t.links[addr] = l
+	if l, ok := t.links.Load(addr); ok {
+		return l.(*h1Link)
 	}
-	return l
+	l, _ := t.links.LoadOrStore(addr, &h1Link{conns: make(map[*h1Conn]struct{})})
+	return l.(*h1Link)
 }

@@ -185,3 +185,81 @@ func TestH1ClientGoneClosesWorkerConnection(t *testing.T) {
 		t.Errorf("got errors=%d retries=%d; want 0 and 0: a client leaving is no worker's fault", p.Errors(), p.Retries())
 	}
 }
+
+// closedConns makes srv report each connection it sees closed.
+func closedConns(srv *httptest.Server) <-chan struct{} {
+	closed := make(chan struct{}, 16)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	return closed
+}
+
+// h1Get makes one GET through t to srv and reads its answer to the end,
+// which hands the connection back.
+func h1Get(t *testing.T, h *h1, srv *httptest.Server, down context.Context) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+srv.Listener.Addr().String()+"/", nil)
+	resp, err := h.roundTrip(req, down)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}
+
+// TestH1IdleConnections: a connection handed back is reused by the next
+// request, closed once it sat idle for the idle timeout, and closed at
+// once, never to be reused, when its worker is marked down.
+func TestH1IdleConnections(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	closed := closedConns(srv)
+	srv.Start()
+	defer srv.Close()
+	addr := srv.Listener.Addr().String()
+	idle := func(h *h1) int {
+		l := h.link(addr)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.idle)
+	}
+	waitClosed := func(why string) {
+		t.Helper()
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the idle connection was not closed %s", why)
+		}
+	}
+
+	short := newH1(0)
+	short.idleTimeout = 50 * time.Millisecond
+	defer short.closeIdle()
+	h1Get(t, short, srv, context.Background()) // kept, which schedules the sweep
+	waitClosed("after its idle timeout")
+	if n := idle(short); n != 0 {
+		t.Errorf("got %d idle connections after the sweep; want 0", n)
+	}
+
+	h := newH1(0)
+	defer h.closeIdle()
+	up, markDown := context.WithCancel(context.Background())
+	defer markDown()
+	h1Get(t, h, srv, up)
+	h1Get(t, h, srv, up)
+	if n := idle(h); n != 1 {
+		t.Fatalf("got %d idle connections after two requests in turn; want 1 (reused)", n)
+	}
+	markDown()
+	waitClosed("when its worker was marked down")
+	if n := idle(h); n != 0 {
+		t.Errorf("got %d idle connections of a worker marked down; want 0", n)
+	}
+	if c := h.idleConn(addr); c != nil {
+		t.Error("a connection of a worker marked down was handed out")
+	}
+}
