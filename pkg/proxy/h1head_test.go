@@ -196,3 +196,32 @@ func FuzzWriteHead(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkWriteHead: a proxied GET's head as the ReverseProxy hands it
+// to h1, written by writeHead and by Request.Write.
+func BenchmarkWriteHead(b *testing.B) {
+	req := headRequest("GET", "127.0.0.1:8080", "/operacion-simple", http.Header{
+		"Accept":            {"*/*"},
+		"User-Agent":        {""},
+		"X-Forwarded-For":   {"127.0.0.1"},
+		"X-Forwarded-Host":  {"127.0.0.1:8080"},
+		"X-Forwarded-Proto": {"http"},
+	})
+	bw := bufio.NewWriter(io.Discard)
+	b.Run("writeHead", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if !writeHead(bw, req) {
+				b.Fatal("declined")
+			}
+			bw.Flush()
+		}
+	})
+	b.Run("Request.Write", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			req.Write(bw)
+			bw.Flush()
+		}
+	})
+}
