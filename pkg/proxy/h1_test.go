@@ -197,7 +197,7 @@ func closedConns(srv *httptest.Server) <-chan struct{} {
 	return closed
 }
 
-// h1Get makes one GET through t to srv and reads its answer to the end,
+// h1Get makes one GET through h to srv and reads its answer to the end,
 // which hands the connection back.
 func h1Get(t *testing.T, h *h1, srv *httptest.Server, down context.Context) {
 	t.Helper()
