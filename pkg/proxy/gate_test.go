@@ -585,7 +585,7 @@ func TestFreeConnectionGoesToTheOldestHeldBack(t *testing.T) {
 	t.Run("httputil", func(t *testing.T) {
 		tr, first, _, got := heldH1(t)
 		tr.put(first)
-		if c := tr.idleConn(first.addr); c != nil {
+		if c := tr.idleConn(first.nc.RemoteAddr().String()); c != nil {
 			t.Error("a request that came after the one held back took the connection that came back")
 		}
 		handed(t, got, first)
@@ -633,7 +633,7 @@ func TestGateHandsEachEngineItsOwn(t *testing.T) {
 	tr, first, g, got := heldH1(t)
 	// The fasthttp engine's worker over the same address, done with the
 	// one connection it has.
-	fw := &fastWorker{gateAddr: gateAddr(first.addr), gate: g}
+	fw := &fastWorker{gateAddr: gateAddr(first.nc.RemoteAddr().String()), gate: g}
 	fw.want = want{from: fw, take: fw.take, back: fw.giveBack}
 	fw.busy.Store(1)
 	fw.open.Store(1)

@@ -103,9 +103,8 @@ func (t *h1) takes(req *http.Request) bool {
 // h1Conn is one kept-alive connection to a worker.
 type h1Conn struct {
 	t      *h1
-	addr   string
-	link   *h1Link   // addr's
-	gate   *dialGate // addr's
+	link   *h1Link   // its worker address's
+	gate   *dialGate // its worker address's
 	nc     net.Conn
 	in     capReader // nc, as br reads it
 	br     *bufio.Reader
@@ -464,7 +463,7 @@ func (t *h1) newConn(ctx, down context.Context, addr string, fresh bool) (*h1Con
 			}
 			return nil, err
 		}
-		c := &h1Conn{t: t, addr: addr, link: t.link(addr), gate: g, nc: nc, bw: bufio.NewWriterSize(nc, h1BufSize)}
+		c := &h1Conn{t: t, link: t.link(addr), gate: g, nc: nc, bw: bufio.NewWriterSize(nc, h1BufSize)}
 		if !ap.IsValid() {
 			c.gate = nil // no request is ever held back for it
 		}
