@@ -82,8 +82,8 @@ func writeHead(bw *bufio.Writer, req *http.Request) bool {
 			// as they are, not canonicalized).
 			continue
 		}
-		if !validFieldName(k) {
-			continue // as Request.Write drops it
+		if !validName(k) {
+			continue // as Request.Write drops a name that is no token
 		}
 		for _, v := range vv {
 			writeField(bw, k, v)
@@ -124,26 +124,14 @@ func asciiSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c ==
 // blank, ASCII, every byte one that net/http lets into a Host field, and
 // no IPv6 zone (a '%'), which it would take out.
 func plainHost(host string) bool {
-	return alnumOr(host, "!$&'()*+,-.:;=[]_~")
-}
-
-// validFieldName reports whether k is a token (RFC 9110, section 5.1),
-// as net/http requires of a field name it writes.
-func validFieldName(k string) bool {
-	return alnumOr(k, "!#$%&'*+-.^_`|~")
-}
-
-// alnumOr reports whether s is not empty and holds only ASCII letters,
-// digits and bytes of extra.
-func alnumOr(s, extra string) bool {
-	if s == "" {
+	if host == "" {
 		return false
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
+	for i := 0; i < len(host); i++ {
+		c := host[i]
 		switch {
 		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte(extra, c) >= 0:
+		case strings.IndexByte("!$&'()*+,-.:;=[]_~", c) >= 0:
 		default:
 			return false
 		}
