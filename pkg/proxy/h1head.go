@@ -20,9 +20,19 @@ import (
 // common case, which the caller then gives to Request.Write: a body, a
 // Close, a Transfer-Encoding or trailers, CONNECT, a host that
 // Request.Write would change (non-ASCII, an IPv6 zone) or blank, a
-// request URI with a control byte (Request.Write's error), or a client
-// trace that wants to hear of the writes.
+// request URI with a control byte (Request.Write's error), a method that
+// is no token, or a client trace that wants to hear of the writes.
 func writeHead(bw *bufio.Writer, req *http.Request) bool {
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	if !validName(method) {
+		// Request.Write writes any method as it is; a method that is
+		// no token (which net/http's HTTP/1 server refuses before it
+		// gets here) is left to it, so that this path never formats one.
+		return false
+	}
 	if req.Body != nil && req.Body != http.NoBody || req.ContentLength != 0 ||
 		req.Close || len(req.TransferEncoding) > 0 || len(req.Trailer) > 0 ||
 		req.Method == "CONNECT" || req.URL == nil {
@@ -46,10 +56,6 @@ func writeHead(bw *bufio.Writer, req *http.Request) bool {
 		}
 	}
 
-	method := req.Method
-	if method == "" {
-		method = http.MethodGet
-	}
 	bw.WriteString(method)
 	bw.WriteByte(' ')
 	bw.WriteString(ruri)

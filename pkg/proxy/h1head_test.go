@@ -154,6 +154,8 @@ func TestWriteHeadDeclines(t *testing.T) {
 		{"no host", with(func(r *http.Request) { r.Host = ""; r.URL.Host = "" })},
 		{"control byte in query", with(func(r *http.Request) { r.URL.RawQuery = "a\x01" })},
 		{"control byte in opaque", with(func(r *http.Request) { r.URL.Opaque = "/a\x7f" })},
+		{"method with a line break", with(func(r *http.Request) { r.Method = "GET / HTTP/1.1\r\nX:" })},
+		{"method with a space", with(func(r *http.Request) { r.Method = "GET /x" })},
 		{"trace of the writes", with(func(r *http.Request) {
 			*r = *r.WithContext(httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
 				WroteHeaders: func() {},
