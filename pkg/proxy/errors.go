@@ -19,10 +19,24 @@ var ErrNoWorker = errors.New("no worker available")
 // worker's: 400.
 var errClientBody = errors.New("bad request body")
 
-// errBadUpgrade marks a request that asks to switch to a protocol whose
-// name is not printable ASCII, which the ReverseProxy refuses to send:
-// the client's fault, 400.
-var errBadUpgrade = errors.New("invalid Upgrade header")
+// badRequest is the error of a request the balancer will not send to a
+// worker as it came: the client's fault, 400 with the error's text.
+type badRequest string
+
+func (e badRequest) Error() string { return string(e) }
+
+const (
+	// errBadUpgrade marks a request that asks to switch to a protocol
+	// whose name is not printable ASCII, which the ReverseProxy refuses
+	// to send.
+	errBadUpgrade badRequest = "invalid Upgrade header"
+	// errBadMethod, errBadTarget and errBadHost mark an HTTP/2 request
+	// whose method, target or host would not make a valid HTTP/1.1
+	// request line or Host field (see checkH2Head).
+	errBadMethod badRequest = "invalid method"
+	errBadTarget badRequest = "invalid request target"
+	errBadHost   badRequest = "invalid Host header"
+)
 
 // StatusClientClosed is the status logged for a request whose client went
 // away before the answer (nginx's 499). Nothing is sent.
@@ -31,10 +45,9 @@ const StatusClientClosed = 499
 // Status maps a failed forward to the status the client gets, and the
 // message of its JSON body. It is the one place where errors become
 // statuses: 503 when no worker is up, 504 when the worker timed out, 499
-// when the client went away, 400 when its body could not be read or it
-// asks to switch to a protocol with no printable name (408
-// when it stalled, 413 when over the fasthttp engine's limit), 502
-// otherwise.
+// when the client went away, 400 when its body could not be read or its
+// head cannot be sent on as it came (a badRequest; 408 when it stalled,
+// 413 when over the fasthttp engine's limit), 502 otherwise.
 func Status(r *http.Request, err error) (int, string) {
 	return statusOf(err, r.Context().Err() != nil && !errors.Is(r.Context().Err(), context.DeadlineExceeded))
 }
@@ -42,6 +55,7 @@ func Status(r *http.Request, err error) (int, string) {
 // statusOf is Status for any engine: clientGone tells whether the client
 // went away.
 func statusOf(err error, clientGone bool) (int, string) {
+	var bad badRequest
 	switch {
 	case errors.Is(err, ErrNoWorker):
 		return http.StatusServiceUnavailable, "no worker available"
@@ -53,8 +67,8 @@ func statusOf(err error, clientGone bool) (int, string) {
 		return StatusClientClosed, "client closed request"
 	case errors.Is(err, errClientBody):
 		return http.StatusBadRequest, "bad request body"
-	case errors.Is(err, errBadUpgrade):
-		return http.StatusBadRequest, "invalid Upgrade header"
+	case errors.As(err, &bad):
+		return http.StatusBadRequest, string(bad)
 	case errors.Is(err, errBodyTooLarge):
 		return http.StatusRequestEntityTooLarge, "request body too large"
 	case isTimeout(err):

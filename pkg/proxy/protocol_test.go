@@ -19,6 +19,8 @@ import (
 
 	"github.com/clusterlb/clusterlb/internal/testutil"
 	"github.com/clusterlb/clusterlb/pkg/pool"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // TestTimeoutNotRetried: a worker slower than upstream_timeout gets the
@@ -672,5 +674,99 @@ func TestStalledBodyGets408H2(t *testing.T) {
 	resp.Body.Close()
 	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusRequestTimeout || b.hits.Load() != 0 {
 		t.Errorf("got %s %d, worker saw %d requests; want HTTP/2 408 and none", resp.Proto, resp.StatusCode, b.hits.Load())
+	}
+}
+
+// TestH2HeadChecked: net/http's HTTP/2 server refuses only control bytes
+// in a request's fields, so an h2c client could have the worker read a
+// request line or Host field that no HTTP/1.1 client gets past the
+// balancer. Those get 400 and reach no worker; the rest passes as it
+// came. The client speaks raw frames: Go's own Transport refuses to send
+// such a method.
+func TestH2HeadChecked(t *testing.T) {
+	addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	px := New(newPool(addr), Options{})
+	srv := httptest.NewUnstartedServer(px)
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	t.Cleanup(func() { srv.Close(); px.CloseIdleConnections() })
+	for _, tc := range []struct {
+		method, path, authority string
+		want                    string // the status, then the worker's request line and Host
+	}{
+		{"GE T", "/", "x", `400 {"error":"invalid method"}`},
+		{"GET", "/x?a b", "x", `400 {"error":"invalid request target"}`},
+		{"GET", "/", "a b", `400 {"error":"invalid Host header"}`},
+		{"GET", "/", "a/b", `400 {"error":"invalid Host header"}`},
+		{"get", "/x?a%20b", "x", "200 get /x?a%20b HTTP/1.1 Host: x"},
+		{"GET", "/a b", "x:8080", "200 GET /a%20b HTTP/1.1 Host: x:8080"},
+	} {
+		status, body := h2Exchange(t, srv.Listener.Addr().String(), tc.method, tc.path, tc.authority)
+		res := status + " " + strings.TrimSpace(body)
+		if status == "200" {
+			select {
+			case raw := <-got:
+				line, rest, _ := strings.Cut(raw, "\r\n")
+				host, _, _ := strings.Cut(rest, "\r\n")
+				res = status + " " + line + " " + host
+			case <-time.After(5 * time.Second):
+				res += " (worker saw nothing)"
+			}
+		}
+		if res != tc.want {
+			t.Errorf("%q %q %q: got %q; want %q", tc.method, tc.path, tc.authority, res, tc.want)
+		}
+	}
+	select {
+	case raw := <-got:
+		t.Errorf("a refused request reached the worker: %q", raw)
+	default:
+	}
+}
+
+// h2Exchange sends one bodiless request over a new h2c connection to
+// addr, in frames written here, and returns the answer's status and body.
+func h2Exchange(t *testing.T, addr, method, path, authority string) (status, body string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", method}, {":scheme", "http"}, {":authority", authority}, {":path", path}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("%q %q %q: %v before the answer ended (status %q, body %q)", method, path, authority, err, status, body)
+		}
+		if f.Header().StreamID != 1 {
+			continue
+		}
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			status = f.PseudoValue("status")
+		case *http2.DataFrame:
+			body += string(f.Data())
+		case *http2.RSTStreamFrame:
+			t.Fatalf("%q %q %q: stream reset (%v)", method, path, authority, f.ErrCode)
+		}
+		if f.Header().Flags.Has(http2.FlagHeadersEndStream) { // the same bit on DATA
+			return status, body
+		}
 	}
 }

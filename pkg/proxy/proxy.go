@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/clusterlb/clusterlb/pkg/pool"
+	"golang.org/x/net/http/httpguts"
 )
 
 // Options tunes the proxy. The zero value of each field means its default.
@@ -265,13 +266,41 @@ func (w *answerWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // serve hands r to the ReverseProxy, unless it asks to switch to a
 // protocol the ReverseProxy refuses to ask for, which it would answer
-// through handleError as a 502, the balancer's error: the client's.
+// through handleError as a 502, the balancer's error: the client's. An
+// HTTP/2 request whose head cannot be written in HTTP/1.1 as it came is
+// the client's too.
 func (px *Proxy) serve(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 {
+		if err := checkH2Head(r); err != nil {
+			px.handleError(w, r, err)
+			return
+		}
+	}
 	if t := upgradeType(r.Header); t != "" && !printable(t) {
 		px.handleError(w, r, errBadUpgrade)
 		return
 	}
 	px.rp.ServeHTTP(w, r)
+}
+
+// checkH2Head refuses an HTTP/2 request that would reach the worker as a
+// broken HTTP/1.1 request: a method that is no token ("GE T"), a space in
+// the query (the path is escaped on the way, the query is sent as it
+// came), or a host net/http's HTTP/1 server would refuse ("a b", which
+// Request.Write would send as an empty Host). The HTTP/2 server checks
+// only that no field holds a control byte; net/http's HTTP/1 server
+// refuses all three of these with its own 400 before any handler runs,
+// and so does the fasthttp engine, whose client speaks HTTP/1 only.
+func checkH2Head(r *http.Request) error {
+	switch {
+	case !validName(r.Method):
+		return errBadMethod
+	case strings.IndexByte(r.URL.RawQuery, ' ') >= 0:
+		return errBadTarget
+	case !httpguts.ValidHostHeader(r.Host):
+		return errBadHost
+	}
+	return nil
 }
 
 // CloseIdleConnections closes the idle connections to the workers.
