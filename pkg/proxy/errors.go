@@ -38,6 +38,11 @@ const (
 	errBadHost   badRequest = "invalid Host header"
 )
 
+// errConnect marks a CONNECT: the balancer carries no tunnel, and a
+// worker's 2xx would turn the client's connection into one. As nginx
+// answers it: 405.
+var errConnect = errors.New("CONNECT is not supported")
+
 // StatusClientClosed is the status logged for a request whose client went
 // away before the answer (nginx's 499). Nothing is sent.
 const StatusClientClosed = 499
@@ -47,7 +52,8 @@ const StatusClientClosed = 499
 // statuses: 503 when no worker is up, 504 when the worker timed out, 499
 // when the client went away, 400 when its body could not be read or its
 // head cannot be sent on as it came (a badRequest; 408 when it stalled,
-// 413 when over the fasthttp engine's limit), 502 otherwise.
+// 413 when over the fasthttp engine's limit), 405 to a CONNECT, 502
+// otherwise.
 func Status(r *http.Request, err error) (int, string) {
 	return statusOf(err, r.Context().Err() != nil && !errors.Is(r.Context().Err(), context.DeadlineExceeded))
 }
@@ -69,6 +75,8 @@ func statusOf(err error, clientGone bool) (int, string) {
 		return http.StatusBadRequest, "bad request body"
 	case errors.As(err, &bad):
 		return http.StatusBadRequest, string(bad)
+	case errors.Is(err, errConnect):
+		return http.StatusMethodNotAllowed, errConnect.Error()
 	case errors.Is(err, errBodyTooLarge):
 		return http.StatusRequestEntityTooLarge, "request body too large"
 	case isTimeout(err):

@@ -603,6 +603,14 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 		return
 	}
 	req := &ctx.Request
+	if req.Header.IsConnect() {
+		// As the httputil engine answers (Proxy.serve), and counted so.
+		status, msg := statusOf(errConnect, false)
+		f.pool.CountRequest(true)
+		writeFastError(ctx, status, msg)
+		ctx.SetConnectionClose()
+		return
+	}
 	if err := readStreamed(req, maxBody); err != nil {
 		// Answered, and the client's fault: no error of the balancer's.
 		// (A body that fails in its first 8 KiB, which the server reads

@@ -727,6 +727,7 @@ func TestH2HeadChecked(t *testing.T) {
 
 // h2Exchange sends one bodiless request over a new h2c connection to
 // addr, in frames written here, and returns the answer's status and body.
+// A CONNECT goes without :scheme and :path.
 func h2Exchange(t *testing.T, addr, method, path, authority string) (status, body string) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -738,7 +739,9 @@ func h2Exchange(t *testing.T, addr, method, path, authority string) (status, bod
 	var block bytes.Buffer
 	enc := hpack.NewEncoder(&block)
 	for _, f := range [][2]string{{":method", method}, {":scheme", "http"}, {":authority", authority}, {":path", path}} {
-		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		if method != "CONNECT" || (f[0] != ":scheme" && f[0] != ":path") { // RFC 9113 8.5
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
 	}
 	io.WriteString(c, http2.ClientPreface)
 	fr := http2.NewFramer(c, c)
@@ -768,5 +771,39 @@ func h2Exchange(t *testing.T, addr, method, path, authority string) (status, bod
 		if f.Header().Flags.Has(http2.FlagHeadersEndStream) { // the same bit on DATA
 			return status, body
 		}
+	}
+}
+
+// TestConnectRefused: the balancer carries no tunnel, and a worker that
+// answered a CONNECT with a 2xx would have the client take its
+// connection for one. Both engines answer 405, as nginx does, close the
+// HTTP/1.1 connection (a client may send its tunnel's first bytes at
+// once), and count the request as the client's, not as an error.
+func TestConnectRefused(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		b := newBackend(t, "tunnel", nil)
+		p := newPool(b.srv.Listener.Addr().String())
+		url := serveEngine(t, engine, p, Options{})
+		c := sendRaw(t, strings.TrimPrefix(url, "http://"), "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01", 8*time.Second)
+		all, err := io.ReadAll(c)
+		c.Close()
+		resp, rerr := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), &http.Request{Method: "GET"})
+		if err != nil || rerr != nil {
+			t.Fatalf("%s: read %v, answer %v: %q (want the answer and the connection closed)", engine, err, rerr, all)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusMethodNotAllowed || string(body) != `{"error":"CONNECT is not supported"}`+"\n" || b.hits.Load() != 0 || p.Requests() != 1 || p.Errors() != 0 {
+			t.Errorf("%s: got %d %q, worker saw %d, requests %d errors %d; want 405, none, 1 and 0", engine, resp.StatusCode, body, b.hits.Load(), p.Requests(), p.Errors())
+		}
+	}
+	b := newBackend(t, "tunnel", nil)
+	px := New(newPool(b.srv.Listener.Addr().String()), Options{})
+	srv := httptest.NewUnstartedServer(px)
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	t.Cleanup(func() { srv.Close(); px.CloseIdleConnections() })
+	if status, body := h2Exchange(t, srv.Listener.Addr().String(), "CONNECT", "", "example.com:443"); status != "405" || b.hits.Load() != 0 {
+		t.Errorf("h2c: got %s %q, worker saw %d; want 405 and none", status, body, b.hits.Load())
 	}
 }

@@ -268,8 +268,16 @@ func (w *answerWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // protocol the ReverseProxy refuses to ask for, which it would answer
 // through handleError as a 502, the balancer's error: the client's. An
 // HTTP/2 request whose head cannot be written in HTTP/1.1 as it came is
-// the client's too.
+// the client's too, and so is a CONNECT, after which the connection
+// closes: the client may have sent its tunnel's first bytes already.
 func (px *Proxy) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodConnect {
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		px.handleError(w, r, errConnect)
+		return
+	}
 	if r.ProtoMajor == 2 {
 		if err := checkH2Head(r); err != nil {
 			px.handleError(w, r, err)
