@@ -64,15 +64,33 @@ func evalGoals(res *results) []goal {
 // (the bound is off by default), but the trade the Node guide describes,
 // in the same run's figures. Nil when the run has no such row.
 func boundGoals(res *results) []goal {
+	return bLines(res, bMaxConns, "-cmd node, "+bMaxConns)
+}
+
+// peerGoals are the same two lines for nginx and haproxy in front of
+// Express processes of their own: not goals, but how far a proxy that is
+// not the balancer gets against Node's cluster, which pays no hop. Nil
+// for a run without those rows.
+func peerGoals(res *results) []goal {
+	var gs []goal
+	for _, row := range []string{"nginx", "haproxy"} {
+		gs = append(gs, bLines(res, row, row+" over node app.js")...)
+	}
+	return gs
+}
+
+// bLines are scenario b's two goals for Node's cluster, compleja and
+// simple, read on row and named after label; nil when res has no row.
+func bLines(res *results, row, label string) []goal {
 	b := func(target, ep string) summary { return res.get(key{Scenario: "b", Target: target, Endpoint: ep}) }
-	if !slices.Contains(bRows(res), bMaxConns) {
+	if !slices.Contains(bRows(res), row) {
 		return nil
 	}
 	return []goal{
-		throughputGoal("-cmd node, "+bMaxConns+" vs Node cluster (b, compleja)", "≥ 1.00× Node cluster req/s, 0 errors",
-			b(bMaxConns, "compleja"), b("node-cluster", "compleja"), "Node cluster", 1.0, false),
-		throughputGoal("-cmd node, "+bMaxConns+" vs Node cluster (b, simple)", "≥ 0.80× Node cluster req/s",
-			b(bMaxConns, "simple"), b("node-cluster", "simple"), "Node cluster", 0.8, false),
+		throughputGoal(label+" vs Node cluster (b, compleja)", "≥ 1.00× Node cluster req/s, 0 errors",
+			b(row, "compleja"), b("node-cluster", "compleja"), "Node cluster", 1.0, false),
+		throughputGoal(label+" vs Node cluster (b, simple)", "≥ 0.80× Node cluster req/s",
+			b(row, "simple"), b("node-cluster", "simple"), "Node cluster", 0.8, false),
 	}
 }
 

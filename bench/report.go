@@ -156,6 +156,14 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 		}
 		p("\n")
 	}
+	if pgs := peerGoals(res); pgs != nil {
+		p("Not goals either: the same two lines for nginx and haproxy, each in front of Express processes of its own, in the same run: what the proxy hop costs a proxy that is not the balancer:\n\n")
+		p("| another proxy | wanted | measured | |\n|---|---|---|---|\n")
+		for _, g := range pgs {
+			p("| %s | %s | %s | %s |\n", g.Name, g.Want, g.Got, metWord(g.Met))
+		}
+		p("\n")
+	}
 	// Why a goal is missed is not in these figures: the profiles and
 	// by-hand measurements that explain it are in tuning.md, written by
 	// hand, so the report links there instead of guessing.
@@ -432,7 +440,7 @@ const (
 )
 
 // bTargets are scenario b's rows, the reference last.
-var bTargets = []string{"balancer-httputil", "balancer-fasthttp", bLeastConn, bMaxConns, "node-cluster"}
+var bTargets = []string{"balancer-httputil", "balancer-fasthttp", bLeastConn, bMaxConns, "nginx", "haproxy", "node-cluster"}
 
 // bRows are the rows of bTargets that res measured: a file written
 // before a row was added has none of it.
@@ -499,6 +507,10 @@ func (r *report) sectionB(w io.Writer) {
 		p("**%s** is the fasthttp engine with `-worker-max-conns %d`: at most %d requests at each worker at once, the rest waiting in the balancer in the order they came, ", bMaxConns, bMaxConnsN, bMaxConnsN)
 		p("since a busy Node process accepts one new connection per turn of its event loop, each turn running a request of every connection it has, so a burst of new connections to it waits for seconds (see [tuning.md](tuning.md)). ")
 		p("Every row, this one too, opens a new connection to a worker only once the worker has accepted the one before (the kernel's count of the connections a listener has not accepted yet), which keeps such a burst from forming; the bound also caps the requests a worker works on at once. ")
+	}
+	if rows := bRows(r.res); slices.Contains(rows, "nginx") || slices.Contains(rows, "haproxy") {
+		p("**nginx** and **haproxy**, set as in scenario a, each proxy to %d `node bench/node/app.js` processes of their own (PORT and WORKER_ID set as the balancer sets them): ", r.cores)
+		p("the proxy hop that Node's cluster does not pay, paid by the two proxies that scenario a measures the balancer against. ")
 	}
 	p("The goals are read on the default settings' rows.\n\n")
 	p("| target | endpoint | req/s | × Node cluster | p99 | p99 × Node cluster | errors |\n|---|---|--:|--:|--:|--:|--:|\n")
@@ -736,6 +748,12 @@ func (r *report) printRatios(w io.Writer) {
 	if bgs := boundGoals(res); bgs != nil {
 		p("Not goals (-worker-max-conns %d):\n", bMaxConnsN)
 		for _, g := range bgs {
+			p("  %-9s %-48s %s\n", strings.Trim(metWord(g.Met), "*"), g.Name, g.Got)
+		}
+	}
+	if pgs := peerGoals(res); pgs != nil {
+		p("Not goals (the same lines for other proxies):\n")
+		for _, g := range pgs {
 			p("  %-9s %-48s %s\n", strings.Trim(metWord(g.Met), "*"), g.Name, g.Got)
 		}
 	}

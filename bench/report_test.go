@@ -82,6 +82,7 @@ func TestReportScenarioB(t *testing.T) {
 		res.add(key{Scenario: "b", Target: "balancer-httputil", Endpoint: ep}, sample{RPS: 5000, P99: 40 * ms})
 		res.add(key{Scenario: "b", Target: "balancer-fasthttp", Endpoint: ep}, sample{RPS: 6000, P99: 80 * ms})
 		res.add(key{Scenario: "b", Target: bLeastConn, Endpoint: ep}, sample{RPS: 9000, P99: 30 * ms})
+		res.add(key{Scenario: "b", Target: "haproxy", Endpoint: ep}, sample{RPS: 8500, P99: 30 * ms})
 		res.add(key{Scenario: "b", Target: "node-cluster", Endpoint: ep}, sample{RPS: 10000, P99: 20 * ms})
 	}
 	opts, err := parseFlags([]string{"-only", "b"}, &strings.Builder{})
@@ -91,13 +92,15 @@ func TestReportScenarioB(t *testing.T) {
 	rep := &report{res: res, opts: opts, cores: 2, mach: machine{CPU: "Test CPU", Cores: 2}}
 	var md strings.Builder
 	rep.sectionB(&md)
-	for _, g := range evalGoals(res) {
+	for _, g := range append(evalGoals(res), peerGoals(res)...) {
 		fmt.Fprintf(&md, "%s | %s | %v\n", g.Name, g.Got, g.Met)
 	}
 	for _, want := range []string{
 		"| balancer-fasthttp-least-conn | simple | 9 000 | 0.90× | 30.00 ms | 1.50× | 0 |",
 		"| balancer-fasthttp | simple | 6 000 | 0.60× |",
+		"| haproxy | simple | 8 500 | 0.85× |",
 		"-cmd node, fasthttp vs Node cluster (b, simple) | 0.60× (6 000 vs 10 000 req/s); errors 0 vs 0 | false",
+		"haproxy over node app.js vs Node cluster (b, simple) | 0.85× (8 500 vs 10 000 req/s); errors 0 vs 0 | true",
 	} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, md.String())
@@ -105,8 +108,13 @@ func TestReportScenarioB(t *testing.T) {
 	}
 	var out strings.Builder
 	rep.printRatios(&out)
-	if !strings.Contains(out.String(), "b simple "+bLeastConn+" / node-cluster") {
-		t.Errorf("printRatios lacks the least-conn ratio:\n%s", out.String())
+	for _, want := range []string{"b simple " + bLeastConn + " / node-cluster", "b simple haproxy / node-cluster", "haproxy over node app.js vs Node cluster (b, simple)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("printRatios lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(md.String()+out.String(), "nginx over node app.js") {
+		t.Errorf("a line for nginx, which this run did not measure:\n%s\n%s", md.String(), out.String())
 	}
 }
 
@@ -348,7 +356,9 @@ func TestBRowsFollowTheFile(t *testing.T) {
 	if got := bRows(old); slices.Contains(got, bMaxConns) || len(got) != 4 {
 		t.Errorf("old file: got rows %v; want the four it measured", got)
 	}
-	old.add(key{Scenario: "b", Target: bMaxConns, Endpoint: "simple"}, sample{RPS: 1})
+	for _, tg := range []string{bMaxConns, "nginx", "haproxy"} {
+		old.add(key{Scenario: "b", Target: tg, Endpoint: "simple"}, sample{RPS: 1})
+	}
 	if got := bRows(old); !slices.Equal(got, bTargets) {
 		t.Errorf("new file: got rows %v; want %v", got, bTargets)
 	}

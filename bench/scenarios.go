@@ -343,7 +343,8 @@ func (b *bench) scenarioA(ctx context.Context) {
 }
 
 // scenarioB: the course's Express app under the balancer (-cmd node
-// app.js) against Node's own cluster mode, one worker per core each.
+// app.js) against Node's own cluster mode, one worker per core each, and
+// under nginx and haproxy.
 func (b *bench) scenarioB(ctx context.Context) {
 	fmt.Fprintf(b.out, "== b: Express app, %d workers: balancer -cmd node vs Node cluster, wrk -c64\n", b.cores)
 	node := b.tools.node
@@ -371,6 +372,12 @@ func (b *bench) scenarioB(ctx context.Context) {
 	// the worker accepted the one before; the bound also keeps the
 	// requests at each worker to a few at once.
 	ts = append(ts, b.startBalancer(ctx, bMaxConns, balancerOpts{engine: "fasthttp", workers: b.cores, cmd: cmd, maxConns: bMaxConnsN}))
+	// nginx and haproxy in front of Express processes of their own, as
+	// in scenario a: the proxy hop that Node's cluster does not pay,
+	// paid by the proxies the balancer is measured against there.
+	for _, name := range []string{"nginx", "haproxy"} {
+		ts = append(ts, b.startNodeProxy(ctx, name, b.cores))
+	}
 	ts = append(ts, b.startNodeCluster(ctx, b.cores))
 	defer b.stopTargets(ts...)
 	b.noteFailures("b", ts...)

@@ -25,6 +25,7 @@ type target struct {
 	rssPID  int      // the balancer's pid, whose RSS is sampled; 0 = none
 	stats   string   // the balancer's /stats URL; "" for the others
 	host    *target  // the balancer that owns the workers it loads, when not itself
+	apps    []*proc  // worker processes started for it alone (scenario b's nginx and haproxy); they stop with it
 	err     error    // it did not start: every run against it fails with this
 
 	restarts int64 // worker restarts seen so far in /stats
@@ -45,6 +46,11 @@ func (t *target) alive() error {
 	if t.host != nil {
 		if err := t.host.alive(); err != nil {
 			return fmt.Errorf("%s: the balancer that runs its workers is down: %w", t.name, err)
+		}
+	}
+	for _, p := range t.apps {
+		if p.exited() {
+			return fmt.Errorf("%s: its worker %s exited: %v: %s", t.name, p.name, p.waitErr, p.logTail())
 		}
 	}
 	return nil
@@ -358,6 +364,47 @@ func (b *bench) startNodeCluster(ctx context.Context, n int) *target {
 	return t
 }
 
+// startNodeProxy runs n processes of the course's Express app
+// (bench/node/app.js, each on its own port, as the balancer's -cmd runs
+// them) and the proxy name ("nginx" or "haproxy") in front of them.
+func (b *bench) startNodeProxy(ctx context.Context, name string, n int) *target {
+	if b.tools.node == "" {
+		return &target{name: name, err: errors.New("node is not installed")}
+	}
+	var apps []*proc
+	var addrs []string
+	for id := 1; id <= n; id++ {
+		port, err := freePort()
+		var p *proc
+		if err == nil {
+			env := []string{"PORT=" + strconv.Itoa(port), "WORKER_ID=" + strconv.Itoa(id)}
+			p, err = b.procs.start(fmt.Sprintf("%s-node-%d", name, id), env, b.tools.node, filepath.Join(b.root, "bench", "node", "app.js"))
+		}
+		if err == nil {
+			apps = append(apps, p)
+			addrs = append(addrs, "127.0.0.1:"+strconv.Itoa(port))
+			err = waitHTTP(ctx, p, "http://"+addrs[len(addrs)-1]+pathSimple, 15*time.Second)
+		}
+		if err != nil {
+			b.stopProcs(apps)
+			return &target{name: name, err: fmt.Errorf("%s: node app.js %d: %w", name, id, err)}
+		}
+	}
+	t := b.startProxy(ctx, name, addrs)
+	if t.err != nil {
+		b.stopProcs(apps)
+		return t
+	}
+	t.apps = apps
+	return t
+}
+
+func (b *bench) stopProcs(ps []*proc) {
+	for _, p := range ps {
+		b.procs.stop(p, 15*time.Second)
+	}
+}
+
 // startBackend runs the demo backend alone: the course's "one process".
 // With PORT set it listens on 127.0.0.1:PORT.
 func (b *bench) startBackend(ctx context.Context) *target {
@@ -383,9 +430,13 @@ func (b *bench) startBackend(ctx context.Context) *target {
 // stopTargets stops the processes behind ts.
 func (b *bench) stopTargets(ts ...*target) {
 	for _, t := range ts {
-		if t != nil && t.proc != nil {
+		if t == nil {
+			continue
+		}
+		if t.proc != nil {
 			b.procs.stop(t.proc, 15*time.Second)
 		}
+		b.stopProcs(t.apps)
 	}
 }
 
