@@ -298,7 +298,7 @@ func (px *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 // Request.Write would send as an empty Host). The HTTP/2 server checks
 // only that no field holds a control byte; net/http's HTTP/1 server
 // refuses all three of these with its own 400 before any handler runs,
-// and so does the fasthttp engine, whose client speaks HTTP/1 only.
+// and so does the fasthttp engine's server, which speaks HTTP/1 only.
 func checkH2Head(r *http.Request) error {
 	switch {
 	case !validName(r.Method):
