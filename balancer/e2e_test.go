@@ -559,6 +559,37 @@ func testHostileInput(t *testing.T, engine string) {
 	}
 }
 
+// TestOptionsStarReachesWorker: an OPTIONS * asks the server in general;
+// both engines pass it to a worker and give back its answer (the built-in
+// backend's is a 404), counted as a request. The httputil engine's server
+// had answered 200 itself, uncounted, where the fasthttp engine asked a
+// worker.
+func TestOptionsStarReachesWorker(t *testing.T) { forEngines(t, testOptionsStarReachesWorker) }
+
+func testOptionsStarReachesWorker(t *testing.T, engine string) {
+	c := start(t, 2, "-engine", engine, "-workers", "2")
+	conn, err := net.Dial("tcp", c.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(conn, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: "OPTIONS"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	s, err := c.stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "not found") || s.Requests != 1 {
+		t.Errorf("got %d %q, %d requests counted; want the worker's 404 and 1", resp.StatusCode, body, s.Requests)
+	}
+}
+
 func TestBadSettingsExit2(t *testing.T) {
 	tests := []struct {
 		name string

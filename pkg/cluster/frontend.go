@@ -102,6 +102,10 @@ func NewFrontend(cfg config.Config, p *pool.Pool, o proxy.Options, own OwnPaths,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ConnContext:       guard.ConnContext,
 		ErrorLog:          log.New(debugWriter{logger}, "", 0),
+		// An OPTIONS * asks the server in general what it allows: the
+		// worker's to answer, as the fasthttp engine passes it on, not
+		// net/http's own 200 that no worker said.
+		DisableGeneralOptionsHandler: true,
 	}
 	// HTTP/2 from clients without TLS (h2c with prior knowledge), next to
 	// HTTP/1.1; the workers are still spoken to in HTTP/1.1.
