@@ -73,7 +73,7 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	if res.Quick {
 		p("> **Quick mode**: one short repetition per figure, to check the bench end to end. ")
 		p("The figures are indicative only; the goals below are judged on them all the same. ")
-		p("A full run (`go run ./bench`, about half an hour) replaces this file.\n\n")
+		p("A full run (`go run ./bench`, about 40 minutes) replaces this file.\n\n")
 	}
 
 	p("## Machine\n\n| | |\n|---|---|\n")
@@ -90,7 +90,7 @@ func (r *report) markdown(w io.Writer, plots map[string]string) {
 	p("so a figure is the whole machine's, not the proxy's alone: a proxy that spends less CPU leaves more to the workers and to wrk.\n\n")
 
 	p("## How to rerun\n\n```sh\n")
-	p("go run ./bench                 # the full run: 3 × 10 s per figure, about half an hour\n")
+	p("go run ./bench                 # the full run: 3 × 10 s per figure, about 40 minutes\n")
 	p("go run ./bench -quick          # one short pass, to try it\n")
 	p("go run ./bench -only a,b -reps 5 -duration 20s\n")
 	p("go run ./bench -render docs/bench/results.json   # this page again from its figures, measuring nothing\n")
