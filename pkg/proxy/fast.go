@@ -599,10 +599,18 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 		start := time.Now()
 		defer func() { f.accessLine(ctx, time.Since(start)) }()
 	}
+	req := &ctx.Request
+	if p := req.Header.Protocol(); len(p) != len(http11) || p[len("HTTP/")] != '1' {
+		// fasthttp takes any HTTP/d.d; net/http answers a version
+		// that is not 1.x so before any handler, uncounted. (The
+		// guard has given up on the conn: its check would say 400.)
+		writeFastError(ctx, http.StatusHTTPVersionNotSupported, "unsupported protocol version")
+		ctx.SetConnectionClose()
+		return
+	}
 	if rejected(ctx) {
 		return
 	}
-	req := &ctx.Request
 	if req.Header.IsConnect() {
 		// As the httputil engine answers (Proxy.serve), and counted so.
 		status, msg := statusOf(errConnect, false)
@@ -621,6 +629,17 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 	}
 	closeAfter := req.Header.ConnectionClose()
 	noHost := len(req.Header.Host()) == 0 // HTTP/1.0 may send none
+	if !req.Header.IsHTTP11() {
+		// The worker is spoken to in HTTP/1.1 whatever the client
+		// spoke, as the httputil engine and nginx speak to it: an
+		// HTTP/1.0 request, sent on as it came, had the worker close
+		// its connection after each answer. The server took the
+		// client's version, and whether its connection stays open,
+		// before the handler ran; the close that HTTP/1.0 implies is
+		// the client's hop only.
+		req.Header.SetProtocolBytes(http11)
+		req.Header.Del(fasthttp.HeaderConnection)
+	}
 	var hop hopScan
 	expect := false
 	for k, v := range req.Header.All() {

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -805,5 +806,35 @@ func TestConnectRefused(t *testing.T) {
 	t.Cleanup(func() { srv.Close(); px.CloseIdleConnections() })
 	if status, body := h2Exchange(t, srv.Listener.Addr().String(), "CONNECT", "", "example.com:443"); status != "405" || b.hits.Load() != 0 {
 		t.Errorf("h2c: got %s %q, worker saw %d; want 405 and none", status, body, b.hits.Load())
+	}
+}
+
+// TestHTTP10ClientKeepsWorkerConnection: both engines speak HTTP/1.1 to
+// the workers whatever the client spoke, as nginx does, so requests of
+// HTTP/1.0 clients share one kept-alive connection to the worker. (The
+// fasthttp engine had sent them on as HTTP/1.0 with Connection: close,
+// and the worker closed its connection after each.) The client's own
+// connection still closes after its answer, as HTTP/1.0 wants.
+func TestHTTP10ClientKeepsWorkerConnection(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		var protos sync.Map
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			protos.Store(r.Proto, true)
+			io.WriteString(w, "ok")
+		}))
+		conns := countConns(srv)
+		srv.Start()
+		t.Cleanup(srv.Close)
+		url := serveEngine(t, engine, newPool(srv.Listener.Addr().String()), Options{})
+		for range 3 {
+			if got := rawExchange(t, strings.TrimPrefix(url, "http://"), "GET / HTTP/1.0\r\nHost: x\r\n\r\n", false); strings.HasSuffix(got, leftOpen) || !strings.Contains(got, " 200 ") {
+				t.Errorf("%s: got %q; want a 200 and the connection closed", engine, got)
+			}
+		}
+		var seen []string
+		protos.Range(func(k, _ any) bool { seen = append(seen, k.(string)); return true })
+		if n := conns.Load(); n != 1 || len(seen) != 1 || seen[0] != "HTTP/1.1" {
+			t.Errorf("%s: the worker got %v over %d connections; want HTTP/1.1 over 1", engine, seen, n)
+		}
 	}
 }
