@@ -271,6 +271,14 @@ func (w *answerWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // the client's too, and so is a CONNECT, after which the connection
 // closes: the client may have sent its tunnel's first bytes already.
 func (px *Proxy) serve(w http.ResponseWriter, r *http.Request) {
+	if r.RequestURI == "*" && r.Method != http.MethodOptions {
+		// The asterisk-form is OPTIONS' alone (RFC 9112 3.2.4).
+		// net/http's server takes it with any method; the fasthttp
+		// engine's server refuses it before any handler, uncounted:
+		// so here.
+		WriteError(w, http.StatusBadRequest, string(errBadTarget))
+		return
+	}
 	if r.Method == http.MethodConnect {
 		if r.ProtoMajor == 1 {
 			w.Header().Set("Connection", "close")
