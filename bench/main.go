@@ -191,7 +191,7 @@ func run(args []string) int {
 		out:   os.Stdout,
 		res: &results{Started: time.Now(), Quick: opts.quick, Reps: opts.reps, Duration: opts.duration, Order: "mirrored", BusyRecorded: true, WorkerSweepPerRun: true,
 			ProxyThreads: opts.proxyThreads, GoMaxProcs: runtime.GOMAXPROCS(0), ComplejaRun: runDuration(pathCompleja, opts.duration, opts.quick),
-			NginxKeepaliveRequests: nginxKeepaliveRequests, TimeoutsRecorded: true},
+			NginxKeepaliveRequests: nginxKeepaliveRequests, NginxUpstreamIdle: nginxUpstreamIdle, TimeoutsRecorded: true},
 	}
 	defer b.procs.stopAll()
 

@@ -47,7 +47,7 @@ func TestProxyConfs(t *testing.T) {
 	for _, want := range []string{
 		"worker_processes 1;", "server 127.0.0.1:4001;", "server 127.0.0.1:4002;", "keepalive 64;",
 		"proxy_http_version 1.1;", `proxy_set_header Connection "";`, "access_log off;", "listen 127.0.0.1:9000;",
-		"pid /tmp/x/nginx.pid;",
+		"pid /tmp/x/nginx.pid;", "keepalive_timeout 4s;",
 	} {
 		if !strings.Contains(ngx, want) {
 			t.Errorf("nginx.conf lacks %q:\n%s", want, ngx)

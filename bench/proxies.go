@@ -3,10 +3,21 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // nginxKeepaliveRequests is nginx's keepalive_requests (see nginxConf).
 const nginxKeepaliveRequests = 1_000_000
+
+// nginxUpstreamIdle is the upstream block's keepalive_timeout: how long
+// nginx keeps an idle connection to a worker. It is the balancer's own
+// idle timeout (workerIdleTimeout in pkg/proxy), below the 5 s after
+// which Node closes an idle keep-alive connection. With nginx's default
+// of 60 s, nginx sent requests on connections that an Express worker,
+// its event loop busy with /operacion-compleja, was closing: the worker
+// reset them, and nginx (max_fails=1) took that worker out for 10 s,
+// then answered 502 at once while both were out.
+const nginxUpstreamIdle = 4 * time.Second
 
 // nginxConf is nginx with threads worker processes (-proxy-threads,
 // default 1: the project's goal is stated against nginx with one worker,
@@ -16,7 +27,8 @@ const nginxKeepaliveRequests = 1_000_000
 // settings without which nginx opens a new upstream connection per
 // request), a million requests per kept-alive connection on both sides
 // (nginx's default of 1000 closes each connection after 1000, a
-// reconnect the others do not make), no access log. Every path is under dir so that it runs
+// reconnect the others do not make), idle upstream connections closed
+// after nginxUpstreamIdle, no access log. Every path is under dir so that it runs
 // unprivileged and leaves nothing behind.
 func nginxConf(dir, listen string, upstreams []string, threads int) string {
 	var servers strings.Builder
@@ -44,6 +56,7 @@ http {
     upstream workers {
 %[3]s        keepalive 64;
         keepalive_requests %[5]d;
+        keepalive_timeout %[6]ds;
     }
 
     server {
@@ -55,7 +68,7 @@ http {
         }
     }
 }
-`, dir, listen, servers.String(), threads, nginxKeepaliveRequests)
+`, dir, listen, servers.String(), threads, nginxKeepaliveRequests, int(nginxUpstreamIdle/time.Second))
 }
 
 // haproxyConf is haproxy with threads threads (as nginxConf's worker

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 )
 
 // report turns the results into docs/bench: README.md, the PNG plots and
@@ -464,7 +465,7 @@ func (r *report) sectionA(w io.Writer, plots map[string]string) {
 	p("## a. The balancer against nginx, haproxy and direct access\n\n")
 	p("One balancer (`-engine httputil -workers 2`) hosts two workers of the built-in backend. The fasthttp balancer ")
 	th := max(1, r.opts.proxyThreads)
-	p("(`-engine fasthttp -local-workers=false -upstream A -upstream B`, no workers of its own), nginx (`worker_processes %d`, upstream keepalive 64, %s", th, keepaliveRequests(r.res.NginxKeepaliveRequests))
+	p("(`-engine fasthttp -local-workers=false -upstream A -upstream B`, no workers of its own), nginx (`worker_processes %d`, upstream keepalive 64, %s%s", th, keepaliveRequests(r.res.NginxKeepaliveRequests), upstreamIdle(r.res.NginxUpstreamIdle))
 	p("HTTP/1.1 to the upstreams, no access log) and haproxy (`nbthread %d`, `http-reuse always`, `option http-keep-alive`) proxy to those same ", th)
 	p("two processes, their addresses read from the host's /stats. **direct** is two wrk at once, 32 connections each, one per worker: throughput summed, the higher p99. ")
 	p("So all five targets share the same two worker processes. 64 connections in all. ")
@@ -773,4 +774,13 @@ func keepaliveRequests(n int) string {
 		return ""
 	}
 	return fmt.Sprintf("`keepalive_requests %d` to the clients and the upstreams, ", n)
+}
+
+// upstreamIdle says nginx's keepalive_timeout to the upstreams as the
+// report's list of its settings takes it: nothing for nginx's default.
+func upstreamIdle(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return fmt.Sprintf("idle upstream connections closed after %v (`keepalive_timeout`, as the balancer does: below the 5 s after which Node closes them), ", d)
 }

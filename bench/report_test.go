@@ -300,12 +300,13 @@ func TestReportMethodText(t *testing.T) {
 	}
 }
 
-// TestReportThreads: scenario a's text gives every target's threads, from
-// what the run recorded.
+// TestReportThreads: scenario a's text gives every target's threads and
+// nginx's upstream idle timeout, from what the run recorded.
 func TestReportThreads(t *testing.T) {
 	dir := t.TempDir()
 	res := &results{Started: time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC), Reps: 1, Duration: 10 * time.Second,
-		ProxyThreads: 4, GoMaxProcs: 8, Scenarios: []string{"a"}, Machine: machine{CPU: "Test CPU", Cores: 8}}
+		ProxyThreads: 4, GoMaxProcs: 8, Scenarios: []string{"a"}, Machine: machine{CPU: "Test CPU", Cores: 8},
+		NginxUpstreamIdle: nginxUpstreamIdle}
 	path := filepath.Join(dir, "results.json")
 	if err := res.save(path); err != nil {
 		t.Fatal(err)
@@ -321,6 +322,7 @@ func TestReportThreads(t *testing.T) {
 		"`go run ./bench -reps 1 -proxy-threads 4 -only a`",
 		"nginx (`worker_processes 4`", "haproxy (`nbthread 4`",
 		"nginx and haproxy 4 threads (worker processes) each; each balancer runs with GOMAXPROCS 8",
+		"idle upstream connections closed after 4s (`keepalive_timeout`",
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("report lacks %q:\n%s", want, b)

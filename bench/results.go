@@ -134,6 +134,9 @@ type results struct {
 	// and the upstream side; 0 in files written when it was nginx's
 	// default (1000).
 	NginxKeepaliveRequests int `json:"nginx_keepalive_requests,omitempty"`
+	// NginxUpstreamIdle is nginx's keepalive_timeout in its upstream
+	// block; 0 in files written when it was nginx's default (60 s).
+	NginxUpstreamIdle time.Duration `json:"nginx_upstream_idle_ns,omitempty"`
 	// TimeoutsRecorded: the samples tell wrk's timeouts apart (Timeouts);
 	// false in files written before they did.
 	TimeoutsRecorded bool `json:"timeouts_recorded,omitempty"`
