@@ -15,8 +15,8 @@ const nginxKeepaliveRequests = 1_000_000
 // which Node closes an idle keep-alive connection. With nginx's default
 // of 60 s, nginx sent requests on connections that an Express worker,
 // its event loop busy with /operacion-compleja, was closing: the worker
-// reset them, and nginx (max_fails=1) took that worker out for 10 s,
-// then answered 502 at once while both were out.
+// reset them, and nginx (max_fails=1) took that worker out for 10 s; with
+// both out, nginx answers 502 at once.
 const nginxUpstreamIdle = 4 * time.Second
 
 // nginxConf is nginx with threads worker processes (-proxy-threads,
