@@ -3,6 +3,7 @@ package guard
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"net/textproto"
@@ -41,9 +42,9 @@ func frame(data, cuts []byte) outcome {
 
 // served is one request as net/http's own reader framed it.
 type served struct {
-	fp        uint64
-	ambiguous bool  // the raw head had both Content-Length and Transfer-Encoding
-	bodyErr   error // reading the body failed
+	fp      uint64
+	faulty  error // the verdict the guard owes it, from its raw head; nil if none
+	bodyErr error // reading the body failed
 }
 
 // serveFraming frames data the way net/http's server does (ReadRequest over a 4096-byte
@@ -75,9 +76,11 @@ func serveFraming(data []byte) (out []served, clean bool) {
 		tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(data[start:at()])))
 		_, _ = tp.ReadLine()
 		raw, _ := tp.ReadMIMEHeader()
-		s := served{
-			fp:        fingerprint(fingerprint(fingerprint(fnvOffset, req.Method), " "), req.RequestURI),
-			ambiguous: len(raw["Content-Length"]) > 0 && len(raw["Transfer-Encoding"]) > 0,
+		s := served{fp: fingerprint(fingerprint(fingerprint(fnvOffset, req.Method), " "), req.RequestURI)}
+		if te := len(raw["Transfer-Encoding"]) > 0; te && len(raw["Content-Length"]) > 0 {
+			s.faulty = ErrAmbiguousLength
+		} else if te && req.ProtoMinor == 0 {
+			s.faulty = ErrTransferEncodingHTTP10
 		}
 		_, s.bodyErr = io.Copy(io.Discard, req.Body)
 		out = append(out, s)
@@ -178,8 +181,8 @@ func checkFraming(t *testing.T, kind string, data, cuts []byte) {
 		if ours[i].fp != s.fp {
 			t.Fatalf("%s %q request %d: got fingerprint %x; want %x", kind, data, i, ours[i].fp, s.fp)
 		}
-		if got := ours[i].err != nil; got != s.ambiguous {
-			t.Fatalf("%s %q request %d: got ambiguous %v; want %v", kind, data, i, got, s.ambiguous)
+		if !errors.Is(ours[i].err, s.faulty) {
+			t.Fatalf("%s %q request %d: got verdict %v; want %v", kind, data, i, ours[i].err, s.faulty)
 		}
 		if s.bodyErr != nil && !truncated(s.bodyErr) && whole.st != stLost {
 			t.Fatalf("%s %q request %d: net/http rejected its body (%v); got state %d; want stLost",
