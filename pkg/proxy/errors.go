@@ -32,7 +32,9 @@ const (
 	errBadUpgrade badRequest = "invalid Upgrade header"
 	// errBadMethod, errBadTarget and errBadHost mark an HTTP/2 request
 	// whose method, target or host would not make a valid HTTP/1.1
-	// request line or Host field (see checkH2Head).
+	// request line or Host field (see checkH2Head). errBadTarget is also
+	// the text of the 400 for the asterisk-form with a method other
+	// than OPTIONS (Proxy.serve).
 	errBadMethod badRequest = "invalid method"
 	errBadTarget badRequest = "invalid request target"
 	errBadHost   badRequest = "invalid Host header"

@@ -748,7 +748,8 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 	}
 }
 
-// http11 is the protocol of the fasthttp engine's answers.
+// http11 is the protocol the fasthttp engine speaks: of its answers to
+// clients and of its requests to workers.
 var http11 = []byte("HTTP/1.1")
 
 // smallBuffer reports whether err is fasthttp's for a header past its
