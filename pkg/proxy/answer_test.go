@@ -146,6 +146,30 @@ func TestAbsoluteFormTarget(t *testing.T) {
 	}
 }
 
+// TestQueryPassesAsSent: the query goes to the worker byte for byte, as
+// nginx and HAProxy pass it. The balancer reads no query, so it has no
+// reading of one to keep apart from the worker's; the ReverseProxy
+// re-encoded a query that net/url cannot parse (a ';', a bad escape), which
+// sorted it and dropped the pairs it could not read.
+func TestQueryPassesAsSent(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, target := range []string{"/e?a=1;b=2", "/e?x=%zz&y=1", "/e?b=2&a=1", "/e?q=a+b%20c"} {
+			t.Run(engine+"/"+target, func(t *testing.T) {
+				addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				p := newPool(addr)
+				url := serveEngine(t, engine, p, Options{})
+				resp := rawAnswer(t, url, "GET "+target+" HTTP/1.1\r\nHost: a\r\n\r\n")
+				if resp.StatusCode != 200 {
+					t.Fatalf("got %d; want 200", resp.StatusCode)
+				}
+				if raw := <-got; !strings.HasPrefix(raw, "GET "+target+" HTTP/1.1\r\n") {
+					t.Errorf("worker got %q; want the target as sent", raw)
+				}
+			})
+		}
+	}
+}
+
 // TestBadHeaderNameIs400: a request header name that is no token (here
 // "Transfer Encoding", which a lenient worker might read as framing) gets
 // 400 and never reaches a worker, in both engines.

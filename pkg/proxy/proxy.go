@@ -121,6 +121,12 @@ func New(p *pool.Pool, o Options) *Proxy {
 			// The host is set per attempt by the round tripper, which
 			// picks the worker. Out.Host keeps the client's Host.
 			pr.Out.URL.Host = "worker"
+			// The query as the client sent it. The ReverseProxy re-encodes
+			// one that net/url cannot parse (a ';', a bad escape), which
+			// sorts it and drops what it could not read: a guard for a
+			// proxy that reads the query itself and must not read it
+			// otherwise than the worker. The balancer reads none.
+			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
 			pr.SetXForwarded()
 			for k := range pr.Out.Header {
 				if forwardedAlias(k) {
