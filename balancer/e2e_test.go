@@ -494,6 +494,11 @@ func testHostileInput(t *testing.T, engine string) {
 		{"HTTP/1.0 request line in bare LF, no fields", "GET /operacion-simple HTTP/1.0\n\r\n", 200},
 		{"oversized header", "GET /operacion-simple HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 8192) + "\r\n\r\n", 431},
 		{"Content-Length with Transfer-Encoding", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		// RFC 9112 6.1: a coding the server does not know is 501, before the length is looked at.
+		{"unknown transfer coding", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc", 501},
+		{"transfer coding identity", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\nabc", 501},
+		{"chunked twice", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501},
+		{"unknown coding with Content-Length", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: gzip, chunked\r\n\r\nabc", 501},
 		{"two different Content-Lengths", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd", 400},
 		{"no Host in HTTP/1.1", "GET /operacion-simple HTTP/1.1\r\n\r\n", 400},
 		{"HTTP/2.0 in an HTTP/1 request line", "GET /operacion-simple HTTP/2.0\r\nHost: x\r\n\r\n", 505},

@@ -377,20 +377,25 @@ func (f *framer) requestLine(line []byte) {
 // endHead queues the head's verdict and picks its body framing as net/http's readTransfer does.
 func (f *framer) endHead() {
 	v := verdict{fp: f.fp}
+	// net/http ignores Transfer-Encoding before HTTP/1.1 (Issue 12785) and otherwise
+	// accepts exactly one field, "chunked"; anything else gets a 501 and a closed conn,
+	// before it looks at Content-Length.
+	chunked := f.http11 && f.teCount > 0
 	switch {
+	case chunked && (f.teCount != 1 || !f.teChunked):
+		v.err = ErrTransferCoding
 	case f.clCount > 0 && f.teCount > 0:
 		v.err = ErrAmbiguousLength
 	case !f.http11 && f.teCount > 0:
 		v.err = ErrTransferEncodingHTTP10
 	}
-	// net/http ignores Transfer-Encoding before HTTP/1.1 (Issue 12785) and otherwise
-	// accepts exactly one field, "chunked"; anything else gets a 501 and a closed conn.
-	chunked := f.http11 && f.teCount > 0
-	if chunked && (f.teCount != 1 || !f.teChunked) {
+	if f.pending() >= maxPending {
 		f.lose()
 		return
 	}
-	if f.pending() >= maxPending {
+	if v.err == ErrTransferCoding {
+		// Its body cannot be followed: the verdict, then nothing more.
+		f.q = append(f.q, v)
 		f.lose()
 		return
 	}

@@ -69,6 +69,16 @@ func serveFraming(data []byte) (out []served, clean bool) {
 			return out, true
 		}
 		req, err := http.ReadRequest(br)
+		if err != nil && (strings.HasPrefix(err.Error(), "unsupported transfer encoding") ||
+			strings.HasPrefix(err.Error(), "too many transfer encodings")) {
+			// The server answers 501 and closes; the guard owes it a verdict all the
+			// same, for a server that reads more codings than net/http.
+			line, _, _ := bytes.Cut(data[start:], []byte("\n"))
+			method, rest, _ := bytes.Cut(line, []byte(" "))
+			target, _, _ := bytes.Cut(rest, []byte(" "))
+			fp := fingerprint(fingerprint(fingerprint(fnvOffset, method), " "), target)
+			return append(out, served{fp: fp, faulty: ErrTransferCoding, bodyErr: err}), false
+		}
 		if err != nil || req.ProtoMajor != 1 {
 			return out, false
 		}

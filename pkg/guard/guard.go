@@ -25,6 +25,13 @@ var ErrAmbiguousLength = errors.New("guard: request has both Content-Length and 
 // chunked would see other requests than the balancer does.
 var ErrTransferEncodingHTTP10 = errors.New("guard: HTTP/1.0 request has Transfer-Encoding")
 
+// ErrTransferCoding means an HTTP/1.1 request's Transfer-Encoding was other than one field
+// "chunked": a coding the server does not know (RFC 9112 section 6.1 says 501), or chunked
+// twice. net/http answers such a request 501 itself and closes the conn; a server that takes
+// more codings (fasthttp takes "identity") reaches the handler with it, and Check says so.
+// The framer cannot follow the body, so later requests on the conn fail with ErrUnverified.
+var ErrTransferCoding = errors.New("guard: request has a transfer coding other than chunked")
+
 // ErrHeadEnd means a request head did not end in CRLF CRLF, on a listener made with
 // CRLFHeadEnd: a server that waits for those four bytes (fasthttp) would otherwise wait for
 // the rest of a head it already has, until its read timeout.
@@ -184,7 +191,8 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 
 // Check reports the verdict for r: nil if its head was fine, ErrAmbiguousLength if it had
 // both Content-Length and Transfer-Encoding, ErrTransferEncodingHTTP10 if it was HTTP/1.0
-// with Transfer-Encoding, ErrUnverified if the guard lost the conn's framing. It is nil for requests on conns the guard does not see (no ConnContext, or a
+// with Transfer-Encoding, ErrTransferCoding if it was HTTP/1.1 with a Transfer-Encoding
+// other than "chunked", ErrUnverified if the guard lost the conn's framing. It is nil for requests on conns the guard does not see (no ConnContext, or a
 // listener NewListener did not wrap) and for HTTP/2 requests, whose framing is not HTTP/1's.
 //
 // Check pops the oldest verdict of r's conn: call it exactly once per request, before
@@ -205,8 +213,9 @@ func Check(r *http.Request) error {
 	return c.verdict(fp)
 }
 
-// Handler wraps next, which must not be nil: on a Check error it answers 400 with a JSON
-// body {"error":"..."} and "Connection: close", and never calls next. It must be the
+// Handler wraps next, which must not be nil: on a Check error it answers 400 (501 for
+// ErrTransferCoding) with a JSON body {"error":"..."} and "Connection: close", and never
+// calls next. It must be the
 // outermost handler, so that it sees every request the server reads.
 func Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -228,7 +237,11 @@ func reject(w http.ResponseWriter, err error) {
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	// The rest of the conn's bytes cannot be trusted to frame the next request.
 	h.Set("Connection", "close")
-	w.WriteHeader(http.StatusBadRequest)
+	status := http.StatusBadRequest
+	if errors.Is(err, ErrTransferCoding) {
+		status = http.StatusNotImplemented
+	}
+	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }
 
@@ -246,4 +259,21 @@ func CheckConn(c net.Conn, method, requestURI []byte) error {
 	fp = fingerprint(fp, " ")
 	fp = fingerprint(fp, requestURI)
 	return gc.verdict(fp)
+}
+
+// CheckFailed is for a server that failed to read a request's head and
+// so cannot name it (fasthttp resets the request it failed to parse): it
+// takes the conn's oldest verdict, whichever head it was for, which is
+// that head's when every request read before it was checked. The server
+// must close the conn after it: the verdicts are out of step from then.
+// A conn NewListener did not wrap, or no verdict: nil.
+func CheckFailed(c net.Conn) error {
+	gc, ok := c.(*conn)
+	if !ok {
+		return nil
+	}
+	gc.mu.Lock()
+	defer gc.mu.Unlock()
+	v, _ := gc.f.pop()
+	return v.err
 }

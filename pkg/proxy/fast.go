@@ -917,15 +917,21 @@ func lingerClose(ctx *fasthttp.RequestCtx) {
 	})
 }
 
-// rejected answers 400 and reports true when the guard found the
-// request's framing ambiguous (Content-Length with Transfer-Encoding). It
-// pops the guard's verdict: call it once per request.
+// rejected answers and reports true when the guard found the request's
+// framing faulty: 400 for an ambiguous one (Content-Length with
+// Transfer-Encoding), 501 for a transfer coding other than chunked, as
+// net/http's server answers it (fasthttp takes "identity"). It pops the
+// guard's verdict: call it once per request.
 func rejected(ctx *fasthttp.RequestCtx) bool {
 	err := guard.CheckConn(ctx.Conn(), ctx.Method(), ctx.RequestURI())
 	if err == nil {
 		return false
 	}
-	writeFastError(ctx, 400, err.Error())
+	status := http.StatusBadRequest
+	if errors.Is(err, guard.ErrTransferCoding) {
+		status = http.StatusNotImplemented
+	}
+	writeFastError(ctx, status, err.Error())
 	ctx.SetConnectionClose() // after writeFastError, whose Reset clears it
 	return true
 }
@@ -1062,6 +1068,13 @@ func fastServerError(ctx *fasthttp.RequestCtx, err error) {
 		writeFastError(ctx, http.StatusRequestTimeout, "request timeout")
 	case errors.Is(err, guard.ErrHeadEnd):
 		writeFastError(ctx, http.StatusBadRequest, "bad request: the head must end in CRLF CRLF")
+	case errors.Is(guard.CheckFailed(ctx.Conn()), guard.ErrTransferCoding):
+		// A coding other than chunked, which net/http answers 501. The
+		// guard's verdict tells, not fasthttp's error: fasthttp refuses
+		// Content-Length with any Transfer-Encoding first, and gives
+		// its sentinel for unsupported codings to HTTP/1.0's chunked.
+		// fasthttp closes the connection after this answer.
+		writeFastError(ctx, http.StatusNotImplemented, "unsupported transfer encoding")
 	default:
 		writeFastError(ctx, http.StatusBadRequest, "bad request")
 	}
