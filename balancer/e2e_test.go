@@ -503,6 +503,7 @@ func testHostileInput(t *testing.T, engine string) {
 		{"no Host in HTTP/1.1", "GET /operacion-simple HTTP/1.1\r\n\r\n", 400},
 		{"HTTP/2.0 in an HTTP/1 request line", "GET /operacion-simple HTTP/2.0\r\nHost: x\r\n\r\n", 505},
 		{"asterisk-form for GET", "GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"fragment in the target", "GET /operacion-simple#top HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		// A chunked body that HTTP/1.0 framing would read as the next request.
 		{"HTTP/1.0 with Transfer-Encoding", "POST /operacion-simple HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" +
 			"2c\r\nGET /operacion-simple HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n", 400},

@@ -611,6 +611,11 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 	if rejected(ctx) {
 		return
 	}
+	if bytes.IndexByte(ctx.RequestURI(), '#') >= 0 {
+		// As the httputil engine answers a fragment (Proxy.serve).
+		writeFastError(ctx, http.StatusBadRequest, string(errBadTarget))
+		return
+	}
 	if req.Header.IsConnect() {
 		// As the httputil engine answers (Proxy.serve), and counted so.
 		status, msg := statusOf(errConnect, false)

@@ -285,6 +285,14 @@ func (px *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, string(errBadTarget))
 		return
 	}
+	if strings.IndexByte(r.RequestURI, '#') >= 0 {
+		// No form of request target has a fragment (RFC 9112 3.2).
+		// net/http's server keeps it in the path, which went to the
+		// worker escaped as %23; fasthttp's cuts it off. Neither is
+		// what the client meant, so neither engine guesses.
+		WriteError(w, http.StatusBadRequest, string(errBadTarget))
+		return
+	}
 	if r.Method == http.MethodConnect {
 		if r.ProtoMajor == 1 {
 			w.Header().Set("Connection", "close")
