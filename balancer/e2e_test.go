@@ -501,6 +501,8 @@ func testHostileInput(t *testing.T, engine string) {
 		{"unknown coding with Content-Length", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: gzip, chunked\r\n\r\nabc", 501},
 		{"two different Content-Lengths", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd", 400},
 		{"no Host in HTTP/1.1", "GET /operacion-simple HTTP/1.1\r\n\r\n", 400},
+		{"empty Host in HTTP/1.1", "GET /operacion-simple HTTP/1.1\r\nHost:\r\n\r\n", 400},
+		{"no Host in HTTP/1.0", "GET /operacion-simple HTTP/1.0\r\n\r\n", 200},
 		{"HTTP/2.0 in an HTTP/1 request line", "GET /operacion-simple HTTP/2.0\r\nHost: x\r\n\r\n", 505},
 		{"asterisk-form for GET", "GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"fragment in the target", "GET /operacion-simple#top HTTP/1.1\r\nHost: x\r\n\r\n", 400},

@@ -32,9 +32,11 @@ const (
 	errBadUpgrade badRequest = "invalid Upgrade header"
 	// errBadMethod, errBadTarget and errBadHost mark an HTTP/2 request
 	// whose method, target or host would not make a valid HTTP/1.1
-	// request line or Host field (see checkH2Head). errBadTarget is also
-	// the text of the 400 for the asterisk-form with a method other
-	// than OPTIONS (Proxy.serve).
+	// request line or Host field (see checkH2Head). errBadTarget and
+	// errBadHost are also the texts of the 400s for what net/http's
+	// HTTP/1 server takes and the engines refuse alike (Proxy.serve):
+	// the asterisk-form with a method other than OPTIONS, a fragment,
+	// an empty Host.
 	errBadMethod badRequest = "invalid method"
 	errBadTarget badRequest = "invalid request target"
 	errBadHost   badRequest = "invalid Host header"
