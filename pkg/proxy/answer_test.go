@@ -170,6 +170,38 @@ func TestQueryPassesAsSent(t *testing.T) {
 	}
 }
 
+// TestTETrailersPasses: a client that takes trailers has the worker told
+// so, in both engines, as the ReverseProxy tells it (Go issue 21096); the
+// rest of its TE is the hop's own. (The fasthttp engine dropped it all.)
+func TestTETrailersPasses(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, tt := range []struct{ fields, want string }{
+			{"TE: trailers\r\n", "trailers"},
+			{"te: gzip, Trailers\r\n", "trailers"},
+			{"TE: gzip\r\nTE: trailers\r\n", "trailers"},
+			{"Connection: TE\r\nTE: trailers\r\n", "trailers"},
+			{"TE: gzip\r\n", ""},
+			{"Trailer: X-Sum\r\n", ""},
+		} {
+			t.Run(engine+"/"+tt.fields, func(t *testing.T) {
+				addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				url := serveEngine(t, engine, newPool(addr), Options{})
+				resp := rawAnswer(t, url, "GET /e HTTP/1.1\r\nHost: a\r\n"+tt.fields+"\r\n")
+				if resp.StatusCode != 200 {
+					t.Fatalf("got %d; want 200", resp.StatusCode)
+				}
+				req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(<-got)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if te := strings.Join(req.Header.Values("Te"), ", "); te != tt.want {
+					t.Errorf("worker got TE %q; want %q", te, tt.want)
+				}
+			})
+		}
+	}
+}
+
 // TestBadHeaderNameIs400: a request header name that is no token (here
 // "Transfer Encoding", which a lenient worker might read as framing) gets
 // 400 and never reaches a worker, in both engines.

@@ -24,6 +24,7 @@ import (
 	"github.com/clusterlb/clusterlb/pkg/pool"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"golang.org/x/net/http/httpguts"
 )
 
 // Fast is the fasthttp engine: a fasthttp server in front, fasthttp
@@ -661,7 +662,14 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 			hop.listed = append(hop.listed, string(k))
 		}
 	}
+	// A client that takes trailers says so to the worker, as the
+	// ReverseProxy says it (Go issue 21096): the hop's own TE goes, its
+	// "trailers" stays true of the whole path, since trailers pass.
+	trailers := hop.found&teBit != 0 && takesTrailers(req.Header.PeekAll("Te"))
 	hop.del(req.Header.Del)
+	if trailers {
+		req.Header.Set("Te", "trailers")
+	}
 	if expect {
 		// The body is here whole (or there is none): a worker asked to
 		// wait for it would send a 100 Continue for nothing, and an
@@ -818,8 +826,21 @@ func hopBits(k []byte) uint16 {
 	return 0
 }
 
-// connectionBit is hopBits of Connection, hopHeaders[0].
-const connectionBit = 1
+// connectionBit is hopBits of Connection, hopHeaders[0]; teBit of Te,
+// hopHeaders[5].
+const (
+	connectionBit = 1
+	teBit         = 1 << 5
+)
+
+// takesTrailers reports whether the TE field values vs list "trailers".
+func takesTrailers(vs [][]byte) bool {
+	ss := make([]string, len(vs))
+	for i, v := range vs {
+		ss[i] = string(v)
+	}
+	return httpguts.HeaderValuesContainsToken(ss, "trailers")
+}
 
 // appendListed appends to dst the header names that a Connection header's
 // value v lists, which are hop-by-hop too (RFC 9110 7.6.1), leaving out
