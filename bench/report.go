@@ -399,11 +399,15 @@ func rpsCell(s summary) string {
 	return fmtRPS(s.RPS)
 }
 
-func p99Cell(s summary) string {
-	if !s.OK {
+func p99Cell(s summary) string { return durCell(s, s.P99) }
+
+// durCell is d, one of s's latencies, or a dash where s was not measured
+// or has none of it.
+func durCell(s summary, d time.Duration) string {
+	if !s.OK || d == 0 {
 		return "–"
 	}
-	return fmtDur(s.P99)
+	return fmtDur(d)
 }
 
 func errCell(s summary) string {
@@ -552,9 +556,19 @@ func (r *report) sectionD(w io.Writer) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("## d. Mixed load, per policy\n\n")
 	p("%d workers; for the length of a run, one client loops on /operacion-compleja (`wrk -t1 -c1`) while eight loop on /operacion-simple (`wrk -t1 -c8`). ", r.cores)
-	p("The figure that matters is simple's p99: how long a cheap request waits behind an expensive one on the same worker.\n\n")
-	p("| policy | simple p99 | × round-robin | simple req/s | compleja req/s | compleja p99 | errors |\n|---|--:|--:|--:|--:|--:|--:|\n")
+	p("The figure that matters is simple's p99: how long a cheap request waits behind an expensive one on the same worker.")
 	rr := r.res.get(key{Scenario: "d", Target: "round-robin", Endpoint: "simple"})
+	// Runs from before the bench kept them have no p75 and p90.
+	spread := false
+	for _, pol := range policies {
+		spread = spread || r.res.get(key{Scenario: "d", Target: pol, Endpoint: "simple"}).P90 > 0
+	}
+	if spread {
+		p(" Its p75 and p90 show the spread below it.\n\n")
+		p("| policy | simple p75 | simple p90 | simple p99 | × round-robin | simple req/s | compleja req/s | compleja p99 | errors |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	} else {
+		p("\n\n| policy | simple p99 | × round-robin | simple req/s | compleja req/s | compleja p99 | errors |\n|---|--:|--:|--:|--:|--:|--:|\n")
+	}
 	for _, pol := range policies {
 		s := r.res.get(key{Scenario: "d", Target: pol, Endpoint: "simple"})
 		c := r.res.get(key{Scenario: "d", Target: pol, Endpoint: "compleja"})
@@ -562,7 +576,11 @@ func (r *report) sectionD(w io.Writer) {
 		if s.OK && c.OK {
 			errs = fmt.Sprint(s.Errors + c.Errors)
 		}
-		p("| %s | %s | %s | %s | %s | %s | %s |\n", pol, p99Cell(s), p99RatioCell(s, rr), rpsCell(s), rpsCell(c), p99Cell(c), errs)
+		p("| %s | ", pol)
+		if spread {
+			p("%s | %s | ", durCell(s, s.P75), durCell(s, s.P90))
+		}
+		p("%s | %s | %s | %s | %s | %s |\n", p99Cell(s), p99RatioCell(s, rr), rpsCell(s), rpsCell(c), p99Cell(c), errs)
 	}
 	p("\n")
 }

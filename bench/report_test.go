@@ -365,3 +365,39 @@ func TestBRowsFollowTheFile(t *testing.T) {
 		t.Errorf("new file: got rows %v; want %v", got, bTargets)
 	}
 }
+
+// TestReportMixedSpread: scenario d's table shows simple's p75 and p90
+// beside its p99 when the run kept them (medians over the repetitions),
+// and keeps its older columns for a run from before that did not.
+func TestReportMixedSpread(t *testing.T) {
+	ms := time.Millisecond
+	for _, withSpread := range []bool{true, false} {
+		res := &results{Started: time.Date(2026, 11, 29, 20, 0, 0, 0, time.UTC), Reps: 3, Duration: 2 * time.Second}
+		for i, pol := range policies {
+			for rep := range 3 {
+				s := sample{RPS: 5000, P99: 17 * ms}
+				if withSpread {
+					s.P75 = time.Duration(3+i+rep) * ms // medians 4, 5, 6 ms
+					s.P90 = time.Duration(10+rep) * ms  // median 11 ms
+				}
+				res.add(key{Scenario: "d", Target: pol, Endpoint: "simple"}, s)
+				res.add(key{Scenario: "d", Target: pol, Endpoint: "compleja"}, sample{RPS: 40, P99: 30 * ms})
+			}
+		}
+		opts, err := parseFlags([]string{"-only", "d"}, &strings.Builder{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var md strings.Builder
+		(&report{res: res, opts: opts, cores: 2}).sectionD(&md)
+		want := []string{"| round-robin | 4.00 ms | 11.00 ms | 17.00 ms |", "| p2c | 6.00 ms | 11.00 ms | 17.00 ms |", "| policy | simple p75 | simple p90 | simple p99 |"}
+		if !withSpread {
+			want = []string{"| round-robin | 17.00 ms |", "| policy | simple p99 | × round-robin |"}
+		}
+		for _, w := range want {
+			if !strings.Contains(md.String(), w) {
+				t.Errorf("spread %v: section d lacks %q:\n%s", withSpread, w, md.String())
+			}
+		}
+	}
+}

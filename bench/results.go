@@ -27,6 +27,8 @@ type key struct {
 type sample struct {
 	RPS          float64       `json:"rps"`
 	P99          time.Duration `json:"p99_ns"`
+	P75          time.Duration `json:"p75_ns,omitempty"` // scenario d's wrk runs; none in files from before
+	P90          time.Duration `json:"p90_ns,omitempty"`
 	Requests     int64         `json:"requests"`
 	Errors       int64         `json:"errors"`
 	Timeouts     int64         `json:"timeouts,omitempty"` // of Errors, wrk's timeouts (a request slower than wrkTimeout)
@@ -52,6 +54,7 @@ type summary struct {
 	Runs, Failed int           // repetitions measured / failed
 	RPS          float64       // median
 	P99          time.Duration // median
+	P75, P90     time.Duration // medians, 0 where the samples have none
 	Errors       int64         // total over the repetitions
 	Timeouts     int64         // of Errors, total
 	OKCount      int64         // total 200s (artillery)
@@ -64,7 +67,7 @@ type summary struct {
 func (s *series) summary() summary {
 	var out summary
 	var rps, rss []float64
-	var p99 []time.Duration
+	var p99, p75, p90 []time.Duration
 	for _, smp := range s.Samples {
 		if smp.Err != "" {
 			out.PerRep = append(out.PerRep, math.NaN())
@@ -78,6 +81,10 @@ func (s *series) summary() summary {
 		out.PerRep = append(out.PerRep, smp.RPS)
 		rps = append(rps, smp.RPS)
 		p99 = append(p99, smp.P99)
+		if smp.P90 > 0 {
+			p75 = append(p75, smp.P75)
+			p90 = append(p90, smp.P90)
+		}
 		out.Errors += smp.Errors
 		out.Timeouts += smp.Timeouts
 		out.OKCount += smp.OK
@@ -90,6 +97,8 @@ func (s *series) summary() summary {
 	out.OK = out.Runs > 0
 	out.RPS = median(rps)
 	out.P99 = medianDuration(p99)
+	out.P75 = medianDuration(p75)
+	out.P90 = medianDuration(p90)
 	out.RSS = int64(median(rss))
 	return out
 }

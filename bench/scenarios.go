@@ -468,10 +468,10 @@ func (b *bench) scenarioD(ctx context.Context) {
 				b.progress(label, rep, t.name, "FAILED: %v", short(err))
 				continue
 			}
-			b.res.add(ks, sample{RPS: rs.RPS, P99: rs.P99, Requests: rs.Requests, Errors: rs.Errors(), Timeouts: rs.Socket.Timeout, Busy: !idle})
-			b.res.add(kc, sample{RPS: rc.RPS, P99: rc.P99, Requests: rc.Requests, Errors: rc.Errors(), Timeouts: rc.Socket.Timeout, Busy: !idle})
-			b.progress(label, rep, t.name, "simple %7.0f req/s p99 %-9s | compleja %5.1f req/s p99 %-9s errors %d%s",
-				rs.RPS, fmtDur(rs.P99), rc.RPS, fmtDur(rc.P99), rs.Errors()+rc.Errors(), b.checkRestarts(ctx, t, ks))
+			b.res.add(ks, sample{RPS: rs.RPS, P99: rs.P99, P75: rs.P75, P90: rs.P90, Requests: rs.Requests, Errors: rs.Errors(), Timeouts: rs.Socket.Timeout, Busy: !idle})
+			b.res.add(kc, sample{RPS: rc.RPS, P99: rc.P99, P75: rc.P75, P90: rc.P90, Requests: rc.Requests, Errors: rc.Errors(), Timeouts: rc.Socket.Timeout, Busy: !idle})
+			b.progress(label, rep, t.name, "simple %7.0f req/s p75 %-9s p90 %-9s p99 %-9s | compleja %5.1f req/s p99 %-9s errors %d%s",
+				rs.RPS, fmtDur(rs.P75), fmtDur(rs.P90), fmtDur(rs.P99), rc.RPS, fmtDur(rc.P99), rs.Errors()+rc.Errors(), b.checkRestarts(ctx, t, ks))
 		}
 	}
 }

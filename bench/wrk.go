@@ -13,11 +13,11 @@ import (
 
 // wrkResult is what one wrk run reports.
 type wrkResult struct {
-	RPS      float64       // Requests/sec
-	P50, P99 time.Duration // from --latency's distribution
-	Requests int64         // "N requests in ..."
-	Socket   socketErrors
-	Non2xx   int64 // "Non-2xx or 3xx responses: N"
+	RPS                float64       // Requests/sec
+	P50, P75, P90, P99 time.Duration // from --latency's distribution
+	Requests           int64         // "N requests in ..."
+	Socket             socketErrors
+	Non2xx             int64 // "Non-2xx or 3xx responses: N"
 }
 
 // socketErrors is wrk's "Socket errors:" line; absent means all zero.
@@ -47,14 +47,19 @@ func parseWrk(out string) (wrkResult, error) {
 				return r, fmt.Errorf("wrk: Requests/sec %q: %w", f[1], err)
 			}
 			r.RPS, haveRPS = v, true
-		case len(f) == 2 && (f[0] == "50%" || f[0] == "99%"):
+		case len(f) == 2 && (f[0] == "50%" || f[0] == "75%" || f[0] == "90%" || f[0] == "99%"):
 			d, err := parseWrkDuration(f[1])
 			if err != nil {
 				return r, fmt.Errorf("wrk: %s line: %w", f[0], err)
 			}
-			if f[0] == "50%" {
+			switch f[0] {
+			case "50%":
 				r.P50 = d
-			} else {
+			case "75%":
+				r.P75 = d
+			case "90%":
+				r.P90 = d
+			default:
 				r.P99, haveP99 = d, true
 			}
 		case len(f) >= 3 && f[1] == "requests" && f[2] == "in":

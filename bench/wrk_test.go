@@ -23,13 +23,13 @@ func TestParseWrk(t *testing.T) {
 		want wrkResult
 	}{
 		{"clean run", "wrk_ok.txt", wrkResult{
-			RPS: 8082.80, P50: 7310 * time.Microsecond, P99: 24480 * time.Microsecond, Requests: 8204,
+			RPS: 8082.80, P50: 7310 * time.Microsecond, P75: 9900 * time.Microsecond, P90: 13190 * time.Microsecond, P99: 24480 * time.Microsecond, Requests: 8204,
 		}},
 		{"non-2xx answers", "wrk_non2xx.txt", wrkResult{
-			RPS: 4783.24, P50: 714 * time.Microsecond, P99: 5890 * time.Microsecond, Requests: 5264, Non2xx: 5264,
+			RPS: 4783.24, P50: 714 * time.Microsecond, P75: 1110 * time.Microsecond, P90: 1760 * time.Microsecond, P99: 5890 * time.Microsecond, Requests: 5264, Non2xx: 5264,
 		}},
 		{"socket errors, latencies in seconds", "wrk_socket_errors.txt", wrkResult{
-			RPS: 40.12, P50: 1610 * time.Millisecond, P99: 2 * time.Second, Requests: 402,
+			RPS: 40.12, P50: 1610 * time.Millisecond, P75: 1830 * time.Millisecond, P90: 1950 * time.Millisecond, P99: 2 * time.Second, Requests: 402,
 			Socket: socketErrors{Read: 12, Write: 1, Timeout: 37}, Non2xx: 5,
 		}},
 	}
