@@ -192,8 +192,9 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 // Check reports the verdict for r: nil if its head was fine, ErrAmbiguousLength if it had
 // both Content-Length and Transfer-Encoding, ErrTransferEncodingHTTP10 if it was HTTP/1.0
 // with Transfer-Encoding, ErrTransferCoding if it was HTTP/1.1 with a Transfer-Encoding
-// other than "chunked", ErrUnverified if the guard lost the conn's framing. It is nil for requests on conns the guard does not see (no ConnContext, or a
-// listener NewListener did not wrap) and for HTTP/2 requests, whose framing is not HTTP/1's.
+// other than "chunked", ErrUnverified if the guard lost the conn's framing. It is nil for
+// requests on conns the guard does not see (no ConnContext, or a listener NewListener did
+// not wrap) and for HTTP/2 requests, whose framing is not HTTP/1's.
 //
 // Check pops the oldest verdict of r's conn: call it exactly once per request, before
 // anything reads the body. Handler does.
@@ -215,8 +216,8 @@ func Check(r *http.Request) error {
 
 // Handler wraps next, which must not be nil: on a Check error it answers 400 (501 for
 // ErrTransferCoding) with a JSON body {"error":"..."} and "Connection: close", and never
-// calls next. It must be the
-// outermost handler, so that it sees every request the server reads.
+// calls next. It must be the outermost handler, so that it sees every request the server
+// reads.
 func Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := Check(r); err != nil {
