@@ -238,12 +238,17 @@ func reject(w http.ResponseWriter, err error) {
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	// The rest of the conn's bytes cannot be trusted to frame the next request.
 	h.Set("Connection", "close")
-	status := http.StatusBadRequest
-	if errors.Is(err, ErrTransferCoding) {
-		status = http.StatusNotImplemented
-	}
-	w.WriteHeader(status)
+	w.WriteHeader(Status(err))
 	_, _ = w.Write(body)
+}
+
+// Status is the HTTP status that answers a Check error: 501 for ErrTransferCoding, as
+// net/http answers a coding it does not know (RFC 9112 section 6.1), 400 for the others.
+func Status(err error) int {
+	if errors.Is(err, ErrTransferCoding) {
+		return http.StatusNotImplemented
+	}
+	return http.StatusBadRequest
 }
 
 // CheckConn is Check for servers that are not net/http (the fasthttp

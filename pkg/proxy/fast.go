@@ -953,11 +953,7 @@ func rejected(ctx *fasthttp.RequestCtx) bool {
 	if err == nil {
 		return false
 	}
-	status := http.StatusBadRequest
-	if errors.Is(err, guard.ErrTransferCoding) {
-		status = http.StatusNotImplemented
-	}
-	writeFastError(ctx, status, err.Error())
+	writeFastError(ctx, guard.Status(err), err.Error())
 	ctx.SetConnectionClose() // after writeFastError, whose Reset clears it
 	return true
 }
