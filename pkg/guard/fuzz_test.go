@@ -47,6 +47,11 @@ type served struct {
 	bodyErr error // reading the body failed
 }
 
+// requestFP is the fingerprint the framer gives the head of "method SP target ...".
+func requestFP(method, target string) uint64 {
+	return fingerprint(fingerprint(fingerprint(fnvOffset, method), " "), target)
+}
+
 // serveFraming frames data the way net/http's server does (ReadRequest over a 4096-byte
 // bufio.Reader, with the server's CR/LF tolerance after a POST) until it fails. clean
 // reports that data ended right after a whole request.
@@ -76,8 +81,7 @@ func serveFraming(data []byte) (out []served, clean bool) {
 			line, _, _ := bytes.Cut(data[start:], []byte("\n"))
 			method, rest, _ := bytes.Cut(line, []byte(" "))
 			target, _, _ := bytes.Cut(rest, []byte(" "))
-			fp := fingerprint(fingerprint(fingerprint(fnvOffset, method), " "), target)
-			return append(out, served{fp: fp, faulty: ErrTransferCoding, bodyErr: err}), false
+			return append(out, served{fp: requestFP(string(method), string(target)), faulty: ErrTransferCoding, bodyErr: err}), false
 		}
 		if err != nil || req.ProtoMajor != 1 {
 			return out, false
@@ -86,7 +90,7 @@ func serveFraming(data []byte) (out []served, clean bool) {
 		tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(data[start:at()])))
 		_, _ = tp.ReadLine()
 		raw, _ := tp.ReadMIMEHeader()
-		s := served{fp: fingerprint(fingerprint(fingerprint(fnvOffset, req.Method), " "), req.RequestURI)}
+		s := served{fp: requestFP(req.Method, req.RequestURI)}
 		if te := len(raw["Transfer-Encoding"]) > 0; te && len(raw["Content-Length"]) > 0 {
 			s.faulty = ErrAmbiguousLength
 		} else if te && req.ProtoMinor == 0 {
