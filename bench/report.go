@@ -563,12 +563,12 @@ func (r *report) sectionD(w io.Writer) {
 	for _, pol := range policies {
 		spread = spread || r.res.get(key{Scenario: "d", Target: pol, Endpoint: "simple"}).P90 > 0
 	}
+	cols := []string{"simple p99", "× round-robin", "simple req/s", "compleja req/s", "compleja p99", "errors"}
 	if spread {
-		p(" Its p75 and p90 show the spread below it.\n\n")
-		p("| policy | simple p75 | simple p90 | simple p99 | × round-robin | simple req/s | compleja req/s | compleja p99 | errors |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
-	} else {
-		p("\n\n| policy | simple p99 | × round-robin | simple req/s | compleja req/s | compleja p99 | errors |\n|---|--:|--:|--:|--:|--:|--:|\n")
+		p(" Its p75 and p90 show the spread below it.")
+		cols = append([]string{"simple p75", "simple p90"}, cols...)
 	}
+	p("\n\n| policy | %s |\n|---|%s\n", strings.Join(cols, " | "), strings.Repeat("--:|", len(cols)))
 	for _, pol := range policies {
 		s := r.res.get(key{Scenario: "d", Target: pol, Endpoint: "simple"})
 		c := r.res.get(key{Scenario: "d", Target: pol, Endpoint: "compleja"})
