@@ -435,6 +435,52 @@ func testSIGTERMLeavesNoProcess(t *testing.T, engine string) {
 	}
 }
 
+// A balancer whose output goes to a pipe that its reader closed (a
+// `| head`, a log shipper that restarts) keeps serving: each log line
+// then fails with EPIPE, and Go's default for SIGPIPE on stdout or
+// stderr would have ended the process there, killing its workers and
+// the requests in flight.
+func TestClosedOutputPipe(t *testing.T) {
+	addr := freeAddr(t)
+	c := newCluster(t, addr)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command(filepath.Join(binDir, "balancer"), "-listen", addr, "-admin-listen", "", "-workers", "2")
+	c.cmd.Stdout = w
+	c.cmd.Stderr = w
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	go func() { c.cmd.Wait(); close(c.exited) }()
+	t.Cleanup(c.cleanup)
+	// Read the output until both workers are up, then close the pipe.
+	go io.Copy(c.logs, r)
+	s := c.waitUp(2)
+	r.Close()
+
+	// Killing a worker makes the balancer log.
+	victim := s.Workers[0].Pid
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor("worker 1 back under a new pid", func(s statsDoc) bool {
+		w := s.Workers[0]
+		return w.State == "up" && w.Pid != 0 && w.Pid != victim
+	})
+	if code, _, err := c.get("/operacion-simple"); err != nil || code != 200 {
+		t.Fatalf("GET after the pipe closed: %d, %v", code, err)
+	}
+	s, _ = c.stats()
+	pids := workerPids(s)
+	if code := c.stop(syscall.SIGTERM); code != 0 {
+		t.Errorf("got exit code %d (%v); want 0", code, c.cmd.ProcessState)
+	}
+	waitGone(t, pids, time.Second)
+}
+
 func TestSIGKILLLeavesNoOrphan(t *testing.T) {
 	c := start(t, 2, "-workers", "2")
 	s, _ := c.stats()

@@ -93,6 +93,13 @@ func run(args []string) int {
 	// handled, not take its default action (exit, or stop the process).
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU)
+	// A log line written to a pipe whose reader is gone (a "| head", a
+	// log shipper that restarted) must fail with EPIPE, not end the
+	// balancer with its workers: that is Go's default on stdout and
+	// stderr unless SIGPIPE is asked for. Nothing reads the channel.
+	// (Not signal.Ignore: an ignored signal stays ignored in the workers
+	// across exec.)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
