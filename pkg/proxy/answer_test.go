@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -196,6 +197,43 @@ func TestTETrailersPasses(t *testing.T) {
 				}
 				if te := strings.Join(req.Header.Values("Te"), ", "); te != tt.want {
 					t.Errorf("worker got TE %q; want %q", te, tt.want)
+				}
+			})
+		}
+	}
+}
+
+// TestCookiePassesAsSent: the Cookie fields reach the worker as the
+// client sent them, in both engines. The fasthttp engine had fasthttp
+// parse them (by walking the header with All) and write them anew, which
+// dropped every pair with a '"' or '\' in its value (a JSON cookie, an
+// escaped one as Python's http.cookies writes), unquoted the others, and
+// merged the fields: a session cookie that the worker set never came back
+// to it.
+func TestCookiePassesAsSent(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, cookies := range [][]string{
+			{`j={"a":1}; q="a\054b"; k=v`},
+			{`c="q v"; =x; a=1;b`},
+			{"a=1", "b=2"},
+		} {
+			t.Run(engine+"/"+strings.Join(cookies, "|"), func(t *testing.T) {
+				addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				url := serveEngine(t, engine, newPool(addr), Options{})
+				head := "GET /e HTTP/1.1\r\nHost: a\r\n"
+				for _, c := range cookies {
+					head += "Cookie: " + c + "\r\n"
+				}
+				resp := rawAnswer(t, url, head+"\r\n")
+				if resp.StatusCode != 200 {
+					t.Fatalf("got %d; want 200", resp.StatusCode)
+				}
+				req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(<-got)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := req.Header.Values("Cookie"); !slices.Equal(got, cookies) {
+					t.Errorf("worker got Cookie %q; want %q", got, cookies)
 				}
 			})
 		}

@@ -648,7 +648,11 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 	}
 	var hop hopScan
 	expect := false
-	for k, v := range req.Header.All() {
+	// AllInOrder reads the fields as they came. All would have fasthttp
+	// parse the Cookie fields, to write them anew from what it could
+	// parse: pairs with a '"' or '\' in their value lost, the rest
+	// unquoted, the fields merged.
+	for k, v := range req.Header.AllInOrder() {
 		expect = expect || (len(k) == len("Expect") && asciiEqualFold(string(k), "Expect"))
 		if !validName(k) {
 			// As net/http's server answers, uncounted as there:
