@@ -90,8 +90,9 @@ type Config struct {
 	RestartBackoffMax    time.Duration `yaml:"restart_backoff_max"`
 	RestartBackoffReset  time.Duration `yaml:"restart_backoff_reset"`
 
-	// UpstreamTimeout bounds the wait for a worker's response headers;
-	// past it the client gets 504.
+	// UpstreamTimeout bounds the wait for a worker's response headers
+	// (fasthttp engine: each wait for its bytes, the body's too); past
+	// it the client gets 504.
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
 	// ShutdownGrace is how long in-flight requests may run after a stop
 	// signal before connections are closed.

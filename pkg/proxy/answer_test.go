@@ -789,6 +789,52 @@ func TestRedialKeepsTheWriteTimeout(t *testing.T) {
 	}
 }
 
+// TestStreamedAnswerOutlastsUpstreamTimeout: upstream_timeout bounds the
+// waits for a worker's answer, not the time its whole body takes: a body
+// that comes in pieces, each gap shorter than the timeout, reaches the
+// client whole, in both engines. (The fasthttp engine had its client's
+// ReadTimeout bound the whole answer, and answered 504 to a download
+// longer than the timeout after the worker had done the work.) The
+// fasthttp engine, which holds an answer whole and cannot see its client
+// leave meanwhile, still gives up on a body that stops for longer.
+func TestStreamedAnswerOutlastsUpstreamTimeout(t *testing.T) {
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	worker := func(gap time.Duration) string {
+		return acceptLoop(t, func(c net.Conn) {
+			if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\naaaaa")
+			for _, piece := range []string{"bbbbb", "ccccc"} {
+				select {
+				case <-time.After(gap):
+				case <-done:
+					return
+				}
+				if _, err := io.WriteString(c, piece); err != nil {
+					return
+				}
+			}
+		})
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			url := serveEngine(t, engine, newPool(worker(600*time.Millisecond)), Options{UpstreamTimeout: time.Second})
+			if code, body := get(t, client, url+"/", nil); code != 200 || body != "aaaaabbbbbccccc" {
+				t.Errorf("got %d %q; want 200 and the whole body", code, body)
+			}
+		})
+	}
+	t.Run("fasthttp/stalled", func(t *testing.T) {
+		url := serveEngine(t, "fasthttp", newPool(worker(3*time.Second)), Options{UpstreamTimeout: time.Second})
+		if code, _ := get(t, client, url+"/", nil); code != 504 {
+			t.Errorf("got %d; want 504 for a body that stopped past upstream_timeout", code)
+		}
+	})
+}
+
 // TestNoContentTypeAdded: an answer without a Content-Type reaches the
 // client without one, in both engines and on both of the httputil
 // engine's round trips (net/http's server guessed one from the body);

@@ -169,7 +169,27 @@ func (c *fastConn) Read(b []byte) (int, error) {
 	}
 	c.inRequest = false
 	c.last = time.Now()
+	if n > 0 {
+		c.moveDeadline()
+	}
 	return n, err
+}
+
+// moveDeadline moves the read deadline on while an answer comes in, so
+// that upstream_timeout (the client's ReadTimeout, which fasthttp sets
+// once per request) bounds each wait for the worker's bytes, not the
+// whole answer: a download may take longer than the timeout to stream,
+// as it may through the httputil engine. Only a read that comes over a
+// quarter of the timeout (a second at most) after the deadline was set
+// moves it: an answer that comes at once costs no deadline update.
+func (c *fastConn) moveDeadline() {
+	timeout := c.fw.hc.ReadTimeout
+	if timeout <= 0 || c.rdl.IsZero() {
+		return
+	}
+	if c.rdl.Sub(c.last) < timeout-min(timeout/4, time.Second) {
+		c.SetReadDeadline(c.last.Add(timeout))
+	}
 }
 
 // bareBlankLine reports whether the header block at the start of b, if b

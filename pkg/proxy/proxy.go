@@ -22,8 +22,9 @@ import (
 
 // Options tunes the proxy. The zero value of each field means its default.
 type Options struct {
-	// UpstreamTimeout bounds the wait for a worker's response headers;
-	// 0 means 60s.
+	// UpstreamTimeout bounds the wait for a worker's response headers
+	// (under the fasthttp engine, which holds an answer whole, each wait
+	// for its bytes, the body's too); 0 means 60s.
 	UpstreamTimeout time.Duration
 	// MaxRetries bounds the retries of one request on other workers;
 	// 0 means one less than the number of workers (each worker is tried
