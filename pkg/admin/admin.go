@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -98,7 +99,49 @@ func Handler(c Controller, o Options) http.Handler {
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	return authorize(o.Token, jsonFallback(mux))
+	return authorize(o.Token, refuseBrowsers(o.Token != "", jsonFallback(mux)))
+}
+
+// refuseBrowsers turns away what a web page open in a browser on this
+// machine could send the API, which listens on loopback and, by
+// default, asks for no token: a cross-origin POST (a fetch in "no-cors"
+// mode reaches 127.0.0.1 without a preflight), and, unless a token is
+// asked for, any request for a host name that is not the loopback's, the
+// mark of DNS rebinding (a page whose own name was made to resolve to
+// 127.0.0.1 is same-origin to itself, but sends that name as Host). curl,
+// pprof and scripts send neither.
+func refuseBrowsers(tokenSet bool, next http.Handler) http.Handler {
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusForbidden, "cross-origin request refused")
+	}))
+	h := cop.Handler(next)
+	if tokenSet {
+		return h // a page cannot send the token
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !loopbackHost(r.Host) {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("host %q refused: without -admin-token the admin API answers only to localhost, 127.0.0.1 or [::1]", r.Host))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// loopbackHost reports whether a Host header names this machine's
+// loopback: localhost or a loopback address, with or without a port. An
+// HTTP/1.0 request may send none.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(host, ".")
+	if host == "" || strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+	return err == nil && ip.IsLoopback()
 }
 
 // api holds what the control handlers share.

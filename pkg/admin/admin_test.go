@@ -247,6 +247,70 @@ func TestToken(t *testing.T) {
 	}
 }
 
+// TestBrowserRequestsRefused: what a web page in a browser on this
+// machine could send the API is turned away, unanswered by the
+// controller: a cross-origin POST (a "no-cors" fetch to 127.0.0.1 needs no
+// preflight), and, without a token, a request for another host name than
+// the loopback's (DNS rebinding: a page whose name was made to resolve to
+// 127.0.0.1 is same-origin to itself). curl, pprof and scripts send
+// neither, and get through.
+func TestBrowserRequestsRefused(t *testing.T) {
+	tests := []struct {
+		name   string
+		token  string
+		method string
+		host   string // "" for the server's own 127.0.0.1:PORT
+		header map[string]string
+		want   int
+	}{
+		{"curl", "", "POST", "", nil, 200},
+		{"localhost", "", "POST", "localhost:9090", nil, 200},
+		{"LOCALHOST.", "", "POST", "LOCALHOST.:9090", nil, 200},
+		{"::1", "", "POST", "[::1]:9090", nil, 200},
+		{"same origin", "", "POST", "", map[string]string{"Sec-Fetch-Site": "same-origin"}, 200},
+		{"cross-site fetch", "", "POST", "", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403},
+		{"other origin", "", "POST", "", map[string]string{"Origin": "http://evil.example"}, 403},
+		{"rebound name", "", "POST", "evil.example:9090", map[string]string{"Origin": "http://evil.example:9090"}, 403},
+		{"rebound name reads stats", "", "GET", "evil.example:9090", nil, 403},
+		{"rebound name with the token", "s3cret", "POST", "evil.example:9090", map[string]string{"Authorization": "Bearer s3cret"}, 200},
+		{"cross-site with the token", "s3cret", "POST", "", map[string]string{"Authorization": "Bearer s3cret", "Sec-Fetch-Site": "cross-site"}, 403},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &fakeController{}
+			stats := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "{}") })
+			srv := httptest.NewServer(Handler(c, Options{Token: tt.token, Stats: stats}))
+			defer srv.Close()
+			path := "/reload"
+			if tt.method == "GET" {
+				path = "/stats"
+			}
+			req, err := http.NewRequest(tt.method, srv.URL+path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.host != "" {
+				req.Host = tt.host
+			}
+			for k, v := range tt.header {
+				req.Header.Set(k, v)
+			}
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Errorf("got %d %s; want %d", resp.StatusCode, body, tt.want)
+			}
+			if calls := c.Calls(); tt.want == 403 && calls != "" {
+				t.Errorf("the controller was called: %q", calls)
+			}
+		})
+	}
+}
+
 func TestErrorMapping(t *testing.T) {
 	tests := []struct {
 		name string
