@@ -658,7 +658,8 @@ func TestBadSettingsExit2(t *testing.T) {
 		{"missing config file", []string{"-config", "/nonexistent.yaml"}, "/nonexistent.yaml"},
 		// 192.0.2.0/24 is for documentation: never this machine's.
 		{"listen address not local", []string{"-listen", "192.0.2.1:0"}, "listen 192.0.2.1:0"},
-		{"admin address not local", []string{"-listen", "127.0.0.1:0", "-admin-listen", "192.0.2.1:0"}, "admin_listen 192.0.2.1:0"},
+		{"admin address not local", []string{"-listen", "127.0.0.1:0", "-admin-listen", "192.0.2.1:0", "-admin-token", "s3cret"}, "admin_listen 192.0.2.1:0"},
+		{"admin address public without a token", []string{"-listen", "127.0.0.1:0", "-admin-listen", ":0"}, "admin_token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -422,6 +423,9 @@ func (c Config) Validate() error {
 		if sameListener(c.AdminListen, c.Listen) {
 			return bad("admin_listen", "must differ from listen (%q): the admin API is never served on the public listener", c.Listen)
 		}
+		if c.AdminToken == "" && !loopbackAddr(c.AdminListen) {
+			return bad("admin_listen", "%q is not a loopback address, and the admin API (reload, scale, restart, profiles) would answer anyone who reaches it: set admin_token, or listen on 127.0.0.1, [::1] or localhost", c.AdminListen)
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -432,6 +436,17 @@ func (c Config) Validate() error {
 		return bad("log_format", "want text or json; got %q", c.LogFormat)
 	}
 	return nil
+}
+
+// loopbackAddr reports whether addr's host is localhost or a loopback
+// address; an empty host (":9090") is every address.
+func loopbackAddr(addr string) bool {
+	host, _, _ := net.SplitHostPort(addr)
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // validAddr reports whether addr is HOST:PORT (or :PORT, unless

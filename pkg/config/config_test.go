@@ -127,6 +127,8 @@ func TestParseErrorsNameTheSetting(t *testing.T) {
 		{"negative max memory", []string{"-max-memory", "-1"}, []string{"max_memory"}},
 		{"admin on the public listener", []string{"-listen", "127.0.0.1:8080", "-admin-listen", "127.0.0.1:8080"}, []string{"admin_listen"}},
 		{"bad admin address", []string{"-admin-listen", "9090"}, []string{"admin_listen"}},
+		{"admin on every address without a token", []string{"-admin-listen", ":9091"}, []string{"admin_listen", "admin_token"}},
+		{"admin on a public address without a token", []string{"-admin-listen", "10.1.2.3:9091"}, []string{"admin_listen", "admin_token"}},
 		{"bad upstream", []string{"-upstream", "10.0.0.1"}, []string{"upstreams", "10.0.0.1"}},
 		{"nothing to balance over", []string{"-local-workers=false"}, []string{"local_workers"}},
 		{"probe on the stats path", []string{"-readyz-path", "/stats"}, []string{"readyz_path", "stats_path"}},
@@ -205,6 +207,21 @@ func TestDefaultErrorNotBlamedOnFile(t *testing.T) {
 func TestAdminBesideListenOnPortZero(t *testing.T) {
 	if _, _, err := Parse("balancer", []string{"-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0"}, io.Discard); err != nil {
 		t.Errorf("got %v; want both on port 0 accepted", err)
+	}
+}
+
+// TestAdminBeyondLoopbackWithToken: the admin API listens past loopback
+// only with a token; on loopback it needs none.
+func TestAdminBeyondLoopbackWithToken(t *testing.T) {
+	for _, args := range [][]string{
+		{"-admin-listen", ":9091", "-admin-token", "s3cret"},
+		{"-admin-listen", "localhost:9091"},
+		{"-admin-listen", "[::1]:9091"},
+		{"-admin-listen", "127.0.0.2:9091"},
+	} {
+		if _, _, err := Parse("balancer", args, io.Discard); err != nil {
+			t.Errorf("Parse(%q): %v; want it accepted", args, err)
+		}
 	}
 }
 
