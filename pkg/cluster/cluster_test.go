@@ -516,6 +516,31 @@ func TestScaleKeepsReadyMinWorkers(t *testing.T) {
 	}
 }
 
+// TestReloadKeepsReadyMinWorkers: a reload whose file lowers the worker
+// count below the ready_min_workers in force is refused whole, as a
+// scale is: ready_min_workers applies at the next start only, so the
+// file's lower one did not help, and /readyz would have answered 503 for
+// good.
+func TestReloadKeepsReadyMinWorkers(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "balancer.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("workers: 2\nready_min_workers: 2\ncmd: exec sleep 30\nstart_timeout: 1s\n")
+	args := []string{"-config", file, "-admin-listen", ""}
+	ctx, sup, ctl := runController(t, args, 2, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	write("workers: 1\nready_min_workers: 1\ncmd: exec sleep 30\nstart_timeout: 1s\n")
+	err := ctl.Reload(ctx)
+	if err == nil || !strings.Contains(err.Error(), "ready_min_workers") || !strings.Contains(err.Error(), "not reloaded") {
+		t.Errorf("got %v; want the reload refused, naming ready_min_workers", err)
+	}
+	if n, err := sup.Workers(ctx); n != 2 || err != nil {
+		t.Errorf("got %d workers (%v); want 2", n, err)
+	}
+}
+
 // TestScaleByNeverRemovesTheLastWorker: SIGTTOU at one worker is refused
 // with a reason (it did nothing, and said nothing).
 func TestScaleByNeverRemovesTheLastWorker(t *testing.T) {

@@ -128,6 +128,13 @@ func (c *Controller) reload(ctx context.Context, wait bool) error {
 		return supervisor.ErrBusy
 	}
 	defer c.mu.Unlock()
+	if c.local && cfg.Workers != c.cfg.Workers {
+		// Against the ready_min_workers and upstreams in force: the
+		// file's apply at the next start only.
+		if err := c.readyBound(cfg.WorkerCount()); err != nil {
+			return fmt.Errorf("configuration not reloaded, keeping the running one: %w", err)
+		}
+	}
 	for _, name := range startOnlyChanges(c.cfg, cfg) {
 		c.log.Warn("setting changed in the file applies at the next start only", "setting", name)
 	}
