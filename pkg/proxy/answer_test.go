@@ -963,6 +963,107 @@ func TestMalformedAnswerOncePerWorker(t *testing.T) {
 	}
 }
 
+// TestCutAnswerOncePerWorker: a worker that closes its connection
+// partway through an answer, or without answering on a connection opened
+// for the request, gets a request that may be sent twice once: the next
+// try goes to the other worker, and after it the client gets a 502, with
+// one failure counted on each. (The fasthttp engine's client tried the
+// same worker again, as it does for a kept-alive connection the worker
+// closed as the request went out, and counted one failure for two runs.)
+// A cut in the body is the fasthttp engine's only: it holds an answer
+// whole, where the httputil engine streams it, and has sent its header
+// on by then.
+func TestCutAnswerOncePerWorker(t *testing.T) {
+	tests := []struct {
+		name, answer string
+		engines      []string
+	}{
+		{"cut in the header", "HTTP/1.1 200 OK\r\nContent-Le", []string{"httputil", "fasthttp"}},
+		{"nothing", "", []string{"httputil", "fasthttp"}},
+		{"cut in a chunked body", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", []string{"fasthttp"}},
+		{"cut short of its length", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789", []string{"fasthttp"}},
+	}
+	worker := func(answer string) (string, *atomic.Int64) {
+		seen := new(atomic.Int64)
+		return acceptLoop(t, func(c net.Conn) {
+			if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+				return
+			}
+			seen.Add(1)
+			io.WriteString(c, answer)
+		}), seen
+	}
+	for _, tt := range tests {
+		for _, engine := range tt.engines {
+			t.Run(engine+"/"+tt.name, func(t *testing.T) {
+				a, seenA := worker(tt.answer)
+				b, seenB := worker(tt.answer)
+				p := newPool(a, b)
+				url := serveEngine(t, engine, p, Options{UpstreamTimeout: 10 * time.Second})
+				code, _ := get(t, &http.Client{Timeout: 5 * time.Second}, url+"/", nil)
+				settled(t, p, func() bool { return inFlight(p) == 0 && p.Errors() > 0 })
+				if code != 502 {
+					t.Errorf("got %d; want 502", code)
+				}
+				if seenA.Load() != 1 || seenB.Load() != 1 {
+					t.Errorf("workers saw the request %d and %d times; want once each", seenA.Load(), seenB.Load())
+				}
+				if e1, e2 := p.Get(1).Errors(), p.Get(2).Errors(); e1 != 1 || e2 != 1 {
+					t.Errorf("workers counted %d and %d errors; want 1 each", e1, e2)
+				}
+			})
+		}
+	}
+}
+
+// TestKeptAliveCloseRaceRetried: a worker that closes a kept-alive
+// connection as the next request goes out on it (Node's keep-alive
+// timeout, under load) did not take that request: a GET goes again on a
+// new connection to the same worker, in both engines, and is no
+// failure; the only worker here answers it. A POST, which the worker may
+// have acted on, gets a 502.
+func TestKeptAliveCloseRaceRetried(t *testing.T) {
+	addr := acceptLoop(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			req, err := http.ReadRequest(br)
+			if err != nil || i == 1 {
+				return // the second request on a connection: closed unanswered
+			}
+			io.Copy(io.Discard, req.Body)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			p := newPool(addr)
+			url := serveEngine(t, engine, p, Options{UpstreamTimeout: 10 * time.Second})
+			c := &http.Client{Timeout: 5 * time.Second}
+			defer c.CloseIdleConnections()
+			for i, method := range []string{"GET", "GET", "GET", "POST"} {
+				req, _ := http.NewRequest(method, url+"/", nil)
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				want := 200
+				if method == "POST" {
+					want = 502
+				}
+				if resp.StatusCode != want {
+					t.Errorf("request %d (%s): got %d; want %d", i, method, resp.StatusCode, want)
+				}
+			}
+			settled(t, p, func() bool { return inFlight(p) == 0 })
+			if p.Get(1).Errors() != 1 {
+				t.Errorf("got %d errors; want 1, the POST's", p.Get(1).Errors())
+			}
+		})
+	}
+}
+
 // TestOldAnswers: a worker that speaks HTTP/1.0 is passed on in HTTP/1.1
 // on a connection kept open, in both engines (the fasthttp engine sent
 // the worker's "HTTP/1.0" status line on, and the client closed the

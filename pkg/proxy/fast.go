@@ -78,6 +78,12 @@ type fastWorker struct {
 
 	mu    sync.Mutex
 	conns map[*fastConn]struct{}
+
+	// raced holds the local addresses of the connections whose request
+	// failed as a kept-alive connection fails when the worker closes it
+	// as the request goes out (see fastConn.race), until the request's
+	// goroutine takes its own (again).
+	raced sync.Map
 }
 
 // fastConn is a connection to a worker that leaves its worker's set when
@@ -91,6 +97,8 @@ type fastConn struct {
 	switched  bool      // spent: an answer did not begin with a final status line (a 101, a 1xx before one)
 	closed    bool      // under fw.mu
 	rdl, wdl  time.Time // the deadlines fasthttp set, for a redial to carry over
+	reqs      int       // requests begun on the connection under c
+	got       int       // bytes of the current request's answer read
 	peek      idlePeek
 }
 
@@ -129,8 +137,38 @@ func (c *fastConn) Write(b []byte) (int, error) {
 			return 0, errStaleConn
 		}
 		c.inRequest = true
+		c.reqs++
+		c.got = 0
 	}
-	return c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		c.race(err)
+	}
+	return n, err
+}
+
+// race marks the request on c as raced when err, a failed read or write,
+// is what a kept-alive connection that the worker closed as the request
+// went out gives: closed or reset on a connection that served a request
+// before, with no byte of the answer read. The worker did not take that
+// request, so it may be tried again on a new connection to the same
+// worker (again). Any other loss (on a connection opened for the request,
+// or after the answer began) is the worker's failure on the request, and
+// goes to forward's rule: another worker, once.
+func (c *fastConn) race(err error) {
+	if c.reqs > 1 && c.got == 0 && connLost(err) {
+		c.fw.raced.Store(c.LocalAddr(), true)
+	}
+}
+
+// again reports whether the request whose answer resp was to hold may be
+// sent again on another connection to the same worker: nothing of it was
+// written (errStaleConn), or it may be sent twice and raced with the
+// worker's close of a kept-alive connection (race); never when the
+// worker was cut off or timed out. It forgets the race either way.
+func (fw *fastWorker) again(req *fasthttp.Request, resp *fasthttp.Response, err error) bool {
+	_, raced := fw.raced.LoadAndDelete(resp.LocalAddr())
+	return !fw.cut.Load() && !isTimeout(err) && (errors.Is(err, errStaleConn) || raced && fastResendable(req))
 }
 
 // errZeroStatus is an answer with a status of 000, which fasthttp's
@@ -149,6 +187,10 @@ var errBareLF = fmt.Errorf("%w: header block ends in a bare LF", errBadAnswer)
 
 func (c *fastConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
+	c.got += n
+	if err != nil {
+		c.race(err)
+	}
 	if c.inRequest && n > 0 {
 		switch {
 		case n >= 12 && string(b[:7]) == "HTTP/1." && string(b[8:12]) == " 000":
@@ -240,7 +282,7 @@ func (c *fastConn) redial() error {
 	nc.SetReadDeadline(c.rdl)
 	nc.SetWriteDeadline(c.wdl)
 	c.peek.init(nc)
-	c.switched, c.last = false, time.Now()
+	c.switched, c.last, c.reqs = false, time.Now(), 0
 	return nil
 }
 
@@ -275,12 +317,9 @@ func (c *fastConn) Close() error {
 	return nc.Close()
 }
 
-// connLost reports whether a fasthttp client's failure is the
-// connection's: closed or reset before the answer's header was read
-// whole (fasthttp reads a close there as io.EOF), or on the write. Any
-// other failure came with an answer the client could not read (two
-// Content-Lengths, a bad chunk), which the same worker would only send
-// again: it goes to forward's retry rule, as in the httputil engine.
+// connLost reports whether err, from a read or a write on a connection
+// to a worker, is the connection's loss: closed by the worker (io.EOF),
+// reset, or a broken pipe.
 func connLost(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
@@ -554,23 +593,16 @@ func (f *Fast) worker(proc *pool.Process) *fastWorker {
 		MaxIdleConnDuration: workerIdleTimeout,
 		ReadTimeout:         f.opts.UpstreamTimeout,
 		WriteTimeout:        f.opts.UpstreamTimeout,
-		// One more try on the same worker when the connection failed (a
-		// kept-alive connection the worker had closed) and the request
-		// may be sent twice, or was not sent (found closed before it was
-		// written); not when the worker was cut off or timed out: a slow
-		// worker may still be doing the work, and forward answers 504.
-		MaxIdemponentCallAttempts: 2,
-		RetryIfErr: func(req *fasthttp.Request, _ int, err error) (bool, bool) {
-			if smallBuffer(err) || errors.Is(err, errBadAnswer) {
-				return false, false // an answer: errBadAnswer
-			}
-			return false, !fw.cut.Load() && !isTimeout(err) && (errors.Is(err, errStaleConn) || fastResendable(req) && connLost(err))
-		},
-		NoDefaultUserAgentHeader: true,
-		DisablePathNormalizing:   true,
-		ReadBufferSize:           maxWorkerHeader, // bounds the response header
-		MaxResponseBodySize:      int(f.opts.MaxResponseBytes),
-		WriteBufferSize:          16 << 10,
+		// One try: the handler makes a second one on the same worker
+		// only when the first lost a race with the worker's close of a
+		// kept-alive connection (fastWorker.again). fasthttp's own rule
+		// cannot tell that from a worker that failed the request.
+		MaxIdemponentCallAttempts: 1,
+		NoDefaultUserAgentHeader:  true,
+		DisablePathNormalizing:    true,
+		ReadBufferSize:            maxWorkerHeader, // bounds the response header
+		MaxResponseBodySize:       int(f.opts.MaxResponseBytes),
+		WriteBufferSize:           16 << 10,
 	}
 	f.workers[proc] = fw
 	return fw
@@ -736,6 +768,10 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 				return err
 			}
 			err := fw.hc.Do(req, resp)
+			if err != nil && fw.again(req, resp, err) {
+				resp.Reset()
+				err = fw.hc.Do(req, resp)
+			}
 			fw.release()
 			switch {
 			case err != nil && fw.cut.Load():
