@@ -171,6 +171,49 @@ func TestQueryPassesAsSent(t *testing.T) {
 	}
 }
 
+// TestPathPassesAsSent: the path reaches the worker as the client sent
+// it, in both engines, also with bytes that net/url escapes on output ('\',
+// '{', '|', '^', a byte over 0x7F): the httputil engine sent them as %XX
+// escapes, which a worker may route otherwise, and the fasthttp engine,
+// nginx and HAProxy send them raw. A bad % escape in the path gets 400
+// from both: net/http's server refuses it, and the fasthttp engine had
+// passed it on.
+func TestPathPassesAsSent(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, target := range []string{"/e\\x", "/e{a}|^`", "/e\xc3\xa9?q=\xc3\xa9", "/a%2Fb%20c?x=%zz", "/p/;x=1"} {
+			t.Run(engine+"/"+target, func(t *testing.T) {
+				addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				url := serveEngine(t, engine, newPool(addr), Options{})
+				resp := rawAnswer(t, url, "GET "+target+" HTTP/1.1\r\nHost: a\r\n\r\n")
+				if resp.StatusCode != 200 {
+					t.Fatalf("got %d; want 200", resp.StatusCode)
+				}
+				if raw := <-got; !strings.HasPrefix(raw, "GET "+target+" HTTP/1.1\r\n") {
+					t.Errorf("worker got %q; want the target as sent", raw)
+				}
+			})
+		}
+		for _, target := range []string{"/e/%zz", "/e%2", "/%"} {
+			t.Run(engine+"/"+target, func(t *testing.T) {
+				addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				p := newPool(addr)
+				url := serveEngine(t, engine, p, Options{})
+				if line := rawExchange(t, url, "GET "+target+" HTTP/1.1\r\nHost: a\r\n\r\n", true); !strings.HasPrefix(line, "HTTP/1.1 400") {
+					t.Errorf("got %q; want 400", line)
+				}
+				select {
+				case raw := <-got:
+					t.Errorf("worker got %q; want nothing", raw)
+				default:
+				}
+				if p.Requests() != 0 {
+					t.Errorf("got %d requests counted; want 0", p.Requests())
+				}
+			})
+		}
+	}
+}
+
 // TestTETrailersPasses: a client that takes trailers has the worker told
 // so, in both engines, as the ReverseProxy tells it (Go issue 21096); the
 // rest of its TE is the hop's own. (The fasthttp engine dropped it all.)

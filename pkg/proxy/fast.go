@@ -317,6 +317,26 @@ func (c *fastConn) Close() error {
 	return nc.Close()
 }
 
+// badEscape reports whether the path of a request target has a '%' not
+// followed by two hex digits (RFC 3986 2.1), which net/http's server
+// refuses; the query is not looked at, as neither server does.
+func badEscape(uri []byte) bool {
+	if q := bytes.IndexByte(uri, '?'); q >= 0 {
+		uri = uri[:q]
+	}
+	for i := bytes.IndexByte(uri, '%'); i >= 0; i = bytes.IndexByte(uri, '%') {
+		if i+2 >= len(uri) || !ishex(uri[i+1]) || !ishex(uri[i+2]) {
+			return true
+		}
+		uri = uri[i+3:]
+	}
+	return false
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
 // connLost reports whether err, from a read or a write on a connection
 // to a worker, is the connection's loss: closed by the worker (io.EOF),
 // reset, or a broken pipe.
@@ -664,8 +684,9 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 	if rejected(ctx) {
 		return
 	}
-	if bytes.IndexByte(ctx.RequestURI(), '#') >= 0 {
-		// As the httputil engine answers a fragment (Proxy.serve).
+	if uri := ctx.RequestURI(); bytes.IndexByte(uri, '#') >= 0 || badEscape(uri) {
+		// As the httputil engine answers a fragment (Proxy.serve), and
+		// as net/http's server answers a bad % escape in the path.
 		writeFastError(ctx, http.StatusBadRequest, string(errBadTarget))
 		return
 	}

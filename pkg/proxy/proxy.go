@@ -128,6 +128,17 @@ func New(p *pool.Pool, o Options) *Proxy {
 			// proxy that reads the query itself and must not read it
 			// otherwise than the worker. The balancer reads none.
 			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+			// So is the path, from an HTTP/1 client (whose server
+			// refused a malformed one): net/url escapes on output the
+			// bytes it would not have written ('\', '{', '|', a byte
+			// over 0x7F), which a worker may route otherwise. RawPath
+			// keeps the path as sent when it differs from net/url's
+			// spelling; as Opaque it is written as is. (One that begins
+			// with "//" would be read as an authority there: it goes
+			// escaped.)
+			if raw := pr.In.URL.RawPath; raw != "" && pr.In.ProtoMajor == 1 && !strings.HasPrefix(raw, "//") {
+				pr.Out.URL.Opaque = raw
+			}
 			pr.SetXForwarded()
 			for k := range pr.Out.Header {
 				if forwardedAlias(k) {
