@@ -161,6 +161,12 @@ func TestOwnPathsNeverProxied(t *testing.T) {
 				{"/metrics", "worker"},
 				{"/operacion-simple", "worker"},
 				{cfg.StatsPath + "/x", "worker"},
+				// net/http's spelling, the same in both engines:
+				// unescaped, not cleaned (the fasthttp engine's server
+				// had cleaned these, and redirected to /stats).
+				{"/" + cfg.StatsPath, "worker"},
+				{"/x/.." + cfg.StatsPath, "worker"},
+				{"/st%61ts", "stats"},
 			} {
 				resp, err := c.Get("http://" + ln.Addr().String() + tt.path)
 				if err != nil {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -1097,8 +1098,19 @@ func (f *Fast) Server(o ServerOptions, otherPaths []string, other http.Handler) 
 	if other != nil {
 		side = fasthttpadaptor.NewFastHTTPHandler(other)
 	}
+	// The path in net/http's spelling, as the httputil engine matches
+	// it: unescaped, not cleaned ("//stats" is a worker's, not a
+	// redirect to /stats as fasthttp's Path and the ServeMux made it).
 	isSide := func(ctx *fasthttp.RequestCtx) bool {
-		return side != nil && slices.Contains(otherPaths, string(ctx.Path()))
+		if side == nil {
+			return false
+		}
+		path := ctx.URI().PathOriginal()
+		if bytes.IndexByte(path, '%') < 0 {
+			return slices.Contains(otherPaths, string(path))
+		}
+		p, err := url.PathUnescape(string(path))
+		return err == nil && slices.Contains(otherPaths, p)
 	}
 	return &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
