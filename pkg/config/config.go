@@ -13,6 +13,7 @@ import (
 	"os"
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -318,9 +319,14 @@ func (c Config) Validate() error {
 	if c.ReadyMinWorkers < 0 {
 		return bad("ready_min_workers", "want 0 or more; got %d", c.ReadyMinWorkers)
 	}
-	for _, u := range c.Upstreams {
+	for i, u := range c.Upstreams {
 		if !validAddr(u, true) {
 			return bad("upstreams", "want HOST:PORT, the port 1 to 65535; got %q", u)
+		}
+		if slices.Contains(c.Upstreams[:i], u) {
+			// Two workers of one backend would double its share of
+			// the requests, and its failures.
+			return bad("upstreams", "%q is given twice", u)
 		}
 	}
 	if !c.LocalWorkers && len(c.Upstreams) == 0 {
@@ -333,7 +339,9 @@ func (c Config) Validate() error {
 		if !strings.HasPrefix(c.HealthPath, "/") {
 			return bad("health_path", "want a path starting with /, or %q; got %q", HealthTCP, c.HealthPath)
 		}
-		if _, err := url.ParseRequestURI(c.HealthPath); err != nil {
+		// net/url takes a space, a control byte and a '#', which no
+		// request line carries.
+		if _, err := url.ParseRequestURI(c.HealthPath); err != nil || strings.ContainsFunc(c.HealthPath, func(r rune) bool { return r <= ' ' || r == 0x7F || r == '#' }) {
 			return bad("health_path", "want a path a request can carry (%%XX escapes of two hex digits); got %q", c.HealthPath)
 		}
 	}
@@ -714,6 +722,11 @@ func Parse(name string, args []string, output io.Writer) (Config, string, error)
 
 func parse(name string, args []string, fs *flag.FlagSet, path string) (Config, error) {
 	if fs.NArg() > 0 {
+		// "-local-workers false": the flag package reads a true/false
+		// flag's value only after '=', and stops at the word after it.
+		if a, i := fs.Arg(0), len(args)-fs.NArg()-1; (a == "true" || a == "false") && i >= 0 && strings.HasPrefix(args[i], "-") {
+			return Config{}, fmt.Errorf("unexpected argument %q: a true/false flag takes its value after '=', as in %s=%s", a, args[i], a)
+		}
 		return Config{}, fmt.Errorf("unexpected argument %q (settings are flags, e.g. -workers 4)", fs.Arg(0))
 	}
 	c := Default()
