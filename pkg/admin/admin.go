@@ -170,6 +170,10 @@ func (a *api) scale(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "missing workers: want POST /scale?workers=N")
 		return
 	}
+	if len(q["workers"]) > 1 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("workers given %d times: want one count", len(q["workers"])))
+		return
+	}
 	n, err := strconv.Atoi(q.Get("workers"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("workers %q is not an integer", q.Get("workers")))

@@ -166,6 +166,7 @@ func TestBadRequests(t *testing.T) {
 		{"scale with a fraction", "POST", "/scale?workers=1.5", 400, "", "workers"},
 		{"scale to zero", "POST", "/scale?workers=0", 400, "", "workers 0: want at least 1"},
 		{"scale below zero", "POST", "/scale?workers=-2", 400, "", "workers -2"},
+		{"scale to two counts", "POST", "/scale?workers=2&workers=3", 400, "", "workers given 2 times"},
 		{"restart a word", "POST", "/workers/abc/restart", 400, "", `worker id "abc" is not an integer`},
 		{"GET reload", "GET", "/reload", 405, "POST", "method GET not allowed on /reload"},
 		{"DELETE scale", "DELETE", "/scale?workers=2", 405, "POST", "not allowed"},

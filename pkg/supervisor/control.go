@@ -221,17 +221,20 @@ func (s *Supervisor) RestartWorker(ctx context.Context, id int) error {
 
 func (s *Supervisor) replaceAndWait(ctx context.Context, id int) error {
 	done := make(chan error, 1)
-	var missing bool
+	var missing, remote bool
 	err := s.call(ctx, func() {
 		sl := s.slots[id]
 		if sl == nil || sl.removing || sl.remote {
-			missing = true
+			missing, remote = true, sl != nil && sl.remote
 			return
 		}
 		s.replace(sl, done)
 	})
 	if err != nil {
 		return err
+	}
+	if remote {
+		return fmt.Errorf("worker %d: %w: it is an upstream, which the balancer does not start", id, ErrNoSuchWorker)
 	}
 	if missing {
 		return fmt.Errorf("worker %d: %w", id, ErrNoSuchWorker)

@@ -345,6 +345,11 @@ func TestScaleBesideRemoteUpstreams(t *testing.T) {
 	if w := p.Get(remote); w == nil || !w.Remote() {
 		t.Errorf("the upstream's id %d no longer names it: %v", remote, ids(p))
 	}
+	// Listed in /stats under its id, but started by none: a restart of
+	// it says so, not only "no such worker".
+	if err := s.RestartWorker(context.Background(), remote); !errors.Is(err, ErrNoSuchWorker) || !strings.Contains(err.Error(), "upstream") {
+		t.Errorf("RestartWorker(%d): got %v; want ErrNoSuchWorker naming the upstream", remote, err)
+	}
 }
 
 // TestScaleBounded: a worker count past pool.MaxWorkers is refused
