@@ -278,6 +278,25 @@ func TestReloadKeepsScaledCount(t *testing.T) {
 	}
 }
 
+// TestStartTimeoutSaysWhy: a worker that never comes up is logged with
+// the failure of its last health check, so that its user learns why: a
+// health path the app does not serve, or an app that does not listen on
+// $PORT.
+func TestStartTimeoutSaysWhy(t *testing.T) {
+	for _, tt := range []struct{ name, cmd, healthPath, want string }{
+		{"health path not served", "PATH=" + binDir + ":$PATH backend", "/helth", `last_check="GET /helth: status 404"`},
+		{"not listening on PORT", "exec sleep 30", "/health", "connect: connection refused\""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := start(t, 0, "-workers", "1", "-cmd", tt.cmd, "-health-path", tt.healthPath, "-start-timeout", "1s")
+			c.waitLog("did not come up in time")
+			if logs := c.logs.String(); !strings.Contains(logs, tt.want) {
+				t.Errorf("log has no %s:\n%s", tt.want, logs)
+			}
+		})
+	}
+}
+
 func TestCrashLoopBacksOff(t *testing.T) {
 	skipShort(t)
 	c := start(t, 0, "-workers", "2", "-admin-listen", "", "-cmd", "sh -c 'exit 3'")

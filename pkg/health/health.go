@@ -153,6 +153,10 @@ type Options struct {
 	OnDown func(w *pool.Worker)
 	// OnUp, if not nil, is called when the checks mark the worker up.
 	OnUp func(w *pool.Worker)
+	// Starting, if not nil, is told the failure of each check made while
+	// the worker is starting, so that a start that times out can say
+	// why (nothing listens on its port, its health path answers 404).
+	Starting func(err error)
 	// Progress, if not nil, counts the responses the worker gave. A
 	// check that failed while the count grew since the last check is
 	// taken as passed: the worker is busy, not hung (a CPU-bound request
@@ -211,6 +215,9 @@ func Monitor(ctx context.Context, w *pool.Worker, addr string, check Checker, o 
 			// A process that has not listened yet is not failing:
 			// its start is bounded elsewhere.
 			c = &Counter{Rise: o.Rise, Fall: o.Fall}
+			if o.Starting != nil {
+				o.Starting(err)
+			}
 		} else {
 			switch c.Observe(err == nil) {
 			case Pass:

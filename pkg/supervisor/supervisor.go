@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -202,9 +203,10 @@ type proc struct {
 	startTimer  *time.Timer
 	killer      *time.Timer
 	terminating bool
-	termAt      time.Time // when it was sent SIGTERM
-	upAt        time.Time // when it first passed its checks; zero before
-	specGen     int       // Supervisor.specGen when it was started
+	termAt      time.Time              // when it was sent SIGTERM
+	upAt        time.Time              // when it first passed its checks; zero before
+	lastCheck   atomic.Pointer[string] // the last failed check while it started, for the log
+	specGen     int                    // Supervisor.specGen when it was started
 	// spec is the one it was started with: its drain, stop and grace
 	// go by it, as a Configure since (a reload, or its undo) may have
 	// put a health check or timings there that do not fit it.
@@ -393,6 +395,7 @@ func (s *Supervisor) monitor(sl *slot, pr *proc, target *pool.Worker) {
 	opts.OnUp = func(*pool.Worker) { s.sendUnless(ctx.Done(), func() { s.up(sl, pr) }) }
 	opts.OnDown = func(*pool.Worker) { s.sendUnless(ctx.Done(), func() { s.failing(sl, pr) }) }
 	opts.Progress = pr.h.Requests
+	opts.Starting = func(err error) { msg := err.Error(); pr.lastCheck.Store(&msg) }
 	check := s.spec.Check // read here: the loop owns s.spec, and Configure replaces it
 	s.wg.Go(func() {
 		defer close(done)
@@ -475,7 +478,11 @@ func (s *Supervisor) startTimedOut(sl *slot, pr *proc) {
 		return
 	}
 	pr.startTimer = nil
-	s.log.Warn("worker did not come up in time", "worker", sl.w.ID(), "pid", pr.h.Pid(), "start_timeout", s.spec.StartTimeout)
+	attrs := []any{"worker", sl.w.ID(), "pid", pr.h.Pid(), "start_timeout", s.spec.StartTimeout}
+	if msg := pr.lastCheck.Load(); msg != nil {
+		attrs = append(attrs, "last_check", *msg)
+	}
+	s.log.Warn("worker did not come up in time", attrs...)
 	s.terminate(pr)
 }
 
