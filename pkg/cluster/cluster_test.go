@@ -547,6 +547,27 @@ func TestReloadKeepsReadyMinWorkers(t *testing.T) {
 	}
 }
 
+// TestFailedScaleUpPutsTheCountBack: a scale-up whose new worker does
+// not come up is undone, as a reload's is: the operator's 500 (or the
+// log line of a SIGTTIN) says the count is back, instead of leaving a
+// worker in a crash loop behind an answer that said it failed.
+func TestFailedScaleUpPutsTheCountBack(t *testing.T) {
+	args := []string{"-workers", "1", "-cmd", "exec sleep 30", "-start-timeout", "1s", "-admin-listen", ""}
+	ctx, sup, ctl := runController(t, args, 1, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for name, scale := range map[string]func() error{
+		"Scale(2)":    func() error { return ctl.Scale(ctx, 2) },
+		"ScaleBy(+1)": func() error { return ctl.ScaleBy(ctx, +1) },
+	} {
+		err := scale()
+		if err == nil || !strings.Contains(err.Error(), "back to 1") {
+			t.Errorf("%s: got %v; want the failure, and the count back to 1", name, err)
+		}
+		if n, err := sup.Workers(ctx); n != 1 || err != nil {
+			t.Errorf("%s: got %d workers (%v); want 1", name, n, err)
+		}
+	}
+}
+
 // TestScaleByNeverRemovesTheLastWorker: SIGTTOU at one worker is refused
 // with a reason (it did nothing, and said nothing).
 func TestScaleByNeverRemovesTheLastWorker(t *testing.T) {

@@ -72,7 +72,26 @@ func (c *Controller) Scale(ctx context.Context, n int) error {
 	if err := c.readyBound(n); err != nil {
 		return err
 	}
-	return c.sup.Scale(ctx, n)
+	before, err := c.sup.Workers(ctx)
+	if err != nil {
+		return err
+	}
+	return c.undoFailedScaleUp(ctx, c.sup.Scale(ctx, n), before, n)
+}
+
+// undoFailedScaleUp follows a scale from before to n workers that ended
+// in err: a scale-up whose new workers did not come up is undone, as a
+// reload's count is (revert), so that the cluster is as it was when the
+// operation says it failed, not left with a worker in a crash loop. It
+// goes on if ctx ended (the admin API's timeout).
+func (c *Controller) undoFailedScaleUp(ctx context.Context, err error, before, n int) error {
+	if err == nil || n <= before || errors.Is(err, supervisor.ErrBusy) || errors.Is(err, supervisor.ErrBadCount) || errors.Is(err, supervisor.ErrStopped) {
+		return err
+	}
+	if uerr := c.sup.ScaleWait(context.WithoutCancel(ctx), before); uerr != nil {
+		return fmt.Errorf("%w; putting the worker count back to %d failed too: %v", err, before, uerr)
+	}
+	return fmt.Errorf("%w; the worker count is back to %d", err, before)
 }
 
 // readyBound refuses a worker count that would keep /readyz at 503 for
@@ -93,11 +112,11 @@ func (c *Controller) ScaleBy(ctx context.Context, delta int) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	n, err := c.sup.Workers(ctx)
+	if err != nil {
+		return err
+	}
 	if delta < 0 {
-		n, err := c.sup.Workers(ctx)
-		if err != nil {
-			return err
-		}
 		if n+delta < 1 {
 			return fmt.Errorf("%w: %d worker(s) running, and the last one is never removed", supervisor.ErrBadCount, n)
 		}
@@ -105,7 +124,7 @@ func (c *Controller) ScaleBy(ctx context.Context, delta int) error {
 			return err
 		}
 	}
-	return c.sup.ScaleBy(ctx, delta)
+	return c.undoFailedScaleUp(ctx, c.sup.ScaleBy(ctx, delta), n, n+delta)
 }
 
 // RestartWorker drains worker id and replaces it.
