@@ -333,6 +333,18 @@ func (c *h1Conn) roundTrip(req *http.Request, down context.Context) (*http.Respo
 			c.nc.SetDeadline(aLongTimeAgo)
 		}
 	}
+	if !inBuffer && resp.ContentLength > 0 && resp.ContentLength <= int64(c.br.Size()) {
+		// A short answer that came in parts is read whole before its
+		// header goes on (as long as it takes, as a longer body would
+		// be streamed; the watches still abort it): one the worker
+		// cuts off is then a failed attempt, for another worker or a
+		// 502, where the client had got a connection closed without a
+		// byte. (The fasthttp engine reads every answer whole.)
+		if _, err := c.br.Peek(int(resp.ContentLength)); err != nil {
+			c.release(false)
+			return nil, c.cause(req.Context(), err)
+		}
+	}
 	keep := !resp.Close && !req.Close
 	if resp.Body == http.NoBody {
 		c.release(keep)
