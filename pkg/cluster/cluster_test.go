@@ -73,6 +73,29 @@ func TestProxyOptions(t *testing.T) {
 	}
 }
 
+// TestAskedForLinesPassTheLogLevel: the access log and the workers'
+// output in JSON are written whatever log_level is, as the workers'
+// lines in text always were: log_level is for the balancer's own lines.
+// (At warn, both had gone unwritten, a worker's crash trace included.)
+func TestAskedForLinesPassTheLogLevel(t *testing.T) {
+	var buf testutil.SyncBuffer
+	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg := config.Default()
+	cfg.AccessLog = true
+	ProxyOptions(cfg, logger).AccessLog.Info("access", "status", 200)
+	workerOutput("json", logger)(1, 42, true, []byte("panic: boom"))
+	logger.Info("the balancer's own, below its level")
+	got := buf.String()
+	for _, want := range []string{`"msg":"access"`, `"msg":"panic: boom"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("log has no %s at log_level warn:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "below its level") {
+		t.Errorf("log_level no longer holds for the balancer's own lines:\n%s", got)
+	}
+}
+
 func TestWorkerSpec(t *testing.T) {
 	exe, err := os.Executable()
 	if err != nil {

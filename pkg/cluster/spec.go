@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -62,7 +63,7 @@ func WorkerSpec(cfg config.Config, logger *slog.Logger) (supervisor.Spec, error)
 // log records for json.
 func workerOutput(format string, logger *slog.Logger) supervisor.Output {
 	if format == "json" {
-		return supervisor.LogOutput(logger)
+		return supervisor.LogOutput(unleveled(logger))
 	}
 	return supervisor.TextOutput(os.Stdout, os.Stderr)
 }
@@ -79,7 +80,7 @@ func ProxyOptions(cfg config.Config, logger *slog.Logger) proxy.Options {
 		Log:              logger,
 	}
 	if cfg.AccessLog {
-		o.AccessLog = logger
+		o.AccessLog = unleveled(logger)
 	}
 	return o
 }
@@ -105,3 +106,24 @@ func proxyRetries(n int) int {
 	}
 	return n
 }
+
+// unleveled is logger with its level check left out, for the lines a
+// user asks for by name (-access-log, the workers' output), which
+// log_level, meant for the balancer's own lines, must not hide: the
+// workers' lines in text format were never leveled either.
+func unleveled(logger *slog.Logger) *slog.Logger {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return slog.New(anyLevel{logger.Handler()})
+}
+
+type anyLevel struct{ slog.Handler }
+
+func (anyLevel) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h anyLevel) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return anyLevel{h.Handler.WithAttrs(attrs)}
+}
+
+func (h anyLevel) WithGroup(name string) slog.Handler { return anyLevel{h.Handler.WithGroup(name)} }
