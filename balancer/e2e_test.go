@@ -481,6 +481,18 @@ func TestClosedOutputPipe(t *testing.T) {
 	waitGone(t, pids, time.Second)
 }
 
+// TestJSONLogDurations: the JSON log writes a duration as the text log
+// does ("30s"), not as slog's default count of nanoseconds.
+func TestJSONLogDurations(t *testing.T) {
+	c := start(t, 1, "-workers", "1", "-log-format", "json")
+	if code := c.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("got exit code %d; want 0", code)
+	}
+	if logs := c.logs.String(); !strings.Contains(logs, `"grace":"30s"`) {
+		t.Errorf("no \"grace\":\"30s\" in the stop line:\n%s", logs)
+	}
+}
+
 func TestSIGKILLLeavesNoOrphan(t *testing.T) {
 	c := start(t, 2, "-workers", "2")
 	s, _ := c.stats()
