@@ -62,11 +62,11 @@ var (
 		"The worker's current state (starting, up, down, backoff, stopped): 1 on the series of that state; the other states have no series.",
 		"state")
 	descWorkerCPU = workerDesc("cpu_percent",
-		"Last sampled CPU use of the worker's current process, in percent of one core (100 = one core busy); absent while no process runs.")
+		"Last sampled CPU use of the worker's current process tree, in percent of one core (100 = one core busy); absent while no process runs.")
 	descWorkerRSS = workerDesc("rss_bytes",
-		"Last sampled resident memory of the worker's current process, in bytes; absent while no process runs.")
+		"Last sampled resident memory of the worker's current process tree, in bytes; absent while no process runs.")
 	descWorkerLatency = workerDesc("request_duration_seconds",
-		"Time from forwarding a request to the worker to receiving the response headers, since the balancer started.")
+		"Time from forwarding a request to the worker to receiving the response headers (with -engine fasthttp, which reads an answer whole: its end), since the balancer started.")
 
 	descRequests = poolDesc("requests_total",
 		"Requests the balancer answered, including its own error responses.")
