@@ -848,7 +848,7 @@ func newFlagSet(name string, c *Config, output io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "idle keep-alive client connections are closed after this")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request header block; larger gets 431")
 	fs.IntVar(&c.MaxRetries, "max-retries", c.MaxRetries, "retries of a request on other workers; -1 = workers - 1")
-	fs.IntVar(&c.WorkerMaxConns, "worker-max-conns", c.WorkerMaxConns, "requests at each worker at once; more wait in the balancer, in order, up to upstream-timeout (4 suits a Node app); 0 = no bound")
+	fs.IntVar(&c.WorkerMaxConns, "worker-max-conns", c.WorkerMaxConns, "requests at each worker at once; more wait in the balancer, in order, up to upstream-timeout (8 suits a CPU-bound Node app); 0 = no bound")
 	fs.Int64Var(&c.RetryBufferBytes, "retry-buffer-bytes", c.RetryBufferBytes, "request bodies up to this size are buffered for replay; 0 = none")
 	fs.Int64Var(&c.MaxResponseBytes, "max-response-bytes", c.MaxResponseBytes, "fasthttp engine: a worker's answer with a larger body gets 502 (the engine holds answers whole in memory)")
 	fs.DurationVar(&c.MinUptime, "min-uptime", c.MinUptime, "a worker that exits sooner had an unstable start")
