@@ -12,4 +12,4 @@ import (
 	"github.com/clusterlb/clusterlb/pkg/demo"
 )
 
-func main() { os.Exit(demo.Main()) }
+func main() { os.Exit(demo.Main(os.Args[1:])) }

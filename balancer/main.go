@@ -39,7 +39,7 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "backend" {
 		// Worker mode: the balancer re-executes itself as "balancer
 		// backend", the way cluster.fork() re-runs the same script.
-		os.Exit(demo.Main())
+		os.Exit(demo.Main(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "status" {
 		os.Exit(runStatus(os.Args[2:]))

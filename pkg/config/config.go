@@ -809,6 +809,13 @@ func flagSet(fs *flag.FlagSet, setting string) bool {
 func newFlagSet(name string, c *Config, output io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(output)
+	fs.Usage = func() {
+		fmt.Fprintf(output, "usage: %[1]s %-20[2]s run the cluster\n"+
+			"       %[1]s %-20[3]s list the workers of a running balancer\n"+
+			"       %[1]s %-20[4]s run the built-in demo backend (what each worker runs)\n\n"+
+			"flags (each also a key of the -config file, with _ for -):\n", name, "[flags]", "status [-addr ADDR]", "backend")
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&c.Listen, "listen", c.Listen, "public listen `ADDR`")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "worker processes, 0 = one per CPU")
 	fs.StringVar(&c.Cmd, "cmd", c.Cmd, "worker command `\"PROGRAM ARGS\"` (run by /bin/sh; it must listen on $PORT); empty = built-in backend")

@@ -345,3 +345,18 @@ func TestLoadFileAccepts(t *testing.T) {
 		t.Errorf("got %v; want one mention of line 1", err)
 	}
 }
+
+// TestHelpNamesTheSubcommands: -h shows the status and backend
+// subcommands beside the flags, so that they can be found from it.
+func TestHelpNamesTheSubcommands(t *testing.T) {
+	var out strings.Builder
+	_, _, err := Parse("balancer", []string{"-h"}, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("got %v; want flag.ErrHelp", err)
+	}
+	for _, want := range []string{"balancer status", "balancer backend", "-workers"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("help has no %q:\n%s", want, out.String())
+		}
+	}
+}

@@ -377,9 +377,20 @@ func watchParent(ctx context.Context, interval time.Duration, getppid func() int
 // (PORT, WORKER_ID), stopped by SIGINT or SIGTERM, and, under the
 // balancer (WORKER_ID set), also when its parent goes away: a second guard
 // next to Pdeathsig, which can miss the parent's death (golang/go#27505).
-// It returns the process exit code: 2 for a bad environment, 1 when the
-// server fails. Both cmd/backend and the balancer's worker mode call it.
-func Main() int {
+// args are the command line's after the program (none are taken: -h
+// prints a usage line). It returns the process exit code: 2 for a bad
+// environment or an argument, 1 when the server fails. Both cmd/backend
+// and the balancer's worker mode call it.
+func Main(args []string) int {
+	if len(args) > 0 {
+		// It takes no flags: its settings are PORT and WORKER_ID, which
+		// the balancer sets. A -h must not start a server on :8080.
+		fmt.Fprintln(os.Stderr, "usage: backend (no arguments): the demo backend on :8080, or on 127.0.0.1:$PORT when PORT is set; WORKER_ID, when set, names the worker in its answers")
+		if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
+			return 0
+		}
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithCancel(ctx)

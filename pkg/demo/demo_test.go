@@ -623,3 +623,22 @@ func helperWatch() int {
 	fmt.Fprintln(report, "gone")
 	return 0
 }
+
+// TestMainTakesNoArguments: "backend -h" prints a usage line and starts
+// no server (it had started one on :8080); any other argument is a
+// mistake, exit 2.
+func TestMainTakesNoArguments(t *testing.T) {
+	t.Setenv("PORT", "")
+	for args, want := range map[string]int{"-h": 0, "--help": 0, "-port": 2} {
+		done := make(chan int, 1)
+		go func() { done <- Main([]string{args}) }()
+		select {
+		case got := <-done:
+			if got != want {
+				t.Errorf("Main(%q) = %d; want %d", args, got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Main(%q) did not return: it is serving", args)
+		}
+	}
+}
