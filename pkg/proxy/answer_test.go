@@ -214,6 +214,33 @@ func TestPathPassesAsSent(t *testing.T) {
 	}
 }
 
+// TestUnknownExpectationIs417: an Expect other than 100-continue gets
+// 417 from both engines, uncounted, and never reaches a worker, as
+// net/http's server answers it (RFC 9110 10.1.1); the fasthttp engine had
+// dropped the field and passed the request on.
+func TestUnknownExpectationIs417(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		for _, value := range []string{"foo", "gzip"} {
+			t.Run(engine+"/"+value, func(t *testing.T) {
+				addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				p := newPool(addr)
+				url := serveEngine(t, engine, p, Options{})
+				if line := rawExchange(t, url, "GET /e HTTP/1.1\r\nHost: a\r\nExpect: "+value+"\r\n\r\n", true); !strings.HasPrefix(line, "HTTP/1.1 417") {
+					t.Errorf("got %q; want 417", line)
+				}
+				select {
+				case raw := <-got:
+					t.Errorf("worker got %q; want nothing", raw)
+				default:
+				}
+				if p.Requests() != 0 {
+					t.Errorf("got %d requests counted; want 0", p.Requests())
+				}
+			})
+		}
+	}
+}
+
 // TestTETrailersPasses: a client that takes trailers has the worker told
 // so, in both engines, as the ReverseProxy tells it (Go issue 21096); the
 // rest of its TE is the hop's own. (The fasthttp engine dropped it all.)

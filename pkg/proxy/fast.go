@@ -699,6 +699,14 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 		ctx.SetConnectionClose()
 		return
 	}
+	if e := req.Header.Peek("Expect"); len(e) > 0 && !httpguts.HeaderValuesContainsToken([]string{string(e)}, "100-continue") {
+		// An expectation net/http's server (so the httputil engine)
+		// answers 417 before any handler, uncounted: one that does not
+		// name 100-continue (RFC 9110 10.1.1).
+		writeFastError(ctx, http.StatusExpectationFailed, "unsupported expectation")
+		ctx.SetConnectionClose()
+		return
+	}
 	if err := readStreamed(req, maxBody); err != nil {
 		// Answered, and the client's fault: no error of the balancer's.
 		// (A body that fails in its first 8 KiB, which the server reads
