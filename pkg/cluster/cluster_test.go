@@ -418,13 +418,19 @@ func runController(t *testing.T, args []string, n int, logger *slog.Logger) (con
 	return ctx, sup, NewController(sup, args, cfg, logger)
 }
 
-func TestReloadReadsTheFileAgain(t *testing.T) {
+// configFile returns the path of a config file in a test's temporary
+// directory, and a function that writes it.
+func configFile(t *testing.T) (string, func(string)) {
 	file := filepath.Join(t.TempDir(), "balancer.yaml")
-	write := func(s string) {
+	return file, func(s string) {
 		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+func TestReloadReadsTheFileAgain(t *testing.T) {
+	file, write := configFile(t)
 	write("workers: 1\npolicy: round-robin\n")
 	// No process is started: the cluster runs with no local workers, and
 	// one remote upstream where nothing listens.
@@ -551,12 +557,7 @@ func TestScaleKeepsReadyMinWorkers(t *testing.T) {
 // file's lower one did not help, and /readyz would have answered 503 for
 // good.
 func TestReloadKeepsReadyMinWorkers(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "balancer.yaml")
-	write := func(s string) {
-		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	file, write := configFile(t)
 	write("workers: 2\nready_min_workers: 2\ncmd: exec sleep 30\nstart_timeout: 1s\n")
 	args := []string{"-config", file, "-admin-listen", ""}
 	ctx, sup, ctl := runController(t, args, 2, slog.New(slog.NewTextHandler(io.Discard, nil)))

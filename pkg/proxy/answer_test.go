@@ -195,22 +195,30 @@ func TestPathPassesAsSent(t *testing.T) {
 		}
 		for _, target := range []string{"/e/%zz", "/e%2", "/%"} {
 			t.Run(engine+"/"+target, func(t *testing.T) {
-				addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				p := newPool(addr)
-				url := serveEngine(t, engine, p, Options{})
-				if line := rawExchange(t, url, "GET "+target+" HTTP/1.1\r\nHost: a\r\n\r\n", true); !strings.HasPrefix(line, "HTTP/1.1 400") {
-					t.Errorf("got %q; want 400", line)
-				}
-				select {
-				case raw := <-got:
-					t.Errorf("worker got %q; want nothing", raw)
-				default:
-				}
-				if p.Requests() != 0 {
-					t.Errorf("got %d requests counted; want 0", p.Requests())
-				}
+				turnedAway(t, engine, "GET "+target+" HTTP/1.1\r\nHost: a\r\n\r\n", "400")
 			})
 		}
+	}
+}
+
+// turnedAway sends raw to a fresh engine over one worker and checks that
+// the answer has status, that the worker got nothing, and that nothing
+// was counted: a request the server turns away.
+func turnedAway(t *testing.T, engine, raw, status string) {
+	t.Helper()
+	addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	p := newPool(addr)
+	url := serveEngine(t, engine, p, Options{})
+	if line := rawExchange(t, url, raw, true); !strings.HasPrefix(line, "HTTP/1.1 "+status) {
+		t.Errorf("got %q; want %s", line, status)
+	}
+	select {
+	case raw := <-got:
+		t.Errorf("worker got %q; want nothing", raw)
+	default:
+	}
+	if p.Requests() != 0 {
+		t.Errorf("got %d requests counted; want 0", p.Requests())
 	}
 }
 
@@ -222,20 +230,7 @@ func TestUnknownExpectationIs417(t *testing.T) {
 	for _, engine := range []string{"httputil", "fasthttp"} {
 		for _, value := range []string{"foo", "gzip"} {
 			t.Run(engine+"/"+value, func(t *testing.T) {
-				addr, got := rawWorker(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				p := newPool(addr)
-				url := serveEngine(t, engine, p, Options{})
-				if line := rawExchange(t, url, "GET /e HTTP/1.1\r\nHost: a\r\nExpect: "+value+"\r\n\r\n", true); !strings.HasPrefix(line, "HTTP/1.1 417") {
-					t.Errorf("got %q; want 417", line)
-				}
-				select {
-				case raw := <-got:
-					t.Errorf("worker got %q; want nothing", raw)
-				default:
-				}
-				if p.Requests() != 0 {
-					t.Errorf("got %d requests counted; want 0", p.Requests())
-				}
+				turnedAway(t, engine, "GET /e HTTP/1.1\r\nHost: a\r\nExpect: "+value+"\r\n\r\n", "417")
 			})
 		}
 	}
