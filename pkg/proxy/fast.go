@@ -699,7 +699,7 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 		ctx.SetConnectionClose()
 		return
 	}
-	if e := req.Header.Peek("Expect"); len(e) > 0 && !httpguts.HeaderValuesContainsToken([]string{string(e)}, "100-continue") {
+	if e := req.Header.Peek("Expect"); len(e) > 0 && !hasToken([][]byte{e}, "100-continue") {
 		// An expectation net/http's server (so the httputil engine)
 		// answers 417 before any handler, uncounted: one that does not
 		// name 100-continue (RFC 9110 10.1.1).
@@ -751,7 +751,7 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 	// A client that takes trailers says so to the worker, as the
 	// ReverseProxy says it (Go issue 21096): the hop's own TE goes, its
 	// "trailers" stays true of the whole path, since trailers pass.
-	trailers := hop.found&teBit != 0 && takesTrailers(req.Header.PeekAll("Te"))
+	trailers := hop.found&teBit != 0 && hasToken(req.Header.PeekAll("Te"), "trailers")
 	hop.del(req.Header.Del)
 	if trailers {
 		req.Header.Set("Te", "trailers")
@@ -923,13 +923,15 @@ const (
 	teBit         = 1 << 5
 )
 
-// takesTrailers reports whether the TE field values vs list "trailers".
-func takesTrailers(vs [][]byte) bool {
+// hasToken reports whether the field values vs list token, as net/http
+// reads them (httpguts.HeaderValuesContainsToken): for fasthttp's
+// values, which are bytes.
+func hasToken(vs [][]byte, token string) bool {
 	ss := make([]string, len(vs))
 	for i, v := range vs {
 		ss[i] = string(v)
 	}
-	return httpguts.HeaderValuesContainsToken(ss, "trailers")
+	return httpguts.HeaderValuesContainsToken(ss, token)
 }
 
 // appendListed appends to dst the header names that a Connection header's
