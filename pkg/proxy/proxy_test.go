@@ -619,13 +619,14 @@ func secondDies(t *testing.T) (addr string, hits *atomic.Int64) {
 // (a large body, trailers) may find the worker's early answer waiting,
 // which is no sign that nothing was sent.
 func TestFastPeekOnlyBeforeARequest(t *testing.T) {
-	read := make(chan struct{})
+	read, done := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(done) })
 	addr := acceptLoop(t, func(c net.Conn) {
 		buf := make([]byte, 100)
 		c.Read(buf)
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		close(read)
-		time.Sleep(time.Second)
+		<-done // the connection stays open until the test is through
 	})
 	fw := &fastWorker{conns: map[*fastConn]struct{}{}, dialer: workerDialer()}
 	fw.hc = &fasthttp.HostClient{Addr: addr}
