@@ -360,7 +360,7 @@ func (fw *fastWorker) dial(addr string) (net.Conn, error) {
 	// fasthttp dials on the request's goroutine, with no context: the
 	// wait for the gate ends when the worker goes down.
 	up := fw.up()
-	nc, err := dialWorker(context.Background(), up, &fw.dialer, addr)
+	nc, err := dialWorker(context.Background(), up, &fw.dialer, addr, fw.hc.ReadTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -445,7 +445,7 @@ func (fw *fastWorker) await(client net.Conn) error {
 	// its place in the queue ahead of those that somebody does.
 	gone, stop := clientWatch(client)
 	defer stop()
-	leave, _, err := fw.gate.enter(gone, up, fw.gateAddr, &fw.want)
+	leave, _, err := fw.gate.enter(gone, up, fw.gateAddr, &fw.want, fw.hc.ReadTimeout)
 	if err != nil || leave == nil {
 		return err // nil: claimed
 	}

@@ -49,6 +49,12 @@ var gateEpoch = time.Now()
 // worker whatever its method.
 var errDownBeforeDial = fmt.Errorf("%w before a connection to it was opened", pool.ErrWorkerDown)
 
+// errHeldTooLong ends a dial held back for longer than upstream_timeout:
+// the worker took no new connection, and gave none of its own back, in
+// the time the request may wait for it. A timeout, as a worker that
+// never answers: 504, not retried.
+var errHeldTooLong = fmt.Errorf("worker took no new connection within upstream_timeout: %w", context.DeadlineExceeded)
+
 // A dialGate is one worker's: it lets one dial at a time look at the
 // worker's accept queue and connect, so that two dials cannot both find
 // the queue empty; and it hands a connection that comes back free to the
@@ -174,8 +180,9 @@ func goOn() {}
 // wt.back gives got back, to the next request or to the idle list, if
 // it came as the wait ended otherwise. The wait ends with
 // errDownBeforeDial when stop ends (the worker was marked down; nil:
-// never), and with ctx's cause when ctx ends.
-func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, wt *want) (leave func(), got any, err error) {
+// never), with ctx's cause when ctx ends, and with errHeldTooLong once
+// it has lasted limit (upstream_timeout; 0: no bound).
+func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, wt *want, limit time.Duration) (leave func(), got any, err error) {
 	if !ap.IsValid() || diagBroken.Load() {
 		return goOn, nil, nil
 	}
@@ -185,7 +192,7 @@ func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, wt *want)
 			return nil, got, nil
 		}
 	}
-	leave, got, err = g.wait(ctx, stop, ap, w)
+	leave, got, err = g.wait(ctx, stop, ap, w, limit)
 	if w == nil || got != nil {
 		return leave, got, err
 	}
@@ -203,7 +210,7 @@ func (g *dialGate) enter(ctx, stop context.Context, ap netip.AddrPort, wt *want)
 
 // wait is enter's wait, for a connection handed to w (nil: none) or the
 // gate's leave to dial.
-func (g *dialGate) wait(ctx, stop context.Context, ap netip.AddrPort, w *waiter) (leave func(), got any, err error) {
+func (g *dialGate) wait(ctx, stop context.Context, ap netip.AddrPort, w *waiter, limit time.Duration) (leave func(), got any, err error) {
 	var stopped <-chan struct{}
 	if stop != nil {
 		stopped = stop.Done()
@@ -218,6 +225,12 @@ func (g *dialGate) wait(ctx, stop context.Context, ap netip.AddrPort, w *waiter)
 	start := time.Now()
 	deadline := time.NewTimer(gateMaxWait)
 	defer deadline.Stop()
+	var expired <-chan time.Time
+	if limit > 0 {
+		t := time.NewTimer(limit)
+		defer t.Stop()
+		expired = t.C
+	}
 	var poll *time.Timer
 	looking := false
 	leave = func() { <-g.slot }
@@ -237,6 +250,8 @@ func (g *dialGate) wait(ctx, stop context.Context, ap netip.AddrPort, w *waiter)
 					continue
 				}
 				return goOn, nil, nil
+			case <-expired:
+				return nil, nil, errHeldTooLong
 			case <-ctx.Done():
 				return nil, nil, context.Cause(ctx)
 			}
@@ -270,6 +285,8 @@ func (g *dialGate) wait(ctx, stop context.Context, ap netip.AddrPort, w *waiter)
 			}
 			leave()
 			return goOn, nil, nil
+		case <-expired:
+			err = errHeldTooLong
 		case <-ctx.Done():
 			err = context.Cause(ctx)
 		}
@@ -319,10 +336,10 @@ func gateAddr(addr string) netip.AddrPort {
 }
 
 // dialWorker opens a connection to the worker at addr once its gate
-// lets it.
-func dialWorker(ctx, stop context.Context, d *net.Dialer, addr string) (net.Conn, error) {
+// lets it, having waited at most limit (0: no bound).
+func dialWorker(ctx, stop context.Context, d *net.Dialer, addr string, limit time.Duration) (net.Conn, error) {
 	ap := gateAddr(addr)
-	leave, _, err := gateFor(ap).enter(ctx, stop, ap, nil)
+	leave, _, err := gateFor(ap).enter(ctx, stop, ap, nil, limit)
 	if err != nil {
 		return nil, err
 	}

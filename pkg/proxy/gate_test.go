@@ -63,7 +63,7 @@ func TestDialWaitsForAccept(t *testing.T) {
 	var d net.Dialer
 	dialed := make(chan net.Conn, 1)
 	go func() {
-		c, err := dialWorker(context.Background(), nil, &d, addr)
+		c, err := dialWorker(context.Background(), nil, &d, addr, 0)
 		if err != nil {
 			t.Error(err)
 		}
@@ -93,7 +93,7 @@ func TestDialWaitsForAccept(t *testing.T) {
 	down, cancel := context.WithCancel(context.Background())
 	failed := make(chan error, 1)
 	go func() {
-		c, err := dialWorker(context.Background(), down, &d, addr)
+		c, err := dialWorker(context.Background(), down, &d, addr, 0)
 		if err == nil {
 			c.Close()
 		}
@@ -102,7 +102,7 @@ func TestDialWaitsForAccept(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	cancel()
 	for _, err := range []error{<-failed, func() error {
-		c, err := dialWorker(context.Background(), down, &d, addr)
+		c, err := dialWorker(context.Background(), down, &d, addr, 0)
 		if err == nil {
 			c.Close()
 		}
@@ -119,7 +119,7 @@ func TestDialWaitsForAccept(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if c3, err := dialWorker(ctx, nil, &d, addr); err == nil {
+	if c3, err := dialWorker(ctx, nil, &d, addr, 0); err == nil {
 		c3.Close()
 		t.Error("caller gone: got a connection; want its context's error")
 	}
@@ -137,7 +137,7 @@ func TestDialToFullQueueGoesAtOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeoutCause(context.Background(), gateMaxWait/2, errors.New("held back"))
 	defer cancel()
 	d := net.Dialer{Timeout: 300 * time.Millisecond}
-	c, err := dialWorker(ctx, nil, &d, addr)
+	c, err := dialWorker(ctx, nil, &d, addr, 0)
 	if err == nil {
 		c.Close()
 		t.Fatal("connected to a listener whose queue is full")
@@ -408,6 +408,49 @@ func TestHeldBackPOSTGoesElsewhereWhenDown(t *testing.T) {
 	}
 }
 
+// TestHeldBackRequestWaitsAtMostUpstreamTimeout: upstream_timeout bounds
+// the wait of a request held back by the gate too, in both engines and
+// on both of the httputil engine's round trips. The request gets the 504
+// of a worker that timed out, without a connection opened for it, and
+// the worker, busy and not gone, stays up. Before, the request waited
+// the gate's own 5 s (longer for a worker that accepts now and then),
+// and then went to a connection the worker had not accepted.
+func TestHeldBackRequestWaitsAtMostUpstreamTimeout(t *testing.T) {
+	for _, tc := range []struct{ name, engine, body string }{
+		{"httputil", "httputil", ""},
+		{"httputil, large body", "httputil", strings.Repeat("x", 100<<10)},
+		{"fasthttp", "fasthttp", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, port := onDemand(t)
+			entered, release := holdFirst(t, ln, "ok")
+			defer close(release)
+			p := newPool(ln.Addr().String())
+			url := serveEngine(t, tc.engine, p, Options{UpstreamTimeout: 300 * time.Millisecond})
+			send := func() int {
+				req, _ := http.NewRequest(http.MethodPost, url+"/", strings.NewReader(tc.body))
+				if tc.body == "" {
+					req.Method, req.Body = http.MethodGet, nil
+				}
+				return code(t, http.DefaultClient, req)
+			}
+			go send()
+			<-entered // the first request holds the accepted connection
+			go send() // opens a second one, which the worker does not accept
+			queued(t, port, 1)
+			if c := send(); c != http.StatusGatewayTimeout {
+				t.Errorf("status of the request held back: got %d; want 504", c)
+			}
+			if n, _, _ := acceptQueue(loopback(port)); n != 1 {
+				t.Errorf("connections waiting for the worker's accept: got %d; want 1 (none opened for the request held back)", n)
+			}
+			if s := p.Workers()[0].State(); s != pool.Up {
+				t.Errorf("worker state: got %v; want up", s)
+			}
+		})
+	}
+}
+
 // TestNextLook: the looks at a held-back dial's queue come quickly at
 // first, then at a tenth of the wait so far, never more than 50 ms apart.
 func TestNextLook(t *testing.T) {
@@ -455,7 +498,7 @@ func TestSlowAcceptKeepsDialsInTurn(t *testing.T) {
 	done := make(chan error, dials)
 	for range dials {
 		go func() {
-			c, err := dialWorker(context.Background(), nil, &d, addr)
+			c, err := dialWorker(context.Background(), nil, &d, addr, 0)
 			if err == nil {
 				t.Cleanup(func() { c.Close() })
 			}

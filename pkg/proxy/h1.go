@@ -447,7 +447,7 @@ func (t *h1) newConn(ctx, down context.Context, addr string, fresh bool) (*h1Con
 		}}
 	}
 	for {
-		leave, got, err := g.enter(ctx, down, ap, wt)
+		leave, got, err := g.enter(ctx, down, ap, wt, t.headerTimeout)
 		if err != nil {
 			return nil, err
 		}

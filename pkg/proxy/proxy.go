@@ -24,7 +24,8 @@ import (
 type Options struct {
 	// UpstreamTimeout bounds the wait for a worker's response headers
 	// (under the fasthttp engine, which holds an answer whole, each wait
-	// for its bytes, the body's too); 0 means 60s.
+	// for its bytes, the body's too), and a request's wait for the gate
+	// to let a connection to the worker open; 0 means 60s.
 	UpstreamTimeout time.Duration
 	// MaxRetries bounds the retries of one request on other workers;
 	// 0 means one less than the number of workers (each worker is tried
@@ -106,7 +107,7 @@ func New(p *pool.Pool, o Options) *Proxy {
 			// cancel (the connection outlives the request); the worker's
 			// UpContext comes as a value, to end a wait in the gate.
 			up, _ := ctx.Value(upKey{}).(context.Context)
-			return dialWorker(ctx, up, &dialer, addr)
+			return dialWorker(ctx, up, &dialer, addr, o.UpstreamTimeout)
 		}),
 		MaxIdleConns:           0,
 		MaxIdleConnsPerHost:    maxIdlePerWorker,
