@@ -500,16 +500,21 @@ func validPath(p string) bool {
 	return true
 }
 
-// SettingError is a setting with a bad value. File is set when the value
-// came from a config file and was wrong there.
+// SettingError is a setting with a bad value. File and Line are set when
+// the value came from a config file and was wrong there: Line is its
+// key's.
 type SettingError struct {
 	File    string
+	Line    int
 	Setting string
 	Reason  string
 }
 
 func (e *SettingError) Error() string {
-	if e.File != "" {
+	switch {
+	case e.File != "" && e.Line > 0:
+		return fmt.Sprintf("%s: %s: line %d: %s", e.File, e.Setting, e.Line, e.Reason)
+	case e.File != "":
 		return fmt.Sprintf("%s: %s: %s", e.File, e.Setting, e.Reason)
 	}
 	return fmt.Sprintf("%s: %s", e.Setting, e.Reason)
@@ -535,8 +540,9 @@ func (c *Config) LoadFile(path string) error {
 	return err
 }
 
-// loadFile is LoadFile, and returns the settings the file gave.
-func (c *Config) loadFile(path string) (given map[string]bool, err error) {
+// loadFile is LoadFile, and returns the settings the file gave, each
+// with the line of its key.
+func (c *Config) loadFile(path string) (given map[string]int, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config file: %w", err)
@@ -583,7 +589,7 @@ func (c *Config) loadFile(path string) (given map[string]bool, err error) {
 			val = val.Alias
 		}
 		bad := func(format string, args ...any) error {
-			return &SettingError{File: path, Setting: k.Value, Reason: fmt.Sprintf("line %d: ", k.Line) + fmt.Sprintf(format, args...)}
+			return &SettingError{File: path, Line: k.Line, Setting: k.Value, Reason: fmt.Sprintf(format, args...)}
 		}
 		f, ok := fields[k.Value]
 		if !ok {
@@ -625,9 +631,9 @@ func (c *Config) loadFile(path string) (given map[string]bool, err error) {
 			return nil, bad("%v", err)
 		}
 	}
-	given = make(map[string]bool, len(seen))
-	for k := range seen {
-		given[k] = true
+	given = make(map[string]int, len(seen))
+	for k, kv := range seen {
+		given[k] = kv.k.Line
 	}
 	return given, nil
 }
@@ -730,7 +736,7 @@ func parse(name string, args []string, fs *flag.FlagSet, path string) (Config, e
 		return Config{}, fmt.Errorf("unexpected argument %q (settings are flags, e.g. -workers 4)", fs.Arg(0))
 	}
 	c := Default()
-	var given map[string]bool
+	var given map[string]int
 	if path != "" {
 		var err error
 		if given, err = c.loadFile(path); err != nil {
@@ -744,19 +750,20 @@ func parse(name string, args []string, fs *flag.FlagSet, path string) (Config, e
 }
 
 // finish applies the flags over c and validates the result. An error is
-// blamed on the file at path when the file gave the setting (in given)
-// and no flag replaced it.
-func finish(name string, args []string, c *Config, path string, given map[string]bool) error {
+// blamed on the file at path, and the line given has for it, when the
+// file gave the setting and no flag replaced it.
+func finish(name string, args []string, c *Config, path string, given map[string]int) error {
 	fs := newFlagSet(name, c, io.Discard)
 	fs.String("config", "", "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c.AdminListenSet = given["admin_listen"] || flagSet(fs, "admin_listen")
+	_, inFile := given["admin_listen"]
+	c.AdminListenSet = inFile || flagSet(fs, "admin_listen")
 	if err := c.Validate(); err != nil {
 		var se *SettingError
-		if errors.As(err, &se) && given[se.Setting] && !flagSet(fs, se.Setting) {
-			se.File = path
+		if errors.As(err, &se) && given[se.Setting] > 0 && !flagSet(fs, se.Setting) {
+			se.File, se.Line = path, given[se.Setting]
 		}
 		return err
 	}
@@ -784,7 +791,7 @@ func Overridden(name string, args []string) []string {
 	fv, gv := reflect.ValueOf(file), reflect.ValueOf(flags)
 	for i := range fv.NumField() {
 		key, _, _ := strings.Cut(fv.Type().Field(i).Tag.Get("yaml"), ",")
-		if given[key] && flagSet(fs, key) && !reflect.DeepEqual(fv.Field(i).Interface(), gv.Field(i).Interface()) {
+		if given[key] > 0 && flagSet(fs, key) && !reflect.DeepEqual(fv.Field(i).Interface(), gv.Field(i).Interface()) {
 			names = append(names, key)
 		}
 	}

@@ -101,6 +101,7 @@ func TestOverridden(t *testing.T) {
 
 func TestParseErrorsNameTheSetting(t *testing.T) {
 	badFile := writeFile(t, "workers: -1\n")
+	badThirdLine := writeFile(t, "# the demo\nworkers: 2\npolicy: fastest\n")
 	typoFile := writeFile(t, "wrokers: 2\n")
 	syntaxFile := writeFile(t, "workers: [\n")
 	fractionFile := writeFile(t, "workers: 2.5\n")
@@ -132,7 +133,8 @@ func TestParseErrorsNameTheSetting(t *testing.T) {
 		{"bad upstream", []string{"-upstream", "10.0.0.1"}, []string{"upstreams", "10.0.0.1"}},
 		{"nothing to balance over", []string{"-local-workers=false"}, []string{"local_workers"}},
 		{"probe on the stats path", []string{"-readyz-path", "/stats"}, []string{"readyz_path", "stats_path"}},
-		{"bad value in file", []string{"-config", badFile}, []string{badFile, "workers"}},
+		{"bad value in file", []string{"-config", badFile}, []string{badFile, "workers", "line 1"}},
+		{"bad value on a file's third line", []string{"-config", badThirdLine}, []string{badThirdLine + ": policy: line 3:", "fastest"}},
 		{"unknown key in file", []string{"-config", typoFile}, []string{typoFile, "wrokers"}},
 		{"syntax error in file", []string{"-config", syntaxFile}, []string{syntaxFile}},
 		{"missing file", []string{"-config", "/nonexistent/balancer.yaml"}, []string{"/nonexistent/balancer.yaml"}},
