@@ -37,6 +37,12 @@ type Controller interface {
 
 var _ Controller = (*supervisor.Supervisor)(nil)
 
+// ErrInvalidConfig is what a Controller's Reload wraps when the
+// configuration it read again is invalid (a bad value, an unknown key, a
+// file that does not parse), and nothing changed: 422, since the
+// balancer did not fail, the file it was asked to apply did.
+var ErrInvalidConfig = errors.New("configuration not reloaded, keeping the running one")
+
 // Options configure Handler. The zero value is an open API with no stats,
 // no log and a 5-minute bound on each control call.
 type Options struct {
@@ -238,6 +244,8 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, supervisor.ErrNoSuchWorker):
 		return http.StatusNotFound
+	case errors.Is(err, ErrInvalidConfig):
+		return http.StatusUnprocessableEntity // before ErrBadCount, which a file's count may wrap too
 	case errors.Is(err, supervisor.ErrBadCount):
 		return http.StatusBadRequest
 	case errors.Is(err, supervisor.ErrStopped):

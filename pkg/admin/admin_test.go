@@ -321,6 +321,8 @@ func TestErrorMapping(t *testing.T) {
 		{"busy", fmt.Errorf("reload: %w", supervisor.ErrBusy), 409},
 		{"no such worker", fmt.Errorf("restart worker 9: %w", supervisor.ErrNoSuchWorker), 404},
 		{"bad count", fmt.Errorf("scale to 1000: %w", supervisor.ErrBadCount), 400},
+		{"invalid configuration", fmt.Errorf("%w: balancer.yaml: policy: line 3: want one of round-robin, least-conn, p2c", ErrInvalidConfig), 422},
+		{"a file's count out of bounds", fmt.Errorf("%w: %w: ready_min_workers 3 in force", ErrInvalidConfig, supervisor.ErrBadCount), 422},
 		{"stopped", supervisor.ErrStopped, 503},
 		{"deadline", fmt.Errorf("drain worker 1: %w", context.DeadlineExceeded), 504},
 		{"client gone", context.Canceled, StatusClientClosed},

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/clusterlb/clusterlb/internal/testutil"
+	"github.com/clusterlb/clusterlb/pkg/admin"
 	"github.com/clusterlb/clusterlb/pkg/config"
 	"github.com/clusterlb/clusterlb/pkg/health"
 	"github.com/clusterlb/clusterlb/pkg/pool"
@@ -450,7 +451,7 @@ func TestReloadReadsTheFileAgain(t *testing.T) {
 
 	write("workers: -3\n")
 	err := ctl.Reload(ctx)
-	if err == nil || !strings.Contains(err.Error(), "workers") || !strings.Contains(err.Error(), "not reloaded") {
+	if !errors.Is(err, admin.ErrInvalidConfig) || !strings.Contains(err.Error(), "workers") || !strings.Contains(err.Error(), "not reloaded") {
 		t.Errorf("got %v; want the refusal naming workers", err)
 	}
 
@@ -563,7 +564,7 @@ func TestReloadKeepsReadyMinWorkers(t *testing.T) {
 	ctx, sup, ctl := runController(t, args, 2, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	write("workers: 1\nready_min_workers: 1\ncmd: exec sleep 30\nstart_timeout: 1s\n")
 	err := ctl.Reload(ctx)
-	if err == nil || !strings.Contains(err.Error(), "ready_min_workers") || !strings.Contains(err.Error(), "not reloaded") {
+	if !errors.Is(err, admin.ErrInvalidConfig) || !strings.Contains(err.Error(), "ready_min_workers") || !strings.Contains(err.Error(), "not reloaded") {
 		t.Errorf("got %v; want the reload refused, naming ready_min_workers", err)
 	}
 	if n, err := sup.Workers(ctx); n != 2 || err != nil {

@@ -139,7 +139,7 @@ func (c *Controller) RestartWorker(ctx context.Context, id int) error {
 func (c *Controller) reload(ctx context.Context, wait bool) error {
 	cfg, _, err := config.Parse("balancer", c.args, io.Discard)
 	if err != nil {
-		return fmt.Errorf("configuration not reloaded, keeping the running one: %w", err)
+		return fmt.Errorf("%w: %w", admin.ErrInvalidConfig, err)
 	}
 	if wait {
 		c.mu.Lock()
@@ -151,7 +151,7 @@ func (c *Controller) reload(ctx context.Context, wait bool) error {
 		// Against the ready_min_workers and upstreams in force: the
 		// file's apply at the next start only.
 		if err := c.readyBound(cfg.WorkerCount()); err != nil {
-			return fmt.Errorf("configuration not reloaded, keeping the running one: %w", err)
+			return fmt.Errorf("%w: %w", admin.ErrInvalidConfig, err)
 		}
 	}
 	for _, name := range startOnlyChanges(c.cfg, cfg) {
