@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/clusterlb/clusterlb/internal/procgroup"
 )
 
 // proc is one long-running child (a balancer, nginx, haproxy, a Node
@@ -97,7 +99,7 @@ func (ps *procs) start(name string, env []string, argv ...string) (*proc, error)
 	cmd.Env = childEnv(os.Environ(), env)
 	cmd.Stdout = f
 	cmd.Stderr = f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procgroup.Attr()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/clusterlb/clusterlb/internal/procgroup"
 )
 
 // process is the seam between the supervisor and the operating system, so
@@ -159,10 +161,7 @@ func (s *osStarter) fork(id int, argv, env []string) (process, error) {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid:   true,
-		Pdeathsig: syscall.SIGKILL,
-	}
+	cmd.SysProcAttr = procgroup.Attr()
 	var exit <-chan syscall.WaitStatus
 	if s.reaper != nil {
 		exit, err = s.reaper.spawn(func() (int, error) {

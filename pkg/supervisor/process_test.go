@@ -68,7 +68,7 @@ func waitComm(t *testing.T, pid int, want string) string {
 		if comm == want {
 			return comm
 		}
-		syscall.Nanosleep(&syscall.Timespec{Nsec: 5e6}, nil)
+		time.Sleep(5 * time.Millisecond)
 	}
 	return comm
 }
