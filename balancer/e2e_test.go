@@ -392,6 +392,37 @@ func testKilledWorkerComesBack(t *testing.T, engine string) {
 	}
 }
 
+func TestLoneWorkerRestartLosesNoRequest(t *testing.T) {
+	forEngines(t, testLoneWorkerRestartLosesNoRequest)
+}
+
+// testLoneWorkerRestartLosesNoRequest: with one worker, the requests that
+// come while it restarts wait for it, as the kernel's listen queue holds
+// them for Node's cluster, instead of getting 503 at once.
+func testLoneWorkerRestartLosesNoRequest(t *testing.T, engine string) {
+	c := start(t, 1, "-engine", engine, "-workers", "1", "-restart-backoff", "1s")
+	s, _ := c.stats()
+	victim := s.Workers[0]
+	if err := syscall.Kill(victim.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor("the worker down", func(s statsDoc) bool { return s.Workers[0].State == "down" })
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Go(func() {
+			status, body, err := c.get("/operacion-simple")
+			if err != nil || status != http.StatusOK {
+				t.Errorf("request during the restart: got %d %s %v; want 200", status, body, err)
+			}
+		})
+	}
+	wg.Wait()
+	s, _ = c.stats()
+	if w := s.Workers[0]; w.Pid == victim.Pid || w.Restarts != 1 || w.Requests < 5 {
+		t.Errorf("worker after the restart: %+v; want a new pid, 1 restart, the 5 requests", w)
+	}
+}
+
 func TestDeadEndpointRestartsWorker(t *testing.T) { forEngines(t, testDeadEndpointRestartsWorker) }
 
 func testDeadEndpointRestartsWorker(t *testing.T, engine string) {

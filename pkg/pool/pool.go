@@ -1,9 +1,11 @@
 package pool
 
 import (
+	"context"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // MaxWorkers bounds the workers the balancer starts: their ids, the
@@ -25,6 +27,8 @@ type Pool struct {
 	retries  atomic.Int64
 
 	maxInFlight int // per worker, 0 for no bound; see SetMaxInFlight
+
+	changes signal // a member's state changed (PickWait)
 }
 
 // SetMaxInFlight bounds the requests at each worker at once to n (0, the
@@ -64,6 +68,7 @@ func (p *Pool) Add(w *Worker) {
 	if p.maxInFlight > 0 && w.places == nil {
 		w.places = make(chan struct{}, p.maxInFlight)
 	}
+	w.changes.Store(&p.changes)
 	old := p.Workers()
 	next := make([]*Worker, 0, len(old)+1)
 	for _, o := range old {
@@ -92,6 +97,80 @@ func (p *Pool) Remove(id int) {
 
 // Pick returns a worker for a new request, or nil when none is available.
 func (p *Pool) Pick() *Worker { return p.selector.Select(p.Workers()) }
+
+// PickWait is Pick, except that when no worker is available and one of
+// the balancer's own is on its way up (starting, or down until its
+// restart), it waits for a worker to become available, until ctx ends or
+// wait passes. A worker that dies alone, or all of them at once, then
+// costs the requests that come meanwhile a wait, not a 503: what Node's
+// cluster gets from the kernel, which holds new connections in the
+// listener's queue while a worker restarts. It returns nil at once when
+// no worker is coming, and as soon as none is any more: in backoff,
+// stopped, remote (an upstream that is down may stay so), or restarting
+// after a process that never came up (a crash loop, a command that
+// fails: its clients get a 503 at once rather than a wait for nothing).
+func (p *Pool) PickWait(ctx context.Context, wait time.Duration) *Worker {
+	if w := p.Pick(); w != nil || !p.coming() {
+		return w
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		changed := p.changes.wait() // before the look, so no change is missed
+		if w := p.Pick(); w != nil || !p.coming() {
+			return w
+		}
+		select {
+		case <-changed:
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// coming reports whether one of the balancer's own workers is starting,
+// or down until its restart, after a process that came up (or none yet).
+func (p *Pool) coming() bool {
+	for _, w := range p.Workers() {
+		if s := w.State(); !w.remote && (s == Starting || s == Down) && !w.failedStart.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+// A signal wakes whoever waits for the next change: a channel closed at
+// each change, made only when someone waits. Its methods are safe on a
+// nil *signal (a worker in no pool).
+type signal struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+// wait returns a channel that is closed at the next fire.
+func (s *signal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+// fire wakes the waiters.
+func (s *signal) fire() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
+	s.mu.Unlock()
+}
 
 // PickExcept is Pick without the workers in tried: the next choice after
 // a failed attempt. It allocates, so it is for the retry path only.

@@ -48,6 +48,7 @@ type Process struct {
 	pid     int
 	started time.Time
 	up      atomic.Pointer[upEpoch] // armed while the worker is up on this process
+	wasUp   atomic.Bool             // the worker was up on this process once
 
 	inFlight atomic.Int64
 	requests atomic.Int64
@@ -89,6 +90,7 @@ func (p *Process) arm() {
 	if p == nil || p.up.Load() != nil {
 		return
 	}
+	p.wasUp.Store(true)
 	ctx, cancel := context.WithCancelCause(context.Background())
 	if !p.up.CompareAndSwap(nil, &upEpoch{ctx, cancel}) {
 		cancel(nil)
@@ -159,6 +161,13 @@ type Worker struct {
 	// places bounds the requests at the worker at once (Pool.SetMaxInFlight):
 	// one token per request sent, nil for no bound.
 	places chan struct{}
+
+	// changes, set when the worker joins a pool, is told of each change
+	// of its state (Pool.PickWait); nil outside a pool.
+	changes atomic.Pointer[signal]
+	// failedStart: the last process to leave the slot never came up, so
+	// the next one may well not either.
+	failedStart atomic.Bool
 }
 
 // NewWorker returns a worker with the given id, in state Starting, with no
@@ -235,20 +244,26 @@ func (w *Worker) SetProcess(p *Process, s State) {
 	w.proc.Store(p)
 	w.state.Store(int32(s))
 	w.follow(p, s)
+	w.changes.Load().fire()
 }
 
 // ClearProcess records that no process serves the slot, in state s. The
 // process it had is marked down (see Process.UpContext).
 func (w *Worker) ClearProcess(s State) {
 	old := w.proc.Swap(nil)
+	w.failedStart.Store(old != nil && !old.wasUp.Load())
 	w.state.Store(int32(s))
 	old.disarm()
+	w.changes.Load().fire()
 }
 
 // SetState sets the state and returns the previous one.
 func (w *Worker) SetState(s State) State {
 	old := State(w.state.Swap(int32(s)))
 	w.follow(w.proc.Load(), s)
+	if old != s {
+		w.changes.Load().fire()
+	}
 	return old
 }
 
@@ -259,6 +274,9 @@ func (w *Worker) CompareAndSwapState(old, new State) bool {
 		return false
 	}
 	w.follow(w.proc.Load(), new)
+	if old != new {
+		w.changes.Load().fire()
+	}
 	return true
 }
 

@@ -39,7 +39,9 @@ func (wholeBody) clientErr() error { return nil }
 // done. clientGone wraps err with the client's cancel, if any.
 // resendable says whether the request may be sent twice (see resendable).
 // When the pool bounds the requests at a worker, a request past the bound
-// waits for its turn there, until ctx ends or queueWait passes (503).
+// waits for its turn there, until ctx ends or queueWait passes (503); and
+// when no worker is up but one is on its way (pool.PickWait), a request
+// waits as long for one.
 func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetries int, log *slog.Logger, resendable bool, body replayer,
 	clientGone func(error) error, try func(proc *pool.Process, retry bool) error) (*pool.Worker, *pool.Process, error) {
 	if maxRetries == 0 {
@@ -47,7 +49,7 @@ func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetr
 	}
 	var triedBuf [8]*pool.Worker
 	tried := triedBuf[:0]
-	w := p.Pick()
+	w := p.PickWait(ctx, queueWait)
 	for {
 		if w == nil {
 			return nil, nil, ErrNoWorker
