@@ -340,9 +340,11 @@ func ishex(c byte) bool {
 
 // connLost reports whether err, from a read or a write on a connection
 // to a worker, is the connection's loss: closed by the worker (io.EOF),
-// reset, or a broken pipe.
+// reset, or a broken pipe; on macOS a write to a socket its peer is
+// tearing down may fail with EPROTOTYPE instead (golang/go#51538).
 func connLost(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.EPROTOTYPE)
 }
 
 // fastResendable is resendable for a fasthttp request.

@@ -15,7 +15,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -275,8 +274,7 @@ func (c *h1Conn) roundTrip(req *http.Request, down context.Context) (*http.Respo
 	if err == nil {
 		_, err = c.br.Peek(1)
 	}
-	if err != nil && c.reused && c.abortedBy.Load() == 0 &&
-		(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+	if err != nil && c.reused && c.abortedBy.Load() == 0 && connLost(err) {
 		c.in.left = -1
 		c.release(false)
 		return nil, fmt.Errorf("%w: %w", errStale, err)
