@@ -282,8 +282,12 @@ func groupRuns(pgid int) bool {
 // eachProc calls fn with the pid of every process and the fields of its
 // /proc/PID/stat that follow the command name (state, ppid, pgrp, ...),
 // until fn returns false. It reads /proc, all of it: call it seldom. It
-// reports false when /proc cannot be read.
+// reports false when /proc cannot be read, or has no stat files (a BSD's
+// procfs).
 func eachProc(fn func(pid int, fields []string) bool) bool {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		return false
+	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return false

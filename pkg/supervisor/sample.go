@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	ps "github.com/shirou/gopsutil/v4/process"
@@ -57,6 +56,11 @@ func (s *Supervisor) sample(ctx context.Context, interval time.Duration) {
 					continue
 				}
 				cpu := times.User + times.System
+				if mem.RSS == 0 || cpu < l.cpuSecs {
+					// A process gone meanwhile: gopsutil on macOS
+					// reads zeros for it, with no error.
+					continue
+				}
 				if !l.at.IsZero() {
 					if el := now.Sub(l.at).Seconds(); el > 0 {
 						percent += (cpu - l.cpuSecs) / el * 100
@@ -115,24 +119,4 @@ func tree(pid int, kids map[int][]int) []int {
 		out = append(out, kids[out[i]]...)
 	}
 	return out
-}
-
-// children maps each process's pid to its children's, from one pass
-// over /proc (eachProc): the parent of each process is in its stat file
-// (the kernel's list of a task's children, /proc/PID/task/TID/children,
-// is not built into every kernel). It is nil when /proc cannot be read.
-func children() map[int][]int {
-	kids := make(map[int][]int)
-	readable := eachProc(func(pid int, f []string) bool {
-		if len(f) >= 2 { // f: state ppid ...
-			if ppid, err := strconv.Atoi(f[1]); err == nil && ppid > 0 {
-				kids[ppid] = append(kids[ppid], pid)
-			}
-		}
-		return true
-	})
-	if !readable {
-		return nil
-	}
-	return kids
 }
