@@ -90,3 +90,22 @@ func TestPickWaitLeavesWithItsClient(t *testing.T) {
 		t.Fatal("still waiting 10 s after its context ended")
 	}
 }
+
+// TestPickExceptWaitSkipsTried: a retry does not wait for the worker it
+// failed on, coming back or not.
+func TestPickExceptWaitSkipsTried(t *testing.T) {
+	p := New(new(RoundRobin))
+	w := NewWorker(1)
+	p.Add(w)
+	w.SetProcess(NewProcess(100, "127.0.0.1:1", time.Now()), Down)
+	got := make(chan *Worker, 1)
+	go func() { got <- p.PickExceptWait(context.Background(), []*Worker{w}, time.Minute) }()
+	select {
+	case g := <-got:
+		if g != nil {
+			t.Errorf("got %v; want nil", g)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still waiting after 10 s, for the worker it tried")
+	}
+}

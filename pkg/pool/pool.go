@@ -110,14 +110,30 @@ func (p *Pool) Pick() *Worker { return p.selector.Select(p.Workers()) }
 // after a process that never came up (a crash loop, a command that
 // fails: its clients get a 503 at once rather than a wait for nothing).
 func (p *Pool) PickWait(ctx context.Context, wait time.Duration) *Worker {
-	if w := p.Pick(); w != nil || !p.coming() {
+	return p.pickWait(ctx, wait, nil)
+}
+
+// PickExceptWait is PickExcept, waiting as PickWait does for a worker
+// not in tried: the retry of a request whose worker died with the others.
+func (p *Pool) PickExceptWait(ctx context.Context, tried []*Worker, wait time.Duration) *Worker {
+	return p.pickWait(ctx, wait, tried)
+}
+
+func (p *Pool) pickWait(ctx context.Context, wait time.Duration, tried []*Worker) *Worker {
+	pick := func() *Worker {
+		if tried == nil {
+			return p.Pick()
+		}
+		return p.PickExcept(tried)
+	}
+	if w := pick(); w != nil || !p.coming(tried) {
 		return w
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	for {
 		changed := p.changes.wait() // before the look, so no change is missed
-		if w := p.Pick(); w != nil || !p.coming() {
+		if w := pick(); w != nil || !p.coming(tried) {
 			return w
 		}
 		select {
@@ -130,11 +146,12 @@ func (p *Pool) PickWait(ctx context.Context, wait time.Duration) *Worker {
 	}
 }
 
-// coming reports whether one of the balancer's own workers is starting,
-// or down until its restart, after a process that came up (or none yet).
-func (p *Pool) coming() bool {
+// coming reports whether one of the balancer's own workers, not in
+// tried, is starting, or down until its restart, after a process that
+// came up (or none yet).
+func (p *Pool) coming(tried []*Worker) bool {
 	for _, w := range p.Workers() {
-		if s := w.State(); !w.remote && (s == Starting || s == Down) && !w.failedStart.Load() {
+		if s := w.State(); !w.remote && (s == Starting || s == Down) && !w.failedStart.Load() && !slices.Contains(tried, w) {
 			return true
 		}
 	}

@@ -41,7 +41,7 @@ func (wholeBody) clientErr() error { return nil }
 // When the pool bounds the requests at a worker, a request past the bound
 // waits for its turn there, until ctx ends or queueWait passes (503); and
 // when no worker is up but one is on its way (pool.PickWait), a request
-// waits as long for one.
+// or its retry waits as long for one.
 func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetries int, log *slog.Logger, resendable bool, body replayer,
 	clientGone func(error) error, try func(proc *pool.Process, retry bool) error) (*pool.Worker, *pool.Process, error) {
 	if maxRetries == 0 {
@@ -96,7 +96,7 @@ func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetr
 		}
 		var next *pool.Worker
 		if len(tried) <= maxRetries && retryable(resendable, cause, body.replayable(), bodyRead) {
-			next = p.PickExcept(tried)
+			next = p.PickExceptWait(ctx, tried, queueWait)
 		}
 		if next == nil {
 			// Not to be retried, or no other worker to retry on: the

@@ -704,13 +704,14 @@ func TestWorkerDiesWithPost(t *testing.T) {
 }
 
 // TestNoRetryWithoutAnotherWorker: a retryable failure with no other
-// worker up answers the failure (502), and counts no retry.
+// worker up, nor coming (in backoff), answers the failure (502), and
+// counts no retry.
 func TestNoRetryWithoutAnotherWorker(t *testing.T) {
 	for _, engine := range []string{"httputil", "fasthttp"} {
 		t.Run(engine, func(t *testing.T) {
 			reset, resets := resetter(t)
 			p := newPool(reset, deadAddr(t))
-			p.Get(2).SetState(pool.Down)
+			p.Get(2).SetState(pool.Backoff)
 			url := serveEngine(t, engine, p, Options{})
 			resp, err := http.Get(url + "/")
 			if err != nil {
@@ -724,6 +725,38 @@ func TestNoRetryWithoutAnotherWorker(t *testing.T) {
 			}
 			if p.Retries() != 0 || p.Get(1).Retries() != 0 || p.Errors() != 1 {
 				t.Errorf("got retries=%d worker retries=%d errors=%d; want 0 0 1", p.Retries(), p.Get(1).Retries(), p.Errors())
+			}
+		})
+	}
+}
+
+// TestRetryWaitsForAWorkerComingUp: a request that failed on its worker
+// in a way that may be retried, while the only other worker is starting
+// (every worker died at once, and this one is back first), waits for it
+// and gets its answer, in both engines, instead of the 502 of a retry
+// with nowhere to go.
+func TestRetryWaitsForAWorkerComingUp(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			b := newBackend(t, "b", nil)
+			p := newPool(deadAddr(t), b.srv.Listener.Addr().String())
+			second := p.Get(2)
+			second.SetState(pool.Starting)
+			url := serveEngine(t, engine, p, Options{})
+			go func() {
+				// The first attempt has failed once its worker is down.
+				for p.Get(1).State() != pool.Down {
+					time.Sleep(time.Millisecond)
+				}
+				time.Sleep(50 * time.Millisecond)
+				second.SetState(pool.Up)
+			}()
+			status, body := get(t, http.DefaultClient, url+"/", nil)
+			if status != http.StatusOK || body != "b" {
+				t.Errorf("got %d %q; want 200 %q", status, body, "b")
+			}
+			if p.Retries() != 1 || b.hits.Load() != 1 {
+				t.Errorf("got retries=%d, %d at the second worker; want 1 and 1", p.Retries(), b.hits.Load())
 			}
 		})
 	}
