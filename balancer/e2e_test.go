@@ -466,6 +466,29 @@ func testSIGTERMLeavesNoProcess(t *testing.T, engine string) {
 	}
 }
 
+// TestSIGTERMEndsWaitsForAWorker: a request waiting for a worker on its
+// way up (here one that never listens) gets its 503 when the balancer is
+// stopped, which exits then, instead of the stop waiting for it until
+// start_timeout gives the worker up.
+func TestSIGTERMEndsWaitsForAWorker(t *testing.T) {
+	c := start(t, 0, "-workers", "1", "-cmd", "sleep 600", "-start-timeout", "10m", "-shutdown-grace", "10m")
+	status := make(chan int, 1)
+	go func() {
+		code, _, err := c.get("/operacion-simple")
+		if err != nil {
+			t.Error(err)
+		}
+		status <- code
+	}()
+	time.Sleep(200 * time.Millisecond) // the request waits by now
+	if code := c.stop(syscall.SIGTERM); code != 0 {
+		t.Errorf("got exit code %d; want 0", code)
+	}
+	if code := <-status; code != http.StatusServiceUnavailable {
+		t.Errorf("got %d; want 503", code)
+	}
+}
+
 // A balancer whose output goes to a pipe that its reader closed (a
 // `| head`, a log shipper that restarts) keeps serving: each log line
 // then fails with EPIPE, and Go's default for SIGPIPE on stdout or

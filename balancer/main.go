@@ -214,6 +214,7 @@ wait:
 	// workers. A second stop signal cuts both waits short: connections
 	// are closed, and the workers killed rather than given their grace.
 	stopping.Store(true)
+	p.StopWaits() // no worker is coming for them now
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	stopped := make(chan struct{})
 	go func() {

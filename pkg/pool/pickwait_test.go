@@ -109,3 +109,31 @@ func TestPickExceptWaitSkipsTried(t *testing.T) {
 		t.Fatal("still waiting after 10 s, for the worker it tried")
 	}
 }
+
+// TestStopWaits: a pick waiting for a worker on its way up ends when the
+// balancer stops, and none waits after.
+func TestStopWaits(t *testing.T) {
+	p := New(new(RoundRobin))
+	w := NewWorker(1)
+	p.Add(w)
+	w.SetProcess(NewProcess(100, "127.0.0.1:1", time.Now()), Starting)
+	got := make(chan *Worker, 2)
+	go func() { got <- p.PickWait(context.Background(), time.Minute) }()
+	select {
+	case g := <-got:
+		t.Fatalf("picked %v before the stop; want a wait", g)
+	case <-time.After(50 * time.Millisecond):
+	}
+	p.StopWaits()
+	go func() { got <- p.PickWait(context.Background(), time.Minute) }()
+	for range 2 {
+		select {
+		case g := <-got:
+			if g != nil {
+				t.Errorf("got %v; want nil", g)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("still waiting 10 s after the stop")
+		}
+	}
+}

@@ -28,7 +28,8 @@ type Pool struct {
 
 	maxInFlight int // per worker, 0 for no bound; see SetMaxInFlight
 
-	changes signal // a member's state changed (PickWait)
+	changes signal      // a member's state changed (PickWait)
+	stopped atomic.Bool // StopWaits was called
 }
 
 // SetMaxInFlight bounds the requests at each worker at once to n (0, the
@@ -146,10 +147,22 @@ func (p *Pool) pickWait(ctx context.Context, wait time.Duration, tried []*Worker
 	}
 }
 
+// StopWaits ends the waits of PickWait and PickExceptWait, now and to
+// come, with no worker: the balancer is stopping, and the workers on
+// their way up will be stopped, not used, so the requests waiting for
+// them get their 503 instead of holding the stop up.
+func (p *Pool) StopWaits() {
+	p.stopped.Store(true)
+	p.changes.fire()
+}
+
 // coming reports whether one of the balancer's own workers, not in
 // tried, is starting, or down until its restart, after a process that
-// came up (or none yet).
+// came up (or none yet); never once StopWaits was called.
 func (p *Pool) coming(tried []*Worker) bool {
+	if p.stopped.Load() {
+		return false
+	}
 	for _, w := range p.Workers() {
 		if s := w.State(); !w.remote && (s == Starting || s == Down) && !w.failedStart.Load() && !slices.Contains(tried, w) {
 			return true
