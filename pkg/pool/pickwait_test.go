@@ -6,6 +6,38 @@ import (
 	"time"
 )
 
+// oneWorker returns a pool of one local worker, in state s.
+func oneWorker(s State) (*Pool, *Worker) {
+	p := New(new(RoundRobin))
+	w := NewWorker(1)
+	p.Add(w)
+	w.SetProcess(NewProcess(100, "127.0.0.1:1", time.Now()), s)
+	return p, w
+}
+
+// waiting checks that no pick came on got within 50 ms: it waits.
+func waiting(t *testing.T, got <-chan *Worker) {
+	t.Helper()
+	select {
+	case g := <-got:
+		t.Fatalf("picked %v; want a wait", g)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// picked returns the pick that comes on got, and fails the test if none
+// comes within 10 s (after, what ended the wait).
+func picked(t *testing.T, got <-chan *Worker, after string) *Worker {
+	t.Helper()
+	select {
+	case g := <-got:
+		return g
+	case <-time.After(10 * time.Second):
+		t.Fatalf("still waiting 10 s after %s", after)
+		return nil
+	}
+}
+
 // TestPickWait: with no worker available, a pick waits for one of the
 // balancer's own that is on its way up, and returns it once it is up;
 // it gives up as soon as none is coming, and at once when none was.
@@ -51,20 +83,11 @@ func TestPickWait(t *testing.T) {
 			got := make(chan *Worker, 1)
 			go func() { got <- p.PickWait(context.Background(), tt.wait) }()
 			if tt.change != nil {
-				select {
-				case g := <-got:
-					t.Fatalf("picked %v before the change; want a wait", g)
-				case <-time.After(50 * time.Millisecond):
-				}
+				waiting(t, got)
 				tt.change(w)
 			}
-			select {
-			case g := <-got:
-				if (g != nil) != tt.want || (g != nil && g != w) {
-					t.Errorf("got %v; want a worker: %v", g, tt.want)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("still waiting 10 s after the change")
+			if g := picked(t, got, "the change"); (g != nil) != tt.want || (g != nil && g != w) {
+				t.Errorf("got %v; want a worker: %v", g, tt.want)
 			}
 		})
 	}
@@ -73,67 +96,39 @@ func TestPickWait(t *testing.T) {
 // TestPickWaitLeavesWithItsClient: a pick that waits ends when its
 // context does.
 func TestPickWaitLeavesWithItsClient(t *testing.T) {
-	p := New(new(RoundRobin))
-	w := NewWorker(1)
-	p.Add(w)
-	w.SetProcess(NewProcess(100, "127.0.0.1:1", time.Now()), Starting)
+	p, _ := oneWorker(Starting)
 	ctx, cancel := context.WithCancel(context.Background())
 	got := make(chan *Worker, 1)
 	go func() { got <- p.PickWait(ctx, time.Minute) }()
 	cancel()
-	select {
-	case g := <-got:
-		if g != nil {
-			t.Errorf("got %v; want nil", g)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("still waiting 10 s after its context ended")
+	if g := picked(t, got, "its context ended"); g != nil {
+		t.Errorf("got %v; want nil", g)
 	}
 }
 
 // TestPickExceptWaitSkipsTried: a retry does not wait for the worker it
 // failed on, coming back or not.
 func TestPickExceptWaitSkipsTried(t *testing.T) {
-	p := New(new(RoundRobin))
-	w := NewWorker(1)
-	p.Add(w)
-	w.SetProcess(NewProcess(100, "127.0.0.1:1", time.Now()), Down)
+	p, w := oneWorker(Down)
 	got := make(chan *Worker, 1)
 	go func() { got <- p.PickExceptWait(context.Background(), []*Worker{w}, time.Minute) }()
-	select {
-	case g := <-got:
-		if g != nil {
-			t.Errorf("got %v; want nil", g)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("still waiting after 10 s, for the worker it tried")
+	if g := picked(t, got, "the pick, for the worker it tried"); g != nil {
+		t.Errorf("got %v; want nil", g)
 	}
 }
 
 // TestStopWaits: a pick waiting for a worker on its way up ends when the
 // balancer stops, and none waits after.
 func TestStopWaits(t *testing.T) {
-	p := New(new(RoundRobin))
-	w := NewWorker(1)
-	p.Add(w)
-	w.SetProcess(NewProcess(100, "127.0.0.1:1", time.Now()), Starting)
+	p, _ := oneWorker(Starting)
 	got := make(chan *Worker, 2)
 	go func() { got <- p.PickWait(context.Background(), time.Minute) }()
-	select {
-	case g := <-got:
-		t.Fatalf("picked %v before the stop; want a wait", g)
-	case <-time.After(50 * time.Millisecond):
-	}
+	waiting(t, got)
 	p.StopWaits()
 	go func() { got <- p.PickWait(context.Background(), time.Minute) }()
 	for range 2 {
-		select {
-		case g := <-got:
-			if g != nil {
-				t.Errorf("got %v; want nil", g)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("still waiting 10 s after the stop")
+		if g := picked(t, got, "the stop"); g != nil {
+			t.Errorf("got %v; want nil", g)
 		}
 	}
 }

@@ -217,16 +217,27 @@ func code(t *testing.T, c *http.Client, req *http.Request) int {
 	return resp.StatusCode
 }
 
+// roundTrip is one of the three ways a request goes to a worker through
+// the gate: the httputil engine's h1 (no body, or a small one), its
+// http.Transport (a large body), and the fasthttp engine.
+type roundTrip struct{ name, engine, body string }
+
+// roundTrips returns the three, with small as the body of the first and
+// the last ("" for none).
+func roundTrips(small string) []roundTrip {
+	return []roundTrip{
+		{"httputil", "httputil", small},
+		{"httputil, large body", "httputil", strings.Repeat("x", 100<<10)},
+		{"fasthttp", "fasthttp", small},
+	}
+}
+
 // TestNewConnectionsWaitForAccept: in both engines and on both of the
 // httputil engine's round trips, requests that find every connection to
 // their worker busy open at most one that the worker has not accepted,
 // and get their answers once it accepts.
 func TestNewConnectionsWaitForAccept(t *testing.T) {
-	for _, tc := range []struct{ name, engine, body string }{
-		{"httputil", "httputil", ""},
-		{"httputil, large body", "httputil", strings.Repeat("x", 100<<10)},
-		{"fasthttp", "fasthttp", ""},
-	} {
+	for _, tc := range roundTrips("") {
 		t.Run(tc.name, func(t *testing.T) {
 			ln, port := onDemand(t)
 			release := make(chan struct{})
@@ -339,11 +350,7 @@ func heldBackTakesIdle(t *testing.T, engine string) {
 // engine's round trips, instead of getting the 502 of a POST that may
 // have been acted on.
 func TestHeldBackPOSTGoesElsewhereWhenDown(t *testing.T) {
-	for _, tc := range []struct{ name, engine, body string }{
-		{"httputil", "httputil", "x"},
-		{"httputil, large body", "httputil", strings.Repeat("x", 100<<10)},
-		{"fasthttp", "fasthttp", "x"},
-	} {
+	for _, tc := range roundTrips("x") {
 		t.Run(tc.name, func(t *testing.T) {
 			a, port := onDemand(t)
 			entered, release := holdFirst(t, a, "A")
@@ -416,11 +423,7 @@ func TestHeldBackPOSTGoesElsewhereWhenDown(t *testing.T) {
 // the gate's own 5 s (longer for a worker that accepts now and then),
 // and then went to a connection the worker had not accepted.
 func TestHeldBackRequestWaitsAtMostUpstreamTimeout(t *testing.T) {
-	for _, tc := range []struct{ name, engine, body string }{
-		{"httputil", "httputil", ""},
-		{"httputil, large body", "httputil", strings.Repeat("x", 100<<10)},
-		{"fasthttp", "fasthttp", ""},
-	} {
+	for _, tc := range roundTrips("") {
 		t.Run(tc.name, func(t *testing.T) {
 			ln, port := onDemand(t)
 			entered, release := holdFirst(t, ln, "ok")
