@@ -41,7 +41,9 @@ func (wholeBody) clientErr() error { return nil }
 // When the pool bounds the requests at a worker, a request past the bound
 // waits for its turn there, until ctx ends or queueWait passes (503); and
 // when no worker is up but one is on its way (pool.PickWait), a request
-// or its retry waits as long for one.
+// or its retry waits as long for one. A request that never reached its
+// worker gets one try more than tried allows, on any worker, the same
+// one's next process too.
 func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetries int, log *slog.Logger, resendable bool, body replayer,
 	clientGone func(error) error, try func(proc *pool.Process, retry bool) error) (*pool.Worker, *pool.Process, error) {
 	if maxRetries == 0 {
@@ -49,6 +51,7 @@ func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetr
 	}
 	var triedBuf [8]*pool.Worker
 	tried := triedBuf[:0]
+	again := false // the one try past tried was made
 	w := p.PickWait(ctx, queueWait)
 	for {
 		if w == nil {
@@ -95,8 +98,20 @@ func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetr
 			return nil, nil, err
 		}
 		var next *pool.Worker
-		if len(tried) <= maxRetries && retryable(resendable, cause, body.replayable(), bodyRead) {
-			next = p.PickExceptWait(ctx, tried, queueWait)
+		if maxRetries >= 0 && retryable(resendable, cause, body.replayable(), bodyRead) {
+			if len(tried) <= maxRetries {
+				next = p.PickExceptWait(ctx, tried, queueWait)
+			}
+			if next == nil && !again && notSent(cause) {
+				// No other worker to try, but this one never got the
+				// request: one more try, on whichever worker comes up
+				// first, this one's next process too (a lone worker's
+				// restart, or every worker's at once). Once only, so
+				// that a worker that refuses every connection while
+				// its health check passes cannot keep it going round.
+				again = true
+				next = p.PickWait(ctx, queueWait)
+			}
 		}
 		if next == nil {
 			// Not to be retried, or no other worker to retry on: the

@@ -762,6 +762,38 @@ func TestRetryWaitsForAWorkerComingUp(t *testing.T) {
 	}
 }
 
+// TestLoneWorkerRestartTakesTheRefused: a request refused by the only
+// worker, which never got it, waits for the worker's next process and
+// goes there, in both engines, instead of a 502: the lone worker's
+// restart loses none of the requests that had not reached it.
+func TestLoneWorkerRestartTakesTheRefused(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			b := newBackend(t, "b", nil)
+			p := newPool(deadAddr(t))
+			w := p.Get(1)
+			url := serveEngine(t, engine, p, Options{})
+			go func() {
+				// The refused connection marks the worker down; then
+				// its next process comes up, where b listens.
+				for w.State() != pool.Down {
+					time.Sleep(time.Millisecond)
+				}
+				w.SetProcess(pool.NewProcess(200, b.srv.Listener.Addr().String(), time.Now()), pool.Starting)
+				time.Sleep(50 * time.Millisecond)
+				w.SetState(pool.Up)
+			}()
+			status, body := get(t, http.DefaultClient, url+"/", nil)
+			if status != http.StatusOK || body != "b" {
+				t.Errorf("got %d %q; want 200 %q", status, body, "b")
+			}
+			if p.Retries() != 1 || b.hits.Load() != 1 {
+				t.Errorf("got retries=%d, %d at the next process; want 1 and 1", p.Retries(), b.hits.Load())
+			}
+		})
+	}
+}
+
 func TestRetriesBounded(t *testing.T) {
 	tests := []struct {
 		name       string
