@@ -731,66 +731,46 @@ func TestNoRetryWithoutAnotherWorker(t *testing.T) {
 }
 
 // TestRetryWaitsForAWorkerComingUp: a request that failed on its worker
-// in a way that may be retried, while the only other worker is starting
-// (every worker died at once, and this one is back first), waits for it
-// and gets its answer, in both engines, instead of the 502 of a retry
-// with nowhere to go.
+// in a way that may be retried, while no other worker is up, waits for
+// one on its way up and gets its answer there, in both engines, instead
+// of the 502 of a retry with nowhere to go: the other worker, starting
+// (every worker died at once, and this one is back first), or, for a
+// request the worker never got (refused), the lone worker's own next
+// process.
 func TestRetryWaitsForAWorkerComingUp(t *testing.T) {
-	for _, engine := range []string{"httputil", "fasthttp"} {
-		t.Run(engine, func(t *testing.T) {
-			b := newBackend(t, "b", nil)
-			p := newPool(deadAddr(t), b.srv.Listener.Addr().String())
-			second := p.Get(2)
-			second.SetState(pool.Starting)
-			url := serveEngine(t, engine, p, Options{})
-			go func() {
-				// The first attempt has failed once its worker is down.
-				for p.Get(1).State() != pool.Down {
-					time.Sleep(time.Millisecond)
+	for _, lone := range []bool{false, true} {
+		for _, engine := range []string{"httputil", "fasthttp"} {
+			t.Run(fmt.Sprintf("%s, lone worker %v", engine, lone), func(t *testing.T) {
+				b := newBackend(t, "b", nil)
+				p := newPool(deadAddr(t), b.srv.Listener.Addr().String())
+				comeUp := func() { p.Get(2).SetState(pool.Up) }
+				if lone {
+					p.Remove(2)
+					comeUp = func() {
+						p.Get(1).SetProcess(pool.NewProcess(200, b.srv.Listener.Addr().String(), time.Now()), pool.Up)
+					}
+				} else {
+					p.Get(2).SetState(pool.Starting)
 				}
-				time.Sleep(50 * time.Millisecond)
-				second.SetState(pool.Up)
-			}()
-			status, body := get(t, http.DefaultClient, url+"/", nil)
-			if status != http.StatusOK || body != "b" {
-				t.Errorf("got %d %q; want 200 %q", status, body, "b")
-			}
-			if p.Retries() != 1 || b.hits.Load() != 1 {
-				t.Errorf("got retries=%d, %d at the second worker; want 1 and 1", p.Retries(), b.hits.Load())
-			}
-		})
-	}
-}
-
-// TestLoneWorkerRestartTakesTheRefused: a request refused by the only
-// worker, which never got it, waits for the worker's next process and
-// goes there, in both engines, instead of a 502: the lone worker's
-// restart loses none of the requests that had not reached it.
-func TestLoneWorkerRestartTakesTheRefused(t *testing.T) {
-	for _, engine := range []string{"httputil", "fasthttp"} {
-		t.Run(engine, func(t *testing.T) {
-			b := newBackend(t, "b", nil)
-			p := newPool(deadAddr(t))
-			w := p.Get(1)
-			url := serveEngine(t, engine, p, Options{})
-			go func() {
-				// The refused connection marks the worker down; then
-				// its next process comes up, where b listens.
-				for w.State() != pool.Down {
-					time.Sleep(time.Millisecond)
+				url := serveEngine(t, engine, p, Options{})
+				go func() {
+					// The first attempt has failed once its worker is
+					// down (the refused connection marks it so).
+					for p.Get(1).State() != pool.Down {
+						time.Sleep(time.Millisecond)
+					}
+					time.Sleep(50 * time.Millisecond)
+					comeUp()
+				}()
+				status, body := get(t, http.DefaultClient, url+"/", nil)
+				if status != http.StatusOK || body != "b" {
+					t.Errorf("got %d %q; want 200 %q", status, body, "b")
 				}
-				w.SetProcess(pool.NewProcess(200, b.srv.Listener.Addr().String(), time.Now()), pool.Starting)
-				time.Sleep(50 * time.Millisecond)
-				w.SetState(pool.Up)
-			}()
-			status, body := get(t, http.DefaultClient, url+"/", nil)
-			if status != http.StatusOK || body != "b" {
-				t.Errorf("got %d %q; want 200 %q", status, body, "b")
-			}
-			if p.Retries() != 1 || b.hits.Load() != 1 {
-				t.Errorf("got retries=%d, %d at the next process; want 1 and 1", p.Retries(), b.hits.Load())
-			}
-		})
+				if p.Retries() != 1 || b.hits.Load() != 1 {
+					t.Errorf("got retries=%d, %d at the worker that came up; want 1 and 1", p.Retries(), b.hits.Load())
+				}
+			})
+		}
 	}
 }
 
