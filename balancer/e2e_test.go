@@ -149,6 +149,7 @@ type statsDoc struct {
 	Requests int64   `json:"requests"`
 	Errors   int64   `json:"errors"`
 	Retries  int64   `json:"retries"`
+	Waiting  int64   `json:"waiting"`
 	Workers  []struct {
 		ID         int     `json:"id"`
 		Pid        int     `json:"pid"`
@@ -416,7 +417,11 @@ func testLoneWorkerRestartLosesNoRequest(t *testing.T, engine string) {
 			}
 		})
 	}
+	c.waitFor("the 5 requests shown waiting", func(s statsDoc) bool { return s.Waiting == 5 })
 	wg.Wait()
+	if s, _ := c.stats(); s.Waiting != 0 {
+		t.Errorf("waiting after the restart: got %d; want 0", s.Waiting)
+	}
 	s, _ = c.stats()
 	if w := s.Workers[0]; w.Pid == victim.Pid || w.Restarts != 1 || w.Requests < 5 {
 		t.Errorf("worker after the restart: %+v; want a new pid, 1 restart, the 5 requests", w)

@@ -124,11 +124,17 @@ func TestStopWaits(t *testing.T) {
 	got := make(chan *Worker, 2)
 	go func() { got <- p.PickWait(context.Background(), time.Minute) }()
 	waiting(t, got)
+	if n := p.Waiting(); n != 1 {
+		t.Errorf("Waiting: got %d; want 1", n)
+	}
 	p.StopWaits()
 	go func() { got <- p.PickWait(context.Background(), time.Minute) }()
 	for range 2 {
 		if g := picked(t, got, "the stop"); g != nil {
 			t.Errorf("got %v; want nil", g)
 		}
+	}
+	if n := p.Waiting(); n != 0 {
+		t.Errorf("Waiting after the stop: got %d; want 0", n)
 	}
 }

@@ -28,8 +28,9 @@ type Pool struct {
 
 	maxInFlight int // per worker, 0 for no bound; see SetMaxInFlight
 
-	changes signal      // a member's state changed (PickWait)
-	stopped atomic.Bool // StopWaits was called
+	changes signal       // a member's state changed (PickWait)
+	stopped atomic.Bool  // StopWaits was called
+	waiting atomic.Int64 // requests in PickWait's wait now
 }
 
 // SetMaxInFlight bounds the requests at each worker at once to n (0, the
@@ -130,6 +131,8 @@ func (p *Pool) pickWait(ctx context.Context, wait time.Duration, tried []*Worker
 	if w := pick(); w != nil || !p.coming(tried) {
 		return w
 	}
+	p.waiting.Add(1)
+	defer p.waiting.Add(-1)
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	for {
@@ -146,6 +149,10 @@ func (p *Pool) pickWait(ctx context.Context, wait time.Duration, tried []*Worker
 		}
 	}
 }
+
+// Waiting counts the requests waiting now for a worker on its way up
+// (PickWait, PickExceptWait): none while a worker is available.
+func (p *Pool) Waiting() int64 { return p.waiting.Load() }
 
 // StopWaits ends the waits of PickWait and PickExceptWait, now and to
 // come, with no worker: the balancer is stopping, and the workers on

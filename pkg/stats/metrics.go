@@ -74,6 +74,8 @@ var (
 		"Requests answered with an error made by the balancer (502, 503, 504).")
 	descRetries = poolDesc("retries_total",
 		"Retries of a failed request on another worker.")
+	descWaiting = poolDesc("waiting_requests",
+		"Requests waiting now for a worker on its way up (every worker down or starting, one restarting).")
 	descWorkers = poolDesc("workers",
 		"Worker slots in the pool, whatever their state.")
 	descUptime = poolDesc("uptime_seconds",
@@ -99,7 +101,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descWorkerRequests, descWorkerErrors, descWorkerRetries, descWorkerInFlight,
 		descWorkerRestarts, descWorkerUp, descWorkerState, descWorkerCPU, descWorkerRSS,
-		descWorkerLatency, descRequests, descErrors, descRetries, descWorkers, descUptime,
+		descWorkerLatency, descRequests, descErrors, descRetries, descWaiting, descWorkers, descUptime,
 	} {
 		ch <- d
 	}
@@ -119,6 +121,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descRequests, c.pool.Requests())
 	counter(descErrors, c.pool.Errors())
 	counter(descRetries, c.pool.Retries())
+	gauge(descWaiting, float64(c.pool.Waiting()))
 	gauge(descWorkers, float64(len(ws)))
 	gauge(descUptime, c.now().Sub(c.started).Seconds())
 

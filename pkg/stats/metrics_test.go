@@ -157,6 +157,7 @@ func TestMetricsPerWorker(t *testing.T) {
 		{name: "pool errors", metric: "balancer_errors_total", want: 1},
 		{name: "pool retries", metric: "balancer_retries_total", want: 1},
 		{name: "pool workers", metric: "balancer_workers", want: 4},
+		{name: "pool waiting", metric: "balancer_waiting_requests", want: 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

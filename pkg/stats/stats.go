@@ -11,12 +11,15 @@ import (
 
 // Snapshot is the JSON document served at the stats path.
 type Snapshot struct {
-	UptimeS  float64  `json:"uptime_s"`
-	Policy   string   `json:"policy"`
-	Requests int64    `json:"requests"`
-	Errors   int64    `json:"errors"`
-	Retries  int64    `json:"retries"`
-	Workers  []Worker `json:"workers"`
+	UptimeS  float64 `json:"uptime_s"`
+	Policy   string  `json:"policy"`
+	Requests int64   `json:"requests"`
+	Errors   int64   `json:"errors"`
+	Retries  int64   `json:"retries"`
+	// Waiting counts the requests waiting now for a worker on its way
+	// up, while none is (pool.PickWait).
+	Waiting int64    `json:"waiting"`
+	Workers []Worker `json:"workers"`
 }
 
 // Worker is one worker's row.
@@ -50,6 +53,7 @@ func Take(p *pool.Pool, started, now time.Time) Snapshot {
 		Requests: p.Requests(),
 		Errors:   p.Errors(),
 		Retries:  p.Retries(),
+		Waiting:  p.Waiting(),
 		Workers:  make([]Worker, 0, len(ws)),
 	}
 	for _, w := range ws {

@@ -37,7 +37,7 @@ func TestHandlerJSON(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{"uptime_s", "policy", "requests", "errors", "retries", "workers"} {
+	for _, key := range []string{"uptime_s", "policy", "requests", "errors", "retries", "waiting", "workers"} {
 		if _, ok := doc[key]; !ok {
 			t.Errorf("missing top-level key %q", key)
 		}

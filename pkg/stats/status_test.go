@@ -45,6 +45,15 @@ func TestWriteTable(t *testing.T) {
 				"4   41300  starting  0.0%    0.0 MiB     0         0s      0         850µs\n",
 		},
 		{
+			name: "requests waiting for a worker",
+			snap: Snapshot{UptimeS: 2, Policy: "round-robin", Waiting: 7,
+				Workers: []Worker{{ID: 1, State: pool.Down, Restarts: 1}}},
+			want: "" +
+				"uptime 2s   policy round-robin   requests 0   errors 0   retries 0   waiting 7\n" +
+				"ID  PID  STATE  CPU  MEMORY  RESTARTS  UPTIME  REQUESTS  P99\n" +
+				"1   -    down   -    -       1         -       0         -\n",
+		},
+		{
 			name: "no workers, no clock",
 			snap: Snapshot{UptimeS: 59.9, Policy: "p2c"},
 			want: "" +
