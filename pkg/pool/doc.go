@@ -9,5 +9,8 @@
 // Counters and state are atomics: picking a worker and counting a request
 // take no lock and allocate nothing. A mutex guards only changes of
 // membership (adding or removing a worker), which publish a new snapshot
-// of the list.
+// of the list. A pick that finds no worker up while one of the
+// balancer's own is on its way up can wait for it (PickWait): each
+// change of a worker's state wakes the waiters, so the wait costs
+// nothing while workers are up.
 package pool
