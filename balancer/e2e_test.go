@@ -588,6 +588,58 @@ func testCmdWorker(t *testing.T, engine string) {
 	}
 }
 
+// TestCmdListeningElsewhereIsNamed: a -cmd that listens, but not where
+// the balancer connects (a port of its own, or its PORT on another
+// address), is named in the log with what it listens on, seconds after
+// its start rather than at start_timeout; one that is only slow to
+// listen is not.
+func TestCmdListeningElsewhereIsNamed(t *testing.T) {
+	const hint = "worker listens, but not on its PORT"
+	backend := filepath.Join(binDir, "backend")
+	tests := []struct {
+		name, cmd string
+		want      string // in the hint; "" for no hint
+	}{
+		{"a port of its own", "env PORT=0 " + backend, "listening=[127.0.0.1:"},
+		{"its PORT on ::1", "env HOST=::1 " + backend, "listening=[[::1]:"},
+		{"slow to listen on its PORT", "sleep 3; exec " + backend, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if strings.Contains(tt.cmd, "::1") {
+				if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+					t.Skip("no IPv6 loopback here:", err)
+				} else {
+					ln.Close()
+				}
+			}
+			c := start(t, 0, "-workers", "1", "-cmd", tt.cmd, "-start-timeout", "1m")
+			if tt.want == "" {
+				c.waitUp(1)
+				if strings.Contains(c.logs.String(), hint) {
+					t.Errorf("a worker that came up on its PORT was named as listening elsewhere:\n%s", c.logs)
+				}
+				return
+			}
+			c.waitLog(hint)
+			if line := lineWith(c.logs.String(), hint); !strings.Contains(line, tt.want) {
+				t.Errorf("the hint does not name the listener: %q; want %q in it", line, tt.want)
+			}
+		})
+	}
+}
+
+// lineWith returns the first line of s that holds sub.
+func lineWith(s, sub string) string {
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, sub) {
+			return line
+		}
+	}
+	return ""
+}
+
 func TestHostileInput(t *testing.T) { forEngines(t, testHostileInput) }
 
 func testHostileInput(t *testing.T, engine string) {

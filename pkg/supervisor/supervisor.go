@@ -206,6 +206,7 @@ type proc struct {
 	termAt      time.Time              // when it was sent SIGTERM
 	upAt        time.Time              // when it first passed its checks; zero before
 	lastCheck   atomic.Pointer[string] // the last failed check while it started, for the log
+	hinted      atomic.Bool            // its listeners were looked at (hintListen)
 	specGen     int                    // Supervisor.specGen when it was started
 	// spec is the one it was started with: its drain, stop and grace
 	// go by it, as a Configure since (a reload, or its undo) may have
@@ -395,7 +396,11 @@ func (s *Supervisor) monitor(sl *slot, pr *proc, target *pool.Worker) {
 	opts.OnUp = func(*pool.Worker) { s.sendUnless(ctx.Done(), func() { s.up(sl, pr) }) }
 	opts.OnDown = func(*pool.Worker) { s.sendUnless(ctx.Done(), func() { s.failing(sl, pr) }) }
 	opts.Progress = pr.h.Requests
-	opts.Starting = func(err error) { msg := err.Error(); pr.lastCheck.Store(&msg) }
+	opts.Starting = func(err error) {
+		msg := err.Error()
+		pr.lastCheck.Store(&msg)
+		s.hintListen(sl.w.ID(), pr, err)
+	}
 	check := s.spec.Check // read here: the loop owns s.spec, and Configure replaces it
 	s.wg.Go(func() {
 		defer close(done)
