@@ -474,11 +474,26 @@ func (fw *fastWorker) await(client net.Conn) error {
 // is still there.
 const clientLook = 100 * time.Millisecond
 
-// errClientLeft ends the wait of a request held back whose client
-// closed its connection: as for a client that leaves net/http's server,
-// context.Canceled, so that forward neither retries the request nor
-// blames the worker.
-var errClientLeft = fmt.Errorf("%w: the client closed its connection while its request was held back", context.Canceled)
+// errClientLeft is the failure of a request whose client closed its
+// connection before the answer: as for a client that leaves net/http's
+// server, context.Canceled, so that forward neither retries the request
+// nor blames the worker, nor counts the worker's answer.
+var errClientLeft = fmt.Errorf("%w: the client closed its connection before its answer", context.Canceled)
+
+// clientLeft reports whether the client on nc closed its connection: one
+// look (a peek that reads nothing), for an answer that took over
+// clientLook to come, so that a worker's answer to a client that gave up
+// counts as none, as in the httputil engine, whose server watches every
+// client while its request runs. A quick answer is not looked at: its
+// client rarely leaves, and the look costs a system call.
+func clientLeft(nc net.Conn, since time.Time) bool {
+	if time.Since(since) <= clientLook {
+		return false
+	}
+	var p idlePeek
+	p.init(nc)
+	return p.peerClosed()
+}
 
 // clientWatch returns a context that ends with errClientLeft once the
 // client on nc closes its connection (looked at every clientLook), and
@@ -826,6 +841,9 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 					return err
 				}
 			}
+			if clientLeft(ctx.Conn(), ctx.Time()) {
+				return errClientLeft
+			}
 			return nil
 		})
 	if err != nil {
@@ -833,6 +851,17 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 		f.pool.CountRequest(status < 500)
 		if status >= 500 && status != 503 {
 			f.log.Warn("proxy error", "method", string(req.Header.Method()), "path", string(req.URI().Path()), "status", status, "err", err)
+		}
+		if status == StatusClientClosed {
+			// Nothing is sent, and the connection is closed, as
+			// net/http's server does for a client that left; one that
+			// only closed its sending side left too, for both engines.
+			// The status is for the access log.
+			ctx.Response.Reset()
+			ctx.SetStatusCode(status)
+			ctx.HijackSetNoResponse(true)
+			ctx.Hijack(func(net.Conn) {})
+			return
 		}
 		writeFastError(ctx, status, msg)
 		return
