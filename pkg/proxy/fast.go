@@ -761,7 +761,7 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 			return
 		}
 		hop.add(k, v)
-		if forwardedAlias(k) {
+		if forwardedAlias(k) || xForwarded(k) {
 			hop.listed = append(hop.listed, string(k))
 		}
 	}
@@ -898,6 +898,22 @@ func smallBuffer(err error) bool {
 func (f *Fast) accessLine(ctx *fasthttp.RequestCtx, d time.Duration) {
 	logAccess(f.opts.AccessLog, ctx.RemoteAddr().String(), string(ctx.Method()), string(ctx.RequestURI()),
 		ctx.Response.StatusCode(), int64(len(ctx.Response.Body())), d)
+}
+
+// xForwarded reports whether header name k is one of the X-Forwarded-*
+// fields the engine sets. A client's are deleted first, every copy:
+// fasthttp's Set replaces only the first field of a name, and would pass
+// a second one on.
+func xForwarded(k []byte) bool {
+	switch len(k) {
+	case len("X-Forwarded-For"):
+		return asciiEqualFold(string(k), "X-Forwarded-For")
+	case len("X-Forwarded-Host"):
+		return asciiEqualFold(string(k), "X-Forwarded-Host")
+	case len("X-Forwarded-Proto"):
+		return asciiEqualFold(string(k), "X-Forwarded-Proto")
+	}
+	return false
 }
 
 // hopScan gathers, in one pass over a header block, the hop-by-hop

@@ -238,6 +238,44 @@ func TestFastHeaders(t *testing.T) {
 	}
 }
 
+// TestForwardedGivenTwiceReplaced: a client that sends each
+// X-Forwarded-* field twice gets neither copy to the worker, in either
+// engine: fasthttp's Set replaces only the first field of a name, and a
+// worker that joins the lines ("127.0.0.1, 6.6.6.6") and trusts the last
+// hop would take the client's word for its address.
+func TestForwardedGivenTwiceReplaced(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			a := newBackend(t, "a", nil)
+			url := serveEngine(t, engine, newPool(a.srv.Listener.Addr().String()), Options{})
+			req, _ := http.NewRequest("GET", url+"/x", nil)
+			for _, kv := range [][2]string{
+				{"X-Forwarded-For", "1.1.1.1"}, {"X-Forwarded-For", "6.6.6.6"},
+				{"X-Forwarded-Host", "a"}, {"X-Forwarded-Host", "evil"},
+				{"X-Forwarded-Proto", "http"}, {"X-Forwarded-Proto", "https"},
+			} {
+				req.Header.Add(kv[0], kv[1])
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			r := a.last.Load()
+			host := strings.TrimPrefix(url, "http://")
+			for _, h := range []struct{ name, want string }{
+				{"X-Forwarded-For", "127.0.0.1"},
+				{"X-Forwarded-Host", host},
+				{"X-Forwarded-Proto", "http"},
+			} {
+				if got := r.Header.Values(h.name); len(got) != 1 || got[0] != h.want {
+					t.Errorf("got %s %q at the worker; want only %q", h.name, got, h.want)
+				}
+			}
+		})
+	}
+}
+
 // TestForwardedAliasesDropped: X-Forwarded-* written with underscores,
 // which CGI-style workers read as the real ones, never reach a worker, in
 // either engine; other names with an underscore do.
