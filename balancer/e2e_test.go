@@ -675,6 +675,13 @@ func testHostileInput(t *testing.T, engine string) {
 		{"HTTP/2.0 in an HTTP/1 request line", "GET /operacion-simple HTTP/2.0\r\nHost: x\r\n\r\n", 505},
 		{"asterisk-form for GET", "GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"fragment in the target", "GET /operacion-simple#top HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		// RFC 9110 4.2.1 and 4.2.4: an http URI with no host is refused, and userinfo in
+		// one is an error (fasthttp made it an Authorization header).
+		{"absolute-form target", "GET http://x/operacion-simple HTTP/1.1\r\nHost: y\r\n\r\n", 200},
+		{"absolute-form target with userinfo", "GET http://user:pw@x/operacion-simple HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"absolute-form target with no host", "GET http:///operacion-simple HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"Host with a port that is no number", "GET /operacion-simple HTTP/1.1\r\nHost: x:abc\r\n\r\n", 400},
+		{"Host with two ports", "GET /operacion-simple HTTP/1.1\r\nHost: x:80:80\r\n\r\n", 400},
 		// A chunked body that HTTP/1.0 framing would read as the next request.
 		{"HTTP/1.0 with Transfer-Encoding", "POST /operacion-simple HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" +
 			"2c\r\nGET /operacion-simple HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n", 400},

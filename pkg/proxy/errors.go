@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 
 	"github.com/clusterlb/clusterlb/pkg/pool"
@@ -232,6 +233,66 @@ func validName[T string | []byte](name T) bool {
 		}
 	}
 	return true
+}
+
+// badAuthority reports whether a request target in absolute form (RFC
+// 9112 3.2.2, "http://host/path") has userinfo, or no host: RFC 9110
+// 4.2.1 has a recipient reject an http URI whose host is empty, and
+// 4.2.4 treat userinfo in one as an error. net/http's server dropped
+// the userinfo and took the Host field for an empty host; fasthttp's
+// made the userinfo an Authorization header the client never sent, and
+// an empty host a request with no Host at all. Other forms of target
+// are not its business.
+func badAuthority[T string | []byte](uri T) bool {
+	if len(uri) == 0 || uri[0] == '/' || uri[0] == '*' {
+		return false // origin or asterisk form: the usual case
+	}
+	start := -1
+	for i := 0; i+2 < len(uri); i++ {
+		if uri[i] == ':' && uri[i+1] == '/' && uri[i+2] == '/' {
+			start = i + 3
+			break
+		}
+	}
+	if start < 0 {
+		return false
+	}
+	end := start
+	for end < len(uri) && uri[end] != '/' && uri[end] != '?' {
+		if uri[end] == '@' {
+			return true
+		}
+		end++
+	}
+	return end == start
+}
+
+// badPort reports whether host, a Host field, has a port that is not a
+// number ("x:abc", "x:80:80"): RFC 9112 3.2 has a server answer 400 to
+// an invalid Host, as fasthttp's does; net/http's server takes both.
+func badPort(host string) bool {
+	if strings.HasPrefix(host, "[") { // an IPv6 literal
+		i := strings.IndexByte(host, ']')
+		if i < 0 {
+			return false // not a port's fault; ValidHostHeader's business
+		}
+		if host = host[i+1:]; host == "" {
+			return false
+		}
+		if host[0] != ':' {
+			return true
+		}
+	}
+	i := strings.IndexByte(host, ':')
+	if i < 0 {
+		return false
+	}
+	for _, c := range []byte(host[i+1:]) {
+		if c < '0' || c > '9' {
+			return true
+		}
+	}
+	return false
 }
 
 // forwardedAlias reports whether header name is one of the X-Forwarded-*

@@ -702,9 +702,10 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 	if rejected(ctx) {
 		return
 	}
-	if uri := ctx.RequestURI(); bytes.IndexByte(uri, '#') >= 0 || badEscape(uri) {
-		// As the httputil engine answers a fragment (Proxy.serve), and
-		// as net/http's server answers a bad % escape in the path.
+	if uri := ctx.RequestURI(); bytes.IndexByte(uri, '#') >= 0 || badEscape(uri) || badAuthority(uri) {
+		// As the httputil engine answers a fragment, userinfo or an
+		// empty host (Proxy.serve), and as net/http's server answers a
+		// bad % escape in the path.
 		writeFastError(ctx, http.StatusBadRequest, string(errBadTarget))
 		return
 	}

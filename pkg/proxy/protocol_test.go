@@ -712,6 +712,8 @@ func TestH2HeadChecked(t *testing.T) {
 		{"GET", "/x?a b", "x", `400 {"error":"invalid request target"}`},
 		{"GET", "/", "a b", `400 {"error":"invalid Host header"}`},
 		{"GET", "/", "a/b", `400 {"error":"invalid Host header"}`},
+		{"GET", "/", "", `400 {"error":"invalid Host header"}`}, // else the worker's own address
+		{"GET", "/", "x:abc", `400 {"error":"invalid Host header"}`},
 		{"get", "/x?a%20b", "x", "200 get /x?a%20b HTTP/1.1 Host: x"},
 		{"GET", "/a b", "x:8080", "200 GET /a%20b HTTP/1.1 Host: x:8080"},
 	} {

@@ -1297,3 +1297,42 @@ func TestWorkerUnreachable(t *testing.T) {
 		}
 	}
 }
+
+func TestBadAuthorityAndPort(t *testing.T) {
+	for _, tt := range []struct {
+		target string
+		want   bool
+	}{
+		{"/x", false},
+		{"/x@y", false},
+		{"*", false},
+		{"http://x/y", false},
+		{"http://x", false},
+		{"http://x:80?q=a@b", false},
+		{"http://x/a@b", false},
+		{"http://user:pw@x/y", true},
+		{"http://@x/", true},
+		{"http:///y", true},
+		{"http://", true},
+		{"http://?q", true},
+		{"example.com:443", false}, // authority-form: CONNECT's, answered apart
+	} {
+		if got := badAuthority(tt.target); got != tt.want {
+			t.Errorf("badAuthority(%q) = %v; want %v", tt.target, got, tt.want)
+		}
+		if got := badAuthority([]byte(tt.target)); got != tt.want {
+			t.Errorf("badAuthority([]byte(%q)) = %v; want %v", tt.target, got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		host string
+		want bool
+	}{
+		{"x", false}, {"x:80", false}, {"x:", false}, {"[::1]", false}, {"[::1]:80", false},
+		{"x:abc", true}, {"x:80:80", true}, {"[::1]x", true}, {"[::1]:8a", true}, {"::1", true},
+	} {
+		if got := badPort(tt.host); got != tt.want {
+			t.Errorf("badPort(%q) = %v; want %v", tt.host, got, tt.want)
+		}
+	}
+}
