@@ -102,33 +102,44 @@ func (r *RoundRobin) Select(workers []*Worker) *Worker {
 }
 
 // LeastConn picks the available worker with the fewest requests in
-// flight; ties are broken at random so that idle workers share the load.
-type LeastConn struct{}
+// flight. Ties go to the workers in turn, as nginx's least_conn and
+// HAProxy's leastconn break them: each pick scans from the worker after
+// the last one picked and keeps the first of the least busy, so that
+// idle workers share a light load evenly, and two requests in a row go
+// to two workers.
+type LeastConn struct {
+	next atomic.Uint64 // where the next scan starts
+}
 
 // Name returns "least-conn".
 func (*LeastConn) Name() string { return "least-conn" }
 
-// Select returns the least busy available worker.
-func (LeastConn) Select(workers []*Worker) *Worker {
+// Select returns the least busy available worker, the first of them
+// from where the last pick left off.
+func (l *LeastConn) Select(workers []*Worker) *Worker {
+	n := len(workers)
+	if n == 0 {
+		return nil
+	}
 	var best *Worker
 	var bestN int64
-	ties := 0
-	for _, w := range workers {
+	at := -1
+	for i, j := 0, int(l.next.Load()%uint64(n)); i < n; i, j = i+1, j+1 {
+		if j == n {
+			j = 0
+		}
+		w := workers[j]
 		if !w.Available() {
 			continue
 		}
-		n := w.InFlight()
-		switch {
-		case best == nil || n < bestN:
-			best, bestN, ties = w, n, 1
-		case n == bestN:
-			// Reservoir sampling: each of the tied workers ends up
-			// chosen with the same chance.
-			ties++
-			if rand.IntN(ties) == 0 {
-				best = w
-			}
+		if k := w.InFlight(); best == nil || k < bestN {
+			best, bestN, at = w, k, j
 		}
+	}
+	if best != nil {
+		// Racing picks may store in either order: a tie then goes to
+		// the same worker twice, no harm done.
+		l.next.Store(uint64(at + 1))
 	}
 	return best
 }

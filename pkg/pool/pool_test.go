@@ -78,16 +78,17 @@ func TestLeastConn(t *testing.T) {
 	}{
 		{"fewest in flight", []State{Up, Up, Up}, []int64{5, 1, 3}, []int{2}},
 		{"busy but only one up", []State{Down, Up, Down}, []int64{0, 9, 0}, []int{2}},
-		{"ties go to any of them", []State{Up, Up, Up}, []int64{2, 0, 0}, []int{2, 3}},
+		{"ties go to each of them", []State{Up, Up, Up}, []int64{2, 0, 0}, []int{2, 3}},
 		{"none up", []State{Down, Starting}, []int64{0, 0}, []int{0}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ws := makeWorkers(tt.states, tt.inFlight)
+			lc := new(LeastConn)
 			seen := map[int]bool{}
 			for range 200 {
 				id := 0
-				if w := (LeastConn{}).Select(ws); w != nil {
+				if w := lc.Select(ws); w != nil {
 					id = w.ID()
 				}
 				seen[id] = true
@@ -101,6 +102,31 @@ func TestLeastConn(t *testing.T) {
 				t.Errorf("got picks %v; want every one of %v picked over 200 calls", seen, tt.want)
 			}
 		})
+	}
+}
+
+// TestLeastConnTiesInTurn: idle workers take requests in turn, as
+// under round-robin, so that a light load is shared evenly and two
+// requests in a row go to two workers (a tour's curl twice); a draw at
+// random sent four in a row to one worker one time in eight.
+func TestLeastConnTiesInTurn(t *testing.T) {
+	ws := makeWorkers([]State{Up, Up, Down, Up}, []int64{0, 0, 0, 0})
+	lc := new(LeastConn)
+	counts := map[int]int{}
+	prev := 0
+	for range 30 {
+		w := lc.Select(ws)
+		if w == nil {
+			t.Fatal("got no worker; want one of 1, 2, 4")
+		}
+		if w.ID() == prev {
+			t.Fatalf("worker %d picked twice in a row, with every worker idle", prev)
+		}
+		prev = w.ID()
+		counts[w.ID()]++
+	}
+	if counts[3] != 0 || counts[1]+counts[2]+counts[4] != 30 || counts[1] < 7 || counts[2] < 7 || counts[4] < 7 {
+		t.Errorf("picks per worker %v over 30; want about 10 each for 1, 2 and 4, none for the down 3", counts)
 	}
 }
 
