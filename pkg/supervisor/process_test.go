@@ -54,6 +54,33 @@ func TestCommandRealProcess(t *testing.T) {
 	}
 }
 
+// TestCommandShellWords: a command line that starts with a word of the
+// shell's own runs as the shell would run it, not as "exec WORD", which
+// looks for a program by that name and ends with 127.
+func TestCommandShellWords(t *testing.T) {
+	st := newOSStarter(TextOutput(io.Discard, io.Discard))
+	defer st.close()
+	for _, tt := range []struct {
+		cmdline string
+		code    int
+	}{
+		{"exit 3", 3},
+		{"cd /", 0},
+		{"export FOO=1", 0},
+		{"ulimit -n 64", 0},
+		{"! true", 1},
+		{"exec false", 1},
+	} {
+		p, err := st.start(1, Command(tt.cmdline), os.Environ())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.Wait(); got.Code != tt.code {
+			t.Errorf("%q: %v; want exit code %d", tt.cmdline, got, tt.code)
+		}
+	}
+}
+
 // waitComm returns the command name of pid once the shell has exec'ed (or
 // after a few tries).
 func waitComm(t *testing.T, pid int, want string) string {

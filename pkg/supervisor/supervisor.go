@@ -103,18 +103,31 @@ func (sp *Spec) fill() {
 // keeps the shell as the worker; signals reach its children anyway, as
 // they go to the whole process group. A command line that starts with
 // exec already is left as it is ("exec exec prog" would look for a
-// program named exec).
+// program named exec), and so is one that starts with a word of the
+// shell's own, which exec would look for as a program ("exit 3" would
+// end with 127, exec: exit: not found).
 func Command(cmdline string) []string {
 	switch {
 	case strings.ContainsAny(cmdline, ";&|()`\n<>") || strings.Contains(cmdline, "$("):
 		return []string{"/bin/sh", "-c", cmdline}
-	case firstWord(cmdline) == "exec":
+	case firstWord(cmdline) == "exec" || shellWords[firstWord(cmdline)]:
 		return []string{"/bin/sh", "-c", cmdline}
 	case leadingAssignment(cmdline):
 		return []string{"/bin/sh", "-c", "exec env " + cmdline}
 	default:
 		return []string{"/bin/sh", "-c", "exec " + cmdline}
 	}
+}
+
+// shellWords are the POSIX shell's special built-ins, the built-ins that
+// act on the shell itself, and its reserved words: none of them is a
+// program that exec could run.
+var shellWords = map[string]bool{
+	":": true, ".": true, "break": true, "continue": true, "eval": true, "exit": true,
+	"export": true, "readonly": true, "return": true, "set": true, "shift": true,
+	"times": true, "trap": true, "unset": true, "cd": true, "umask": true, "ulimit": true,
+	"wait": true, "alias": true, "unalias": true, "command": true, "read": true,
+	"if": true, "for": true, "while": true, "until": true, "case": true, "{": true, "!": true,
 }
 
 // firstWord returns the command line's first blank-separated word.
