@@ -416,6 +416,11 @@ func TestDashboardInChromium(t *testing.T) {
 	failing.Store(false)
 	poll("the banner to go", `document.getElementById('banner').hidden`)
 
+	// A worker taken out for good (a scale-down) whose process still
+	// finishes its requests reads "stopping", as in balancer status.
+	w3.SetState(pool.Stopped)
+	poll("worker 3 to read stopping", `document.querySelector('tr[data-worker="3"] .badge').textContent === 'stopping'`)
+
 	mu.Lock()
 	defer mu.Unlock()
 	for _, p := range problems {

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/clusterlb/clusterlb/pkg/pool"
 )
 
 // ErrNoBalancer means nothing accepted a connection at the address given
@@ -103,9 +105,20 @@ func WriteTable(w io.Writer, s Snapshot, now time.Time) {
 			up = humanSeconds(row.UptimeS)
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n",
-			row.ID, pid, row.State, cpu, mem, row.Restarts, up, row.Requests, humanMs(row.P99Ms))
+			row.ID, pid, stateLabel(row), cpu, mem, row.Restarts, up, row.Requests, humanMs(row.P99Ms))
 	}
 	tw.Flush()
+}
+
+// stateLabel is the worker's state as a person reads it: a worker taken
+// out for good (a scale-down, the balancer's stop) whose process still
+// runs, finishing its requests, is "stopping", as pm2 lists it; its
+// state in /stats stays "stopped", with its pid.
+func stateLabel(w Worker) string {
+	if w.State == pool.Stopped && w.Pid != 0 {
+		return "stopping"
+	}
+	return w.State.String()
 }
 
 // humanSeconds writes a duration the way process lists do, in its two

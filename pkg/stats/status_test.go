@@ -34,6 +34,8 @@ func TestWriteTable(t *testing.T) {
 						UptimeS: 183600, Requests: 6175, P99Ms: 1250},
 					{ID: 3, State: pool.Backoff, Restarts: 11},
 					{ID: 4, Pid: 41300, State: pool.Starting, UptimeS: 0.4, P99Ms: 0.85},
+					{ID: 5, Pid: 41301, State: pool.Stopped, UptimeS: 60, Requests: 9},
+					{ID: 6, State: pool.Stopped, Requests: 9},
 				},
 			},
 			want: "" +
@@ -42,7 +44,9 @@ func TestWriteTable(t *testing.T) {
 				"1   41251  up        12.5%   9.0 MiB     0         3m12s   6170      5.1ms\n" +
 				"2   41299  up        101.2%  1536.0 MiB  3         2d3h    6175      1.25s\n" +
 				"3   -      backoff   -       -           11        -       0         -\n" +
-				"4   41300  starting  0.0%    0.0 MiB     0         0s      0         850µs\n",
+				"4   41300  starting  0.0%    0.0 MiB     0         0s      0         850µs\n" +
+				"5   41301  stopping  0.0%    0.0 MiB     0         1m00s   9         -\n" +
+				"6   -      stopped   -       -           0         -       9         -\n",
 		},
 		{
 			name: "requests waiting for a worker",
