@@ -593,6 +593,10 @@ func (c *Config) loadFile(path string) (given map[string]int, err error) {
 		}
 		f, ok := fields[k.Value]
 		if !ok {
+			if _, dashed := fields[strings.ReplaceAll(strings.TrimLeft(k.Value, "-"), "-", "_")]; dashed {
+				// The flag's spelling (health-path, or -health-path).
+				return nil, bad("no such setting; the file writes it %s", strings.ReplaceAll(strings.TrimLeft(k.Value, "-"), "-", "_"))
+			}
 			return nil, bad("no such setting")
 		}
 		if first, dup := seen[k.Value]; dup && !first.merged {
@@ -613,10 +617,14 @@ func (c *Config) loadFile(path string) (given map[string]int, err error) {
 				}
 				f.SetInt(int64(d)) // a bare 0 too, which the decoder refuses
 				continue
+			case (f.CanInt() || f.Kind() == reflect.Float64) && val.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0:
+				return nil, bad("want a number; got the quoted string %s: write it without quotes", strconv.Quote(val.Value))
 			case f.CanInt() && val.ShortTag() != "!!int" && !wholeFloat(val):
 				return nil, bad("want a whole number; got %q", val.Value)
 			case f.Kind() == reflect.Float64 && val.ShortTag() != "!!int" && val.ShortTag() != "!!float":
 				return nil, bad("want a number; got %q", val.Value)
+			case f.Kind() == reflect.Slice:
+				return nil, bad("want a list, one \"- %s\" line per item or [%s]; got the single value %q", val.Value, val.Value, val.Value)
 			}
 		}
 		if err := val.Decode(f.Addr().Interface()); err != nil {

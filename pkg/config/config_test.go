@@ -165,6 +165,9 @@ func TestParseErrorsNameTheSetting(t *testing.T) {
 		{"readiness past the workers", []string{"-workers", "1", "-ready-min-workers", "5"}, []string{"ready_min_workers", "5"}},
 		{"readiness past the upstreams", []string{"-local-workers=false", "-upstream", "127.0.0.1:9", "-ready-min-workers", "2"}, []string{"ready_min_workers"}},
 		{"no value in file", []string{"-config", writeFile(t, "admin_listen:\n")}, []string{"admin_listen", "line 1", "no value"}},
+		{"flag's spelling in file", []string{"-config", writeFile(t, "health-path: /x\n")}, []string{"health-path", "line 1", "writes it health_path"}},
+		{"quoted number in file", []string{"-config", writeFile(t, "workers: \"2\"\n")}, []string{"workers", "line 1", "without quotes"}},
+		{"one value for a list in file", []string{"-config", writeFile(t, "upstreams: 127.0.0.1:9\n")}, []string{"upstreams", "line 1", "want a list", "- 127.0.0.1:9"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
