@@ -318,7 +318,7 @@ func (s *Supervisor) scale(ctx context.Context, n int) error {
 				s.addSlot(id, ch)
 				waits = append(waits, ch)
 			}
-			s.log.Info("scaled up", "workers", n)
+			s.log.Info("scaling up", "workers", n)
 			return
 		}
 		for _, id := range ids[n:] {
@@ -351,6 +351,9 @@ func (s *Supervisor) scale(ctx context.Context, n int) error {
 			}
 			return err
 		}
+	}
+	if len(waits) > 0 && !removing {
+		s.log.Info("scaled up", "workers", n) // every new worker is up
 	}
 	return nil
 }

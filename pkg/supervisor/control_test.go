@@ -3,12 +3,14 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/clusterlb/clusterlb/internal/testutil"
 	"github.com/clusterlb/clusterlb/pkg/health"
 	"github.com/clusterlb/clusterlb/pkg/pool"
 )
@@ -579,8 +581,10 @@ func TestRestartWaitsForAReplacementOnItsWay(t *testing.T) {
 // TestScaleUpTellsAStartFailure: a new worker that cannot be started at
 // all (no such program) fails the scale at once, instead of leaving it
 // waiting for an up that never comes.
+// The log says "scaled up" only once the new workers are up.
 func TestScaleUpTellsAStartFailure(t *testing.T) {
-	s, _, st, _, stop := running(t, 1, nil)
+	var logs testutil.SyncBuffer
+	s, _, st, _, stop := running(t, 1, func(sp *Spec) { sp.Log = slog.New(slog.NewTextHandler(&logs, nil)) })
 	defer stop()
 	st.fail.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -591,6 +595,16 @@ func TestScaleUpTellsAStartFailure(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("got %v; want it to say why the start failed", err)
+	}
+	if strings.Contains(logs.String(), "scaled up") {
+		t.Errorf("a scale-up that failed was logged as done:\n%s", logs.String())
+	}
+	st.fail.Store(false)
+	if err := s.Scale(ctx, 3); err != nil { // worker 2 stays, restarting
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "scaled up") {
+		t.Errorf("a scale-up that succeeded was not logged as done:\n%s", logs.String())
 	}
 }
 
