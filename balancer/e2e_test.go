@@ -669,6 +669,7 @@ func testHostileInput(t *testing.T, engine string) {
 		{"chunked twice", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501},
 		{"unknown coding with Content-Length", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: gzip, chunked\r\n\r\nabc", 501},
 		{"two different Content-Lengths", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd", 400},
+		{"two equal Content-Lengths", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd", 400},
 		{"no Host in HTTP/1.1", "GET /operacion-simple HTTP/1.1\r\n\r\n", 400},
 		{"empty Host in HTTP/1.1", "GET /operacion-simple HTTP/1.1\r\nHost:\r\n\r\n", 400},
 		{"no Host in HTTP/1.0", "GET /operacion-simple HTTP/1.0\r\n\r\n", 200},

@@ -388,6 +388,8 @@ func (f *framer) endHead() {
 		v.err = ErrAmbiguousLength
 	case !f.http11 && f.teCount > 0:
 		v.err = ErrTransferEncodingHTTP10
+	case f.clCount > 1:
+		v.err = ErrRepeatedLength // its one value frames the body: the framer follows on
 	}
 	if f.pending() >= maxPending {
 		f.lose()

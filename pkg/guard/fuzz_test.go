@@ -95,6 +95,8 @@ func serveFraming(data []byte) (out []served, clean bool) {
 			s.faulty = ErrAmbiguousLength
 		} else if te && req.ProtoMinor == 0 {
 			s.faulty = ErrTransferEncodingHTTP10
+		} else if len(raw["Content-Length"]) > 1 {
+			s.faulty = ErrRepeatedLength
 		}
 		_, s.bodyErr = io.Copy(io.Discard, req.Body)
 		out = append(out, s)

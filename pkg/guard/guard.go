@@ -25,6 +25,13 @@ var ErrAmbiguousLength = errors.New("guard: request has both Content-Length and 
 // chunked would see other requests than the balancer does.
 var ErrTransferEncodingHTTP10 = errors.New("guard: HTTP/1.0 request has Transfer-Encoding")
 
+// ErrRepeatedLength means the request carried Content-Length more than once, with the
+// same value each time (differing values net/http refuses itself). RFC 9110 (section 8.6)
+// lets a recipient take such a list as one value or reject it; net/http takes it, fasthttp
+// rejects it, and nginx does: refused, so that both engines answer it alike, and a worker
+// behind that reads repeats otherwise never sees one.
+var ErrRepeatedLength = errors.New("guard: request has Content-Length more than once")
+
 // ErrTransferCoding means an HTTP/1.1 request's Transfer-Encoding was other than one field
 // "chunked": a coding the server does not know (RFC 9112 section 6.1 says 501), or chunked
 // twice. net/http answers such a request 501 itself and closes the conn; a server that takes
@@ -191,7 +198,7 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 
 // Check reports the verdict for r: nil if its head was fine, ErrAmbiguousLength if it had
 // both Content-Length and Transfer-Encoding, ErrTransferEncodingHTTP10 if it was HTTP/1.0
-// with Transfer-Encoding, ErrTransferCoding if it was HTTP/1.1 with a Transfer-Encoding
+// with Transfer-Encoding, ErrRepeatedLength if it had Content-Length twice, ErrTransferCoding if it was HTTP/1.1 with a Transfer-Encoding
 // other than "chunked", ErrUnverified if the guard lost the conn's framing. It is nil for
 // requests on conns the guard does not see (no ConnContext, or a listener NewListener did
 // not wrap) and for HTTP/2 requests, whose framing is not HTTP/1's.
