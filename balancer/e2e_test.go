@@ -665,6 +665,8 @@ func testHostileInput(t *testing.T, engine string) {
 		{"Content-Length with Transfer-Encoding", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 		// RFC 9112 6.1: a coding the server does not know is 501, before the length is looked at.
 		{"unknown transfer coding", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc", 501},
+		// A control byte in a field value is malformed (RFC 9110 5.5), not an unknown coding.
+		{"control byte in Transfer-Encoding", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \x0bchunked\r\n\r\n0\r\n\r\n", 400},
 		{"transfer coding identity", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\nabc", 501},
 		{"chunked twice", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501},
 		{"unknown coding with Content-Length", "POST /operacion-simple HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: gzip, chunked\r\n\r\nabc", 501},

@@ -340,6 +340,13 @@ func (f *framer) headLine(line []byte) {
 		f.clCount++
 		f.cl = n
 	case equalFoldASCII(key, "transfer-encoding"):
+		if bytes.ContainsFunc(val, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+			// net/http answers 400 to a control byte in any field
+			// value; here it would read as an unknown coding (501)
+			// to a server that takes the head (fasthttp).
+			f.lose()
+			return
+		}
 		f.last = fieldTE
 		f.teCount++
 		f.teChunked = equalFoldASCII(val, "chunked")
