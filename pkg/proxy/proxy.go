@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -280,8 +281,39 @@ func (w *answerWriter) Flush() {
 }
 
 // Unwrap lets http.ResponseController reach the real writer (Flush,
-// Hijack for upgrades, deadlines).
+// deadlines).
 func (w *answerWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Hijack hands the ReverseProxy the client's connection for an upgrade.
+// What the client sent right behind its request, which the server's
+// reader holds already, is read first: the ReverseProxy copies from the
+// connection alone, and dropped those bytes (golang/go#80875).
+func (w *answerWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil || brw == nil || brw.Reader.Buffered() == 0 {
+		return conn, brw, err
+	}
+	return &readFirst{Conn: conn, r: brw.Reader}, brw, nil
+}
+
+// readFirst is a hijacked connection whose reads go through the server's
+// reader, bytes it held first.
+type readFirst struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *readFirst) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// CloseWrite passes a half-close on, as the connection under it would.
+// Under one that has none, the error ends the upgraded exchange, as the
+// ReverseProxy ends it for such a connection.
+func (c *readFirst) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
 
 // serve hands r to the ReverseProxy, unless it asks to switch to a
 // protocol the ReverseProxy refuses to ask for, which it would answer

@@ -1169,6 +1169,38 @@ func TestUpgradePassesThrough(t *testing.T) {
 	}
 }
 
+// TestUpgradeKeepsBytesSentWithTheRequest: bytes a client sends right
+// behind its upgrade request, before the 101, reach the worker once the
+// connection is upgraded. net/http's server has them in its reader by
+// then, and the ReverseProxy copies from the connection alone
+// (golang/go#80875): they were dropped.
+func TestUpgradeKeepsBytesSentWithTheRequest(t *testing.T) {
+	echo := newBackend(t, "echo", func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		line, _ := brw.ReadString('\n')
+		brw.WriteString("echo: " + line)
+		brw.Flush()
+	})
+	front := serve(t, New(newPool(echo.srv.Listener.Addr().String()), Options{}))
+	conn := sendRaw(t, front.URL, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nhello\n", 10*time.Second)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("got %v %v; want 101", resp, err)
+	}
+	got, err := br.ReadString('\n')
+	if err != nil || got != "echo: hello\n" {
+		t.Errorf("got %q %v; want %q: the bytes sent with the request lost", got, err, "echo: hello\n")
+	}
+}
+
 // TestUpgradeKeepsHalfClose: a client that half-closes an upgraded
 // connection still gets what the worker sends after it read to the end:
 // the half-close reaches the worker as one. (The worker's connection,
