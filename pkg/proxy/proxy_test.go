@@ -1138,6 +1138,10 @@ func TestStaleKeepAlive(t *testing.T) {
 
 // TestUpgradePassesThrough: a protocol upgrade (as WebSocket does) is
 // proxied, and bytes then flow both ways over the upgraded connection.
+// Bytes a client sends right behind its upgrade request, before the 101,
+// reach the worker too: net/http's server has them in its reader by
+// then, and the ReverseProxy copies from the connection alone
+// (golang/go#80875), so they had been dropped.
 func TestUpgradePassesThrough(t *testing.T) {
 	echo := newBackend(t, "echo", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "echo" {
@@ -1156,48 +1160,26 @@ func TestUpgradePassesThrough(t *testing.T) {
 		brw.WriteString("echo: " + line)
 		brw.Flush()
 	})
-	p := newPool(echo.srv.Listener.Addr().String())
-	front := serve(t, New(p, Options{}))
-	conn, br := upgradeTo(t, front.URL)
-	io.WriteString(conn, "hello\n")
-	got, err := br.ReadString('\n')
-	if err != nil || got != "echo: hello\n" {
-		t.Errorf("got %q %v; want %q", got, err, "echo: hello\n")
-	}
-	if w := p.Get(1); w.Requests() != 1 || w.InFlight() != 0 {
-		t.Errorf("got requests=%d in_flight=%d; want 1 and 0", w.Requests(), w.InFlight())
-	}
-}
-
-// TestUpgradeKeepsBytesSentWithTheRequest: bytes a client sends right
-// behind its upgrade request, before the 101, reach the worker once the
-// connection is upgraded. net/http's server has them in its reader by
-// then, and the ReverseProxy copies from the connection alone
-// (golang/go#80875): they were dropped.
-func TestUpgradeKeepsBytesSentWithTheRequest(t *testing.T) {
-	echo := newBackend(t, "echo", func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		line, _ := brw.ReadString('\n')
-		brw.WriteString("echo: " + line)
-		brw.Flush()
-	})
-	front := serve(t, New(newPool(echo.srv.Listener.Addr().String()), Options{}))
-	conn := sendRaw(t, front.URL, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nhello\n", 10*time.Second)
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != 101 {
-		t.Fatalf("got %v %v; want 101", resp, err)
-	}
-	got, err := br.ReadString('\n')
-	if err != nil || got != "echo: hello\n" {
-		t.Errorf("got %q %v; want %q: the bytes sent with the request lost", got, err, "echo: hello\n")
+	for name, early := range map[string]bool{"bytes after the 101": false, "bytes with the request": true} {
+		t.Run(name, func(t *testing.T) {
+			p := newPool(echo.srv.Listener.Addr().String())
+			front := serve(t, New(p, Options{}))
+			var conn net.Conn
+			var br *bufio.Reader
+			if early {
+				conn, br = upgradeWith(t, front.URL, "hello\n")
+			} else {
+				conn, br = upgradeTo(t, front.URL)
+				io.WriteString(conn, "hello\n")
+			}
+			got, err := br.ReadString('\n')
+			if err != nil || got != "echo: hello\n" {
+				t.Errorf("got %q %v; want %q", got, err, "echo: hello\n")
+			}
+			if w := p.Get(1); w.Requests() != 1 || w.InFlight() != 0 {
+				t.Errorf("got requests=%d in_flight=%d; want 1 and 0", w.Requests(), w.InFlight())
+			}
+		})
 	}
 }
 
@@ -1232,7 +1214,14 @@ func TestUpgradeKeepsHalfClose(t *testing.T) {
 // reader past the answer.
 func upgradeTo(t *testing.T, url string) (net.Conn, *bufio.Reader) {
 	t.Helper()
-	conn := sendRaw(t, url, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", 10*time.Second)
+	return upgradeWith(t, url, "")
+}
+
+// upgradeWith is upgradeTo, with early sent in the same write as the
+// request, before the 101.
+func upgradeWith(t *testing.T, url, early string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn := sendRaw(t, url, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"+early, 10*time.Second)
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
