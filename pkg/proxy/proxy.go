@@ -366,9 +366,22 @@ func (px *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if t := upgradeType(r.Header); t != "" && !printable(t) {
-		px.handleError(w, r, errBadUpgrade)
-		return
+	if t := upgradeType(r.Header); t != "" {
+		if !printable(t) {
+			px.handleError(w, r, errBadUpgrade)
+			return
+		}
+		if httpguts.HeaderValuesContainsToken([]string{t}, "h2c") {
+			// An upgrade to HTTP/2 over cleartext (RFC 7540 3.2, gone
+			// from RFC 9113) would make the connection an HTTP/2 one
+			// between the client and one worker, whose requests the
+			// balancer then neither sees, spreads nor counts
+			// (golang/go#80416). Served as the HTTP/1.1 request it
+			// also is, as the fasthttp engine serves any upgrade
+			// request; HTTP2-Settings goes as the hop's, listed in
+			// Connection.
+			r.Header.Del("Upgrade")
+		}
 	}
 	px.rp.ServeHTTP(w, r)
 }

@@ -1183,6 +1183,29 @@ func TestUpgradePassesThrough(t *testing.T) {
 	}
 }
 
+// TestH2CUpgradeNotPassedOn: an upgrade to HTTP/2 over cleartext would
+// make the client's connection an HTTP/2 one to one worker, out of the
+// balancer's sight (golang/go#80416). Both engines serve it as the
+// plain HTTP/1.1 request it also is: the worker sees no Upgrade and no
+// HTTP2-Settings, and answers as usual.
+func TestH2CUpgradeNotPassedOn(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			a := newBackend(t, "a", nil)
+			url := serveEngine(t, engine, newPool(a.srv.Listener.Addr().String()), Options{})
+			got := rawExchange(t, strings.TrimPrefix(url, "http://"), "GET /x HTTP/1.1\r\nHost: x\r\n"+
+				"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nConnection: close\r\n\r\n", false)
+			if got != "HTTP/1.1 200 OK" {
+				t.Fatalf("got %q; want the worker's 200", got)
+			}
+			r := a.last.Load()
+			if v := r.Header.Get("Upgrade") + r.Header.Get("Http2-Settings"); v != "" {
+				t.Errorf("the worker got Upgrade %q and HTTP2-Settings %q; want neither", r.Header.Get("Upgrade"), r.Header.Get("Http2-Settings"))
+			}
+		})
+	}
+}
+
 // TestUpgradeKeepsHalfClose: a client that half-closes an upgraded
 // connection still gets what the worker sends after it read to the end:
 // the half-close reaches the worker as one. (The worker's connection,
