@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -287,23 +288,33 @@ func (w *answerWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // Hijack hands the ReverseProxy the client's connection for an upgrade.
 // What the client sent right behind its request, which the server's
 // reader holds already, is read first: the ReverseProxy copies from the
-// connection alone, and dropped those bytes (golang/go#80875).
+// connection alone, and dropped those bytes (golang/go#80875). They are
+// copied out once, and the connection read directly after them: read
+// through the server's reader, a client's half-close would end the
+// request's context, and the ReverseProxy the whole exchange with it.
 func (w *answerWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil || brw == nil || brw.Reader.Buffered() == 0 {
 		return conn, brw, err
 	}
-	return &readFirst{Conn: conn, r: brw.Reader}, brw, nil
+	early, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	return &readFirst{Conn: conn, early: bytes.Clone(early)}, brw, nil
 }
 
-// readFirst is a hijacked connection whose reads go through the server's
-// reader, bytes it held first.
+// readFirst is a hijacked connection that reads early first.
 type readFirst struct {
 	net.Conn
-	r *bufio.Reader
+	early []byte
 }
 
-func (c *readFirst) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *readFirst) Read(p []byte) (int, error) {
+	if len(c.early) > 0 {
+		n := copy(p, c.early)
+		c.early = c.early[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
 
 // CloseWrite passes a half-close on, as the connection under it would.
 // Under one that has none, the error ends the upgraded exchange, as the

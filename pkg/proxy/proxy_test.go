@@ -1223,12 +1223,15 @@ func TestUpgradeKeepsHalfClose(t *testing.T) {
 		got, _ := io.ReadAll(br) // to the client's half-close
 		io.WriteString(c, "worker saw "+string(got))
 	})
-	conn, br := upgradeTo(t, serveEngine(t, "httputil", newPool(addr), Options{}))
-	io.WriteString(conn, "ping")
-	conn.(*net.TCPConn).CloseWrite()
-	got, _ := io.ReadAll(br)
-	if string(got) != "worker saw ping" {
-		t.Errorf("got %q after the half-close; want %q", got, "worker saw ping")
+	url := serveEngine(t, "httputil", newPool(addr), Options{})
+	for _, early := range []string{"", "early "} { // bytes sent with the request, or none
+		conn, br := upgradeWith(t, url, early)
+		io.WriteString(conn, "ping")
+		conn.(*net.TCPConn).CloseWrite()
+		got, _ := io.ReadAll(br)
+		if want := "worker saw " + early + "ping"; string(got) != want {
+			t.Errorf("got %q after the half-close; want %q", got, want)
+		}
 	}
 }
 
