@@ -591,8 +591,8 @@ func testCmdWorker(t *testing.T, engine string) {
 // TestCmdListeningElsewhereIsNamed: a -cmd that listens, but not where
 // the balancer connects (a port of its own, or its PORT on another
 // address), is named in the log with what it listens on, seconds after
-// its start rather than at start_timeout; one that is only slow to
-// listen is not.
+// its start (or of its listening, for one slow to open its port) rather
+// than at start_timeout; one that is only slow to listen is not.
 func TestCmdListeningElsewhereIsNamed(t *testing.T) {
 	const hint = "worker listens, but not on its PORT"
 	backend := filepath.Join(binDir, "backend")
@@ -602,6 +602,7 @@ func TestCmdListeningElsewhereIsNamed(t *testing.T) {
 	}{
 		{"a port of its own", "env PORT=0 " + backend, "listening=[127.0.0.1:"},
 		{"its PORT on ::1", "env HOST=::1 " + backend, "listening=[[::1]:"},
+		{"a port of its own, slow to open", "sleep 3; PORT=0 exec " + backend, "listening=[127.0.0.1:"},
 		{"slow to listen on its PORT", "sleep 3; exec " + backend, ""},
 	}
 	for _, tt := range tests {
