@@ -494,6 +494,39 @@ func TestH1HeaderBoundExact(t *testing.T) {
 	}
 }
 
+// TestFastShutdownEndsAWaitWith503: fasthttp's server ends every
+// request's context as it shuts down; a request waiting for a place at
+// its worker then gets a 503 and a closed connection, not the silence
+// kept for a client that left.
+func TestFastShutdownEndsAWaitWith503(t *testing.T) {
+	p := pool.New(new(pool.RoundRobin))
+	p.SetMaxInFlight(1)
+	w := pool.NewWorker(1)
+	w.SetProcess(pool.NewProcess(100, newBackend(t, "ok", nil).srv.Listener.Addr().String(), time.Now()), pool.Up)
+	p.Add(w)
+	held, _ := w.BeginWait(context.Background(), time.Second) // the one place, taken
+	defer w.End(held, true, false)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx := NewFast(p, Options{UpstreamTimeout: 10 * time.Second})
+	fs := fx.Server(ServerOptions{MaxHeaderBytes: 8 << 10}, nil, nil)
+	go fs.Serve(ln)
+	defer fx.CloseIdleConnections()
+	got := make(chan string, 1)
+	go func() { got <- rawExchange(t, ln.Addr().String(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n", false) }()
+	for deadline := time.Now().Add(5 * time.Second); w.InFlight() < 2 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond) // until the request waits for the place
+	}
+	if err := fs.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if line := <-got; line != "HTTP/1.1 503 Service Unavailable" {
+		t.Errorf("the waiting request got %q; want a 503 and the connection closed", line)
+	}
+}
+
 // TestWorkerMaxConns: with the requests at a worker bounded, the ones
 // past the bound wait in the balancer and all get their answer, in both
 // engines and on both of the httputil engine's round trips; the worker

@@ -849,6 +849,16 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 		})
 	if err != nil {
 		status, msg := statusOf(err, false)
+		stopping := status == StatusClientClosed && !errors.Is(err, errClientLeft)
+		if stopping {
+			// Not the client's leaving: fasthttp's server ends every
+			// RequestCtx as it shuts down, which ended the request's
+			// wait (for a place at its worker). It gets the answer of a
+			// balancer with no worker to give it, and the connection
+			// closes. (net/http's Shutdown ends no request's context,
+			// and the httputil engine's request waits on.)
+			status, msg = http.StatusServiceUnavailable, "the balancer is stopping"
+		}
 		f.pool.CountRequest(status < 500)
 		if status >= 500 && status != 503 {
 			f.log.Warn("proxy error", "method", string(req.Header.Method()), "path", string(req.URI().Path()), "status", status, "err", err)
@@ -865,6 +875,9 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 			return
 		}
 		writeFastError(ctx, status, msg)
+		if stopping {
+			ctx.SetConnectionClose() // after writeFastError, whose Reset clears it
+		}
 		return
 	}
 	// The body is in memory already: the request is done for the worker.
