@@ -686,6 +686,10 @@ func testHostileInput(t *testing.T, engine string) {
 		{"absolute-form target with no host", "GET http:///operacion-simple HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"Host with a port that is no number", "GET /operacion-simple HTTP/1.1\r\nHost: x:abc\r\n\r\n", 400},
 		{"Host with two ports", "GET /operacion-simple HTTP/1.1\r\nHost: x:80:80\r\n\r\n", 400},
+		{"Host with a port and no name", "GET /operacion-simple HTTP/1.1\r\nHost: :80\r\n\r\n", 400},
+		{"Host with a bracket unclosed", "GET /operacion-simple HTTP/1.1\r\nHost: [::1\r\n\r\n", 400},
+		{"Host with an IPv6 literal", "GET /operacion-simple HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", 200},
+		{"absolute-form target with a port and no name", "GET http://:80/operacion-simple HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		// A chunked body that HTTP/1.0 framing would read as the next request.
 		{"HTTP/1.0 with Transfer-Encoding", "POST /operacion-simple HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" +
 			"2c\r\nGET /operacion-simple HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n", 400},

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
+	"net/netip"
 	"syscall"
 
 	"github.com/clusterlb/clusterlb/pkg/pool"
@@ -236,13 +236,14 @@ func validName[T string | []byte](name T) bool {
 }
 
 // badAuthority reports whether a request target in absolute form (RFC
-// 9112 3.2.2, "http://host/path") has userinfo, or no host: RFC 9110
-// 4.2.1 has a recipient reject an http URI whose host is empty, and
-// 4.2.4 treat userinfo in one as an error. net/http's server dropped
-// the userinfo and took the Host field for an empty host; fasthttp's
-// made the userinfo an Authorization header the client never sent, and
-// an empty host a request with no Host at all. Other forms of target
-// are not its business.
+// 9112 3.2.2, "http://host/path") has userinfo, or a host that badHost
+// refuses (an empty one among them): RFC 9110 4.2.1 has a recipient
+// reject an http URI whose host is empty, and 4.2.4 treat userinfo in
+// one as an error. net/http's server dropped the userinfo and took the
+// Host field for an empty host; fasthttp's made the userinfo an
+// Authorization header the client never sent, and an empty host a
+// request with no Host at all. Other forms of target are not its
+// business.
 func badAuthority[T string | []byte](uri T) bool {
 	if len(uri) == 0 || uri[0] == '/' || uri[0] == '*' {
 		return false // origin or asterisk form: the usual case
@@ -264,32 +265,63 @@ func badAuthority[T string | []byte](uri T) bool {
 		}
 		end++
 	}
-	return end == start
+	return end == start || badHost(uri[start:end])
 }
 
-// badPort reports whether host, a Host field, has a port that is not a
-// number ("x:abc", "x:80:80"): RFC 9112 3.2 has a server answer 400 to
-// an invalid Host, as fasthttp's does; net/http's server takes both.
-func badPort(host string) bool {
-	if strings.HasPrefix(host, "[") { // an IPv6 literal
-		i := strings.IndexByte(host, ']')
-		if i < 0 {
-			return false // not a port's fault; ValidHostHeader's business
-		}
-		if host = host[i+1:]; host == "" {
-			return false
-		}
-		if host[0] != ':' {
-			return true
-		}
-	}
-	i := strings.IndexByte(host, ':')
-	if i < 0 {
+// badHost reports whether host, a Host field or a target's authority,
+// is one that RFC 9112 3.2 has a server answer 400 to, as fasthttp's
+// server answers most of them and net/http's takes them: an empty name
+// before a port (":80"), a port that is not a number ("x:abc",
+// "x:80:80"), or a bracket that does not enclose an IPv6 literal ("[::1",
+// "a]b", "[zz]:80"). An empty host is left to the callers, for HTTP/1.0
+// may send none.
+func badHost[T string | []byte](host T) bool {
+	if len(host) == 0 {
 		return false
 	}
-	for _, c := range []byte(host[i+1:]) {
-		if c < '0' || c > '9' {
+	port := -1 // where the port starts, after its ':'
+	if host[0] == '[' {
+		end := -1
+		for i := len(host) - 1; i > 0; i-- {
+			if host[i] == ']' {
+				end = i
+				break
+			}
+		}
+		if end < 0 {
 			return true
+		}
+		if a, err := netip.ParseAddr(string(host[1:end])); err != nil || !a.Is6() {
+			return true // a rare form: the conversion's cost does not matter
+		}
+		switch {
+		case end+1 == len(host):
+		case host[end+1] != ':':
+			return true
+		default:
+			port = end + 2
+		}
+	} else {
+		for i := range len(host) {
+			switch host[i] {
+			case '[', ']':
+				return true
+			case ':':
+				if i == 0 {
+					return true // no name before the port
+				}
+				if port < 0 {
+					port = i + 1
+				}
+			}
+		}
+	}
+	if port < 0 {
+		return false
+	}
+	for i := port; i < len(host); i++ {
+		if host[i] < '0' || host[i] > '9' {
+			return true // a second ':' too
 		}
 	}
 	return false

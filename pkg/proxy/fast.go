@@ -709,6 +709,12 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 		writeFastError(ctx, http.StatusBadRequest, string(errBadTarget))
 		return
 	}
+	if badHost(req.Header.Host()) {
+		// As the httputil engine answers it (Proxy.serve): fasthttp's
+		// server takes ":80", and a bracket out of place.
+		writeFastError(ctx, http.StatusBadRequest, string(errBadHost))
+		return
+	}
 	if req.Header.IsConnect() {
 		// As the httputil engine answers (Proxy.serve), and counted so.
 		status, msg := statusOf(errConnect, false)

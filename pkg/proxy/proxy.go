@@ -353,14 +353,14 @@ func (px *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, string(errBadTarget))
 		return
 	}
-	if r.Host == "" && (r.ProtoMajor == 2 || r.ProtoMinor >= 1) || badPort(r.Host) {
+	if r.Host == "" && (r.ProtoMajor == 2 || r.ProtoMinor >= 1) || badHost(r.Host) {
 		// An HTTP/1.1 Host field left empty (net/http's server answers
 		// one missing itself), or an HTTP/2 request with neither
 		// :authority nor Host. RFC 9112 3.2 allows it for a target
 		// without authority, which an http URI is not (RFC 9110 4.2.1);
 		// the worker would have got its own address as the Host. The
-		// fasthttp engine's server refuses it before any handler, and a
-		// port that is not a number too.
+		// fasthttp engine's server refuses it before any handler, and
+		// most of what badHost refuses too.
 		WriteError(w, http.StatusBadRequest, string(errBadHost))
 		return
 	}

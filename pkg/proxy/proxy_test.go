@@ -1363,6 +1363,10 @@ func TestBadAuthorityAndPort(t *testing.T) {
 		{"http://", true},
 		{"http://?q", true},
 		{"example.com:443", false}, // authority-form: CONNECT's, answered apart
+		{"http://:80/a", true},
+		{"http://x:abc/", true},
+		{"http://[::1]:80/", false},
+		{"http://[::1/", true},
 	} {
 		if got := badAuthority(tt.target); got != tt.want {
 			t.Errorf("badAuthority(%q) = %v; want %v", tt.target, got, tt.want)
@@ -1375,11 +1379,16 @@ func TestBadAuthorityAndPort(t *testing.T) {
 		host string
 		want bool
 	}{
-		{"x", false}, {"x:80", false}, {"x:", false}, {"[::1]", false}, {"[::1]:80", false},
+		{"", false}, {"x", false}, {"x:80", false}, {"x:", false}, {"[::1]", false}, {"[::1]:80", false},
+		{"127.0.0.1:8080", false},
 		{"x:abc", true}, {"x:80:80", true}, {"[::1]x", true}, {"[::1]:8a", true}, {"::1", true},
+		{":80", true}, {"[::1", true}, {"a]b", true}, {"[zz]:80", true}, {"[127.0.0.1]", true},
 	} {
-		if got := badPort(tt.host); got != tt.want {
-			t.Errorf("badPort(%q) = %v; want %v", tt.host, got, tt.want)
+		if got := badHost(tt.host); got != tt.want {
+			t.Errorf("badHost(%q) = %v; want %v", tt.host, got, tt.want)
+		}
+		if got := badHost([]byte(tt.host)); got != tt.want {
+			t.Errorf("badHost([]byte(%q)) = %v; want %v", tt.host, got, tt.want)
 		}
 	}
 }
