@@ -753,7 +753,7 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 		req.Header.Del(fasthttp.HeaderConnection)
 	}
 	var hop hopScan
-	expect := false
+	expect, xfwd := false, false
 	// AllInOrder reads the fields as they came. All would have fasthttp
 	// parse the Cookie fields, to write them anew from what it could
 	// parse: pairs with a '"' or '\' in their value lost, the rest
@@ -768,9 +768,10 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 			return
 		}
 		hop.add(k, v)
-		if forwardedAlias(k) || xForwarded(k) {
+		if forwardedAlias(k) {
 			hop.listed = append(hop.listed, string(k))
 		}
+		xfwd = xfwd || xForwarded(k)
 	}
 	// A client that takes trailers says so to the worker, as the
 	// ReverseProxy says it (Go issue 21096): the hop's own TE goes, its
@@ -796,7 +797,13 @@ func (f *Fast) handle(ctx *fasthttp.RequestCtx, maxBody int) {
 		// still owes it.
 		defer ctx.SetConnectionClose()
 	}
-	// The client's X-Forwarded-* are replaced, never trusted.
+	// The client's X-Forwarded-* are replaced, never trusted: each copy
+	// deleted first, since Set replaces only a name's first field.
+	if xfwd {
+		req.Header.Del("X-Forwarded-For")
+		req.Header.Del("X-Forwarded-Host")
+		req.Header.Del("X-Forwarded-Proto")
+	}
 	var ipBuf [len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%zone")]byte
 	req.Header.SetBytesV("X-Forwarded-For", appendClientIP(ipBuf[:0], ctx))
 	req.Header.SetBytesV("X-Forwarded-Host", ctx.Host())
@@ -923,7 +930,7 @@ func (f *Fast) accessLine(ctx *fasthttp.RequestCtx, d time.Duration) {
 // xForwarded reports whether header name k is one of the X-Forwarded-*
 // fields the engine sets. A client's are deleted first, every copy:
 // fasthttp's Set replaces only the first field of a name, and would pass
-// a second one on.
+// a second one on. (By their constant names, which cost no allocation.)
 func xForwarded(k []byte) bool {
 	switch len(k) {
 	case len("X-Forwarded-For"):

@@ -30,7 +30,7 @@ func BenchmarkProxyGET(b *testing.B) {
 		defer front.Close()
 		benchGET(b, front.URL)
 	})
-	b.Run("fasthttp", func(b *testing.B) {
+	fast := func(b *testing.B, hdr ...string) {
 		fx := NewFast(newPool(addr), Options{})
 		defer fx.CloseIdleConnections()
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -40,18 +40,26 @@ func BenchmarkProxyGET(b *testing.B) {
 		srv := fx.Server(ServerOptions{MaxHeaderBytes: 8 << 10}, nil, nil)
 		go srv.Serve(ln)
 		defer srv.Shutdown()
-		benchGET(b, "http://"+ln.Addr().String())
-	})
+		benchGET(b, "http://"+ln.Addr().String(), hdr...)
+	}
+	b.Run("fasthttp", func(b *testing.B) { fast(b) })
+	// Behind another proxy or a CDN: the client's X-Forwarded-For is
+	// deleted before the balancer's own is set.
+	b.Run("fasthttp-forwarded", func(b *testing.B) { fast(b, "X-Forwarded-For", "192.0.2.7") })
 }
 
 // benchGET sends GET url/x with a fasthttp client, the same for both
-// engines, so the difference is the balancer's.
-func benchGET(b *testing.B, url string) {
+// engines, so the difference is the balancer's; hdr are name, value pairs
+// of fields to send with it.
+func benchGET(b *testing.B, url string, hdr ...string) {
 	c := &fasthttp.Client{}
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI(url + "/x")
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := c.Do(req, resp); err != nil {
