@@ -103,43 +103,52 @@ func (r *RoundRobin) Select(workers []*Worker) *Worker {
 
 // LeastConn picks the available worker with the fewest requests in
 // flight. Ties go to the workers in turn, as nginx's least_conn and
-// HAProxy's leastconn break them: each pick scans from the worker after
-// the last one picked and keeps the first of the least busy, so that
-// idle workers share a light load evenly, and two requests in a row go
-// to two workers.
+// HAProxy's leastconn break them: each pick takes the next turn over the
+// available workers, as RoundRobin does, scans from that worker on, and
+// keeps the first of the least busy, so that idle workers share a light
+// load evenly, two requests in a row go to two workers, and picks made
+// at once start from different workers.
 type LeastConn struct {
-	next atomic.Uint64 // where the next scan starts
+	next atomic.Uint64
 }
 
 // Name returns "least-conn".
 func (*LeastConn) Name() string { return "least-conn" }
 
 // Select returns the least busy available worker, the first of them
-// from where the last pick left off.
+// from this pick's turn.
 func (l *LeastConn) Select(workers []*Worker) *Worker {
-	n := len(workers)
-	if n == 0 {
+	var avail uint64
+	for _, w := range workers {
+		if w.Available() {
+			avail++
+		}
+	}
+	if avail == 0 {
 		return nil
+	}
+	turn := (l.next.Add(1) - 1) % avail // over the available workers, as RoundRobin's
+	n := uint64(len(workers))
+	var start uint64
+	for i, w := range workers {
+		if w.Available() {
+			if turn == 0 {
+				start = uint64(i)
+				break
+			}
+			turn--
+		}
 	}
 	var best *Worker
 	var bestN int64
-	at := -1
-	for i, j := 0, int(l.next.Load()%uint64(n)); i < n; i, j = i+1, j+1 {
-		if j == n {
-			j = 0
-		}
-		w := workers[j]
+	for i := range n {
+		w := workers[(start+i)%n]
 		if !w.Available() {
 			continue
 		}
 		if k := w.InFlight(); best == nil || k < bestN {
-			best, bestN, at = w, k, j
+			best, bestN = w, k
 		}
-	}
-	if best != nil {
-		// Racing picks may store in either order: a tie then goes to
-		// the same worker twice, no harm done.
-		l.next.Store(uint64(at + 1))
 	}
 	return best
 }

@@ -2,6 +2,8 @@ package pool
 
 import (
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -127,6 +129,29 @@ func TestLeastConnTiesInTurn(t *testing.T) {
 	}
 	if counts[3] != 0 || counts[1]+counts[2]+counts[4] != 30 || counts[1] < 7 || counts[2] < 7 || counts[4] < 7 {
 		t.Errorf("picks per worker %v over 30; want about 10 each for 1, 2 and 4, none for the down 3", counts)
+	}
+}
+
+// TestLeastConnTiesInTurnAtOnce: picks made at the same moment, before
+// any of them counts in flight, take turns too: 1000 picks from four
+// goroutines over four idle workers give each worker exactly 250.
+func TestLeastConnTiesInTurnAtOnce(t *testing.T) {
+	ws := makeWorkers([]State{Up, Up, Up, Up}, []int64{0, 0, 0, 0})
+	lc := new(LeastConn)
+	var counts [5]atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 250 {
+				counts[lc.Select(ws).ID()].Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	for id := 1; id <= 4; id++ {
+		if n := counts[id].Load(); n != 250 {
+			t.Errorf("worker %d picked %d times of 1000; want 250", id, n)
+		}
 	}
 }
 
