@@ -593,9 +593,9 @@ func (c *Config) loadFile(path string) (given map[string]int, err error) {
 		}
 		f, ok := fields[k.Value]
 		if !ok {
-			if _, dashed := fields[strings.ReplaceAll(strings.TrimLeft(k.Value, "-"), "-", "_")]; dashed {
+			if key := strings.ReplaceAll(strings.TrimLeft(k.Value, "-"), "-", "_"); fields[key].IsValid() {
 				// The flag's spelling (health-path, or -health-path).
-				return nil, bad("no such setting; the file writes it %s", strings.ReplaceAll(strings.TrimLeft(k.Value, "-"), "-", "_"))
+				return nil, bad("no such setting; the file writes it %s", key)
 			}
 			return nil, bad("no such setting")
 		}
@@ -617,7 +617,7 @@ func (c *Config) loadFile(path string) (given map[string]int, err error) {
 				}
 				f.SetInt(int64(d)) // a bare 0 too, which the decoder refuses
 				continue
-			case (f.CanInt() || f.Kind() == reflect.Float64) && val.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0:
+			case (f.CanInt() || f.Kind() == reflect.Float64) && val.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 && isNumber(val.Value):
 				return nil, bad("want a number; got the quoted string %s: write it without quotes", strconv.Quote(val.Value))
 			case f.CanInt() && val.ShortTag() != "!!int" && !wholeFloat(val):
 				return nil, bad("want a whole number; got %q", val.Value)
@@ -644,6 +644,13 @@ func (c *Config) loadFile(path string) (given map[string]int, err error) {
 		given[k] = kv.k.Line
 	}
 	return given, nil
+}
+
+// isNumber reports whether s reads as a number, as YAML would read it
+// unquoted.
+func isNumber(s string) bool {
+	_, err := strconv.ParseFloat(s, 64)
+	return err == nil
 }
 
 // emptyDoc reports whether a decoded YAML document holds nothing: no node,

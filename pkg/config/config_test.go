@@ -167,6 +167,7 @@ func TestParseErrorsNameTheSetting(t *testing.T) {
 		{"no value in file", []string{"-config", writeFile(t, "admin_listen:\n")}, []string{"admin_listen", "line 1", "no value"}},
 		{"flag's spelling in file", []string{"-config", writeFile(t, "health-path: /x\n")}, []string{"health-path", "line 1", "writes it health_path"}},
 		{"quoted number in file", []string{"-config", writeFile(t, "workers: \"2\"\n")}, []string{"workers", "line 1", "without quotes"}},
+		{"quoted word for a number in file", []string{"-config", writeFile(t, "workers: \"two\"\n")}, []string{"workers", "line 1", "want a whole number", `"two"`}},
 		{"one value for a list in file", []string{"-config", writeFile(t, "upstreams: 127.0.0.1:9\n")}, []string{"upstreams", "line 1", "want a list", "- 127.0.0.1:9"}},
 	}
 	for _, tt := range tests {
