@@ -198,8 +198,9 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 
 // Check reports the verdict for r: nil if its head was fine, ErrAmbiguousLength if it had
 // both Content-Length and Transfer-Encoding, ErrTransferEncodingHTTP10 if it was HTTP/1.0
-// with Transfer-Encoding, ErrRepeatedLength if it had Content-Length twice, ErrTransferCoding if it was HTTP/1.1 with a Transfer-Encoding
-// other than "chunked", ErrUnverified if the guard lost the conn's framing. It is nil for
+// with Transfer-Encoding, ErrRepeatedLength if it had Content-Length twice,
+// ErrTransferCoding if it was HTTP/1.1 with a Transfer-Encoding other than "chunked",
+// ErrUnverified if the guard lost the conn's framing. It is nil for
 // requests on conns the guard does not see (no ConnContext, or a listener NewListener did
 // not wrap) and for HTTP/2 requests, whose framing is not HTTP/1's.
 //

@@ -481,11 +481,12 @@ const clientLook = 100 * time.Millisecond
 var errClientLeft = fmt.Errorf("%w: the client closed its connection before its answer", context.Canceled)
 
 // clientLeft reports whether the client on nc closed its connection: one
-// look (a peek that reads nothing), for an answer that took over
-// clientLook to come, so that a worker's answer to a client that gave up
-// counts as none, as in the httputil engine, whose server watches every
-// client while its request runs. A quick answer is not looked at: its
-// client rarely leaves, and the look costs a system call.
+// look (a peek that reads nothing), once a request that started at since
+// (its head read) has its answer after over clientLook, so that a
+// worker's answer to a client that gave up counts as none, as in the
+// httputil engine, whose server watches every client while its request
+// runs. A quick request is not looked at: its client rarely leaves, and
+// the look costs a system call.
 func clientLeft(nc net.Conn, since time.Time) bool {
 	if time.Since(since) <= clientLook {
 		return false

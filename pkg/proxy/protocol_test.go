@@ -276,7 +276,7 @@ func TestHalfCloseNoFake200(t *testing.T) {
 	for _, engine := range []string{"httputil", "fasthttp"} {
 		t.Run(engine, func(t *testing.T) {
 			b := newBackend(t, "real answer", func(w http.ResponseWriter, r *http.Request) {
-				time.Sleep(200 * time.Millisecond)
+				time.Sleep(2 * clientLook) // long enough for the fasthttp engine to look
 				io.WriteString(w, "real answer")
 			})
 			p := newPool(b.srv.Listener.Addr().String())
@@ -505,7 +505,7 @@ func TestClientGoneIsNoWorkerError(t *testing.T) {
 			b := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
 				started <- struct{}{}
 				select {
-				case <-time.After(500 * time.Millisecond):
+				case <-time.After(5 * clientLook): // long enough for the fasthttp engine to look
 				case <-r.Context().Done():
 				}
 			})
