@@ -122,9 +122,17 @@ func workerUnreachable(err error) bool {
 // because its worker was marked down, so that it reads as
 // pool.ErrWorkerDown.
 func workerDown(err error) error {
-	if errors.Is(err, errDownBeforeDial) {
+	switch {
+	case errors.Is(err, errDownBeforeDial):
 		return err // says it already, and that nothing was sent
+	case errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, errStaleConn):
+		// Never sent, which the retry rule must see (notSent); neither
+		// wraps a context's end or a timeout that statusOf would read
+		// instead.
+		return fmt.Errorf("%w (%w)", pool.ErrWorkerDown, err)
 	}
+	// The rest only as text: the cut's own I/O errors (a closed
+	// connection, a cancelled context) are not the client's leaving.
 	return fmt.Errorf("%w (%v)", pool.ErrWorkerDown, err)
 }
 

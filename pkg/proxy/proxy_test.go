@@ -1392,3 +1392,19 @@ func TestBadAuthorityAndPort(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkerDownKeepsARefusal: an attempt cut short because its worker
+// went down still says when the worker never got the request (a refused
+// connection), so that the retry rule sends it on, with one worker too;
+// other I/O errors of the cut stay text, so that a cancelled context in
+// them does not read as the client's leaving.
+func TestWorkerDownKeepsARefusal(t *testing.T) {
+	refused := workerDown(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)})
+	if !errors.Is(refused, pool.ErrWorkerDown) || !notSent(refused) || !retryable(false, refused, true, false) {
+		t.Errorf("%v: want it down, not sent, and retryable for a POST", refused)
+	}
+	cut := workerDown(fmt.Errorf("read: %w", context.Canceled))
+	if status, _ := statusOf(cut, false); status != http.StatusBadGateway || notSent(cut) {
+		t.Errorf("%v: got status %d, not sent %v; want 502, sent", cut, status, notSent(cut))
+	}
+}
