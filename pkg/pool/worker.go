@@ -73,6 +73,16 @@ type upEpoch struct {
 // exited) while requests were still on their way to it.
 var ErrWorkerDown = errors.New("worker went down")
 
+// ErrWorkerGone is UpContext's cause when the worker takes no more
+// connections (one was refused: it closed its listener) or its process
+// exited. It wraps ErrWorkerDown. The worker's open connections are not
+// to be cut then: the kernel ends them itself as the process exits, and
+// what the worker sent on them first is still there to read (an answer,
+// then its exit, as /dead does; or the last answers of a graceful stop).
+// Only a worker that hangs, with its process and its connections open,
+// needs them cut.
+var ErrWorkerGone = fmt.Errorf("%w: it takes no more connections", ErrWorkerDown)
+
 // UpContext returns a context that ends, with cause ErrWorkerDown, when
 // the worker serving on this process is marked down: a request waiting on
 // a hung or cut-off worker can give up at once and go elsewhere, instead
@@ -101,15 +111,23 @@ func (p *Process) arm() {
 // would: the requests on their way to it give up (UpContext ends). For a
 // process that no longer serves its worker's slot, a draining one found
 // hung, whose worker's state belongs to the process that replaced it.
-func (p *Process) MarkDown() { p.disarm() }
+func (p *Process) MarkDown() { p.end(ErrWorkerDown) }
+
+// MarkGone ends the process's up stretch with cause ErrWorkerGone: it
+// refused a connection. Call it before marking the worker down, whose
+// own end of the stretch then finds it ended.
+func (p *Process) MarkGone() { p.end(ErrWorkerGone) }
 
 // disarm ends the current up stretch, if any.
-func (p *Process) disarm() {
+func (p *Process) disarm() { p.end(ErrWorkerDown) }
+
+// end ends the current up stretch, if any, with cause.
+func (p *Process) end(cause error) {
 	if p == nil {
 		return
 	}
 	if e := p.up.Swap(nil); e != nil {
-		e.cancel(ErrWorkerDown)
+		e.cancel(cause)
 	}
 }
 
@@ -247,13 +265,14 @@ func (w *Worker) SetProcess(p *Process, s State) {
 	w.changes.Load().fire()
 }
 
-// ClearProcess records that no process serves the slot, in state s. The
-// process it had is marked down (see Process.UpContext).
+// ClearProcess records that no process serves the slot, in state s: the
+// process it had exited. Its up stretch ends with ErrWorkerGone (see
+// Process.UpContext).
 func (w *Worker) ClearProcess(s State) {
 	old := w.proc.Swap(nil)
 	w.failedStart.Store(old != nil && !old.wasUp.Load())
 	w.state.Store(int32(s))
-	old.disarm()
+	old.end(ErrWorkerGone)
 	w.changes.Load().fire()
 }
 

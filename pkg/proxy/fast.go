@@ -556,15 +556,23 @@ func (fw *fastWorker) giveBack(any) {
 }
 
 // watch makes sure the connections are cut when up, the process's
-// current UpContext, ends. A new up stretch (the worker was down and came
-// back) is a new context, watched anew; the common case is one atomic
-// load.
+// current UpContext, ends, unless it ends because the worker is gone
+// (pool.ErrWorkerGone): then only the idle ones are closed, and the busy
+// ones read what the worker sent before the kernel ends them. A new up
+// stretch (the worker was down and came back) is a new context, watched
+// anew; the common case is one atomic load.
 func (fw *fastWorker) watch(up context.Context) {
 	if !fw.stretch.fresh(up) {
 		return
 	}
 	fw.cut.Store(false)
-	context.AfterFunc(up, fw.cutConns)
+	context.AfterFunc(up, func() {
+		if errors.Is(context.Cause(up), pool.ErrWorkerGone) {
+			fw.hc.CloseIdleConnections()
+			return
+		}
+		fw.cutConns()
+	})
 }
 
 // upStretch is the up stretch of a worker whose end an engine watches:

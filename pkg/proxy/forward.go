@@ -78,12 +78,20 @@ func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetr
 			p.CountRequest(true)
 			return w, proc, nil
 		}
-		if workerUnreachable(err) && w.Process() == proc && w.CompareAndSwapState(pool.Up, pool.Down) {
-			reason := "connection refused"
-			if isTimeout(err) {
-				reason = "connect timed out"
+		if workerUnreachable(err) && w.Process() == proc {
+			if !isTimeout(err) {
+				// Refused: it closed its listener, exiting or stopping.
+				// Its open connections are left to end on their own,
+				// with what it sent on them first (pool.ErrWorkerGone).
+				proc.MarkGone()
 			}
-			log.Warn("worker down", "worker", w.ID(), "pid", proc.Pid(), "addr", proc.Addr(), "reason", reason)
+			if w.CompareAndSwapState(pool.Up, pool.Down) {
+				reason := "connection refused"
+				if isTimeout(err) {
+					reason = "connect timed out"
+				}
+				log.Warn("worker down", "worker", w.ID(), "pid", proc.Pid(), "addr", proc.Addr(), "reason", reason)
+			}
 		}
 		tried = append(tried, w)
 		bodyRead := body.failed()

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/clusterlb/clusterlb/pkg/pool"
 )
 
 // h1MaxBody is the largest request body h1 takes: it writes the whole
@@ -60,17 +62,25 @@ type h1Link struct {
 }
 
 // watch makes sure l's connections are closed when up, the process's
-// current UpContext, ends.
+// current UpContext, ends: all of them, unless it ends because the
+// worker is gone (pool.ErrWorkerGone), when the busy ones read what the
+// worker sent before the kernel ends them.
 func (l *h1Link) watch(up context.Context) {
 	if l.stretch.fresh(up) {
-		context.AfterFunc(up, l.cut)
+		context.AfterFunc(up, func() { l.cut(!errors.Is(context.Cause(up), pool.ErrWorkerGone)) })
 	}
 }
 
-// cut closes l's connections, an abort for a request on one (abortDown).
-func (l *h1Link) cut() {
+// cut closes l's idle connections, and its busy ones too when busy, an
+// abort for the request on each (abortDown).
+func (l *h1Link) cut(busy bool) {
 	l.mu.Lock()
-	conns := slices.Collect(maps.Keys(l.conns))
+	var conns []*h1Conn
+	if busy {
+		conns = slices.Collect(maps.Keys(l.conns))
+	} else {
+		conns = slices.Clone(l.idle)
+	}
 	clear(l.idle)
 	l.idle = l.idle[:0]
 	l.mu.Unlock()

@@ -506,9 +506,16 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			// The attempt ends early, with pool.ErrWorkerDown, when the
 			// worker is marked down meanwhile (hung, cut off): the
 			// request then goes to another worker at once instead of
-			// waiting for upstream_timeout.
+			// waiting for upstream_timeout. Not when it is gone (its
+			// process exited, or it refused a connection): what it sent
+			// first is still to be read, and the kernel ends the rest.
 			actx, cancel := context.WithCancelCause(req.Context())
-			stopWatch := context.AfterFunc(proc.UpContext(), func() { cancel(pool.ErrWorkerDown) })
+			up := proc.UpContext()
+			stopWatch := context.AfterFunc(up, func() {
+				if !errors.Is(context.Cause(up), pool.ErrWorkerGone) {
+					cancel(pool.ErrWorkerDown)
+				}
+			})
 			stopAttempt = func() { stopWatch(); cancel(nil) }
 			tctx, connection, gotConn := traceHead(context.WithValue(actx, upKey{}, proc.UpContext()))
 			out = out.WithContext(tctx)

@@ -1393,6 +1393,68 @@ func TestBadAuthorityAndPort(t *testing.T) {
 	}
 }
 
+// TestGoneWorkerFinishesItsAnswers: a worker that closes its listener
+// while it finishes a request (a graceful stop; or a process on its way
+// out) refuses the next connection, and is marked down for it; the
+// request it holds still gets its answer, in both engines. Cutting its
+// connections, as for a hung worker, lost that answer: a GET went again
+// to another worker (and a /dead, which answers and then exits, killed
+// that one too), a POST got a 502.
+func TestGoneWorkerFinishesItsAnswers(t *testing.T) {
+	for _, engine := range []string{"httputil", "fasthttp"} {
+		t.Run(engine, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			closed := make(chan struct{})
+			go func() {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				l.Close() // stops listening, with the request in hand
+				close(closed)
+				time.Sleep(300 * time.Millisecond)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nfrom A")
+			}()
+			t.Cleanup(func() { l.Close() })
+			b := newBackend(t, "from B", nil)
+			p := newPool(l.Addr().String(), b.srv.Listener.Addr().String())
+			url := serveEngine(t, engine, p, Options{})
+			got := make(chan string, 1)
+			go func() {
+				req, _ := http.NewRequest("POST", url+"/", strings.NewReader("x"))
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					got <- err.Error()
+					return
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				got <- fmt.Sprintf("%d %s", resp.StatusCode, body)
+			}()
+			<-closed
+			// Round-robin: B, then A again, which refuses, and B.
+			for range 2 {
+				if status, body := get(t, http.DefaultClient, url+"/", nil); status != 200 || body != "from B" {
+					t.Errorf("got %d %q; want 200 from B", status, body)
+				}
+			}
+			if p.Get(1).State() != pool.Down {
+				t.Errorf("worker A is %v after refusing a connection; want down", p.Get(1).State())
+			}
+			if g := <-got; g != "200 from A" {
+				t.Errorf("the request A held got %q; want its answer, 200 from A", g)
+			}
+		})
+	}
+}
+
 // TestWorkerDownKeepsARefusal: an attempt cut short because its worker
 // went down still says when the worker never got the request (a refused
 // connection), so that the retry rule sends it on, with one worker too;
