@@ -191,11 +191,22 @@ func Monitor(ctx context.Context, w *pool.Worker, addr string, check Checker, o 
 			return
 		case <-t.C:
 		}
+		before := w.State()
 		cctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		err := check.Check(cctx, addr)
 		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		if now := w.State(); now != before {
+			// Moved while the check ran (the proxy found the worker
+			// refusing connections, as its process died): the check's
+			// answer may be from before, and a pass would bring a dead
+			// process back up. Count afresh from the next one.
+			c = &Counter{Rise: o.Rise, Fall: o.Fall}
+			last = now
+			t.Reset(startEvery)
+			continue
 		}
 		if o.Progress != nil {
 			n := o.Progress()

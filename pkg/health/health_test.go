@@ -135,6 +135,42 @@ func TestMonitorLeavesSupervisorStateAlone(t *testing.T) {
 	}
 }
 
+// gatedCheck passes its first check once open is closed, and then waits
+// for ctx to end: a worker whose check was under way as its process died.
+type gatedCheck struct {
+	open  chan struct{}
+	calls atomic.Int64
+}
+
+func (g *gatedCheck) Check(ctx context.Context, addr string) error {
+	if g.calls.Add(1) == 1 {
+		<-g.open
+		return nil
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestCheckUnderWayWhenMarkedDownCountsNot: a check that passed but was
+// under way while the proxy marked the worker down (a refused connection,
+// its process dying) does not bring it back up: its answer may be from
+// before the fall.
+func TestCheckUnderWayWhenMarkedDownCountsNot(t *testing.T) {
+	g := &gatedCheck{open: make(chan struct{})}
+	w := runMonitor(t, pool.Up, "127.0.0.1:9", g, Options{Interval: 5 * time.Millisecond, Timeout: time.Minute, Rise: 1, Fall: 2, StartInterval: time.Millisecond})
+	for g.calls.Load() == 0 {
+		time.Sleep(time.Millisecond) // the first check is under way
+	}
+	w.CompareAndSwapState(pool.Up, pool.Down) // as the proxy does on a refusal
+	close(g.open)
+	for g.calls.Load() < 2 {
+		time.Sleep(time.Millisecond) // the first check is counted, or not, and the next under way
+	}
+	if got := w.State(); got != pool.Down {
+		t.Errorf("got state %v; want down: a check from before the fall brought it up", got)
+	}
+}
+
 // TestBusyWorkerIsNotDown: checks that time out while the worker keeps
 // answering requests do not take it down; once it stops answering, they
 // do.
