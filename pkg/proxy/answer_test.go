@@ -339,7 +339,9 @@ func TestBrokenBodyIsWorkerError(t *testing.T) {
 				}
 			})
 			p := newPool(addr)
-			url := serveEngine(t, engine, p, Options{})
+			// No retries: one failed attempt, counted once (with
+			// them, the lone worker's try again fails the same way).
+			url := serveEngine(t, engine, p, Options{MaxRetries: -1})
 			resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(url + "/")
 			if err == nil {
 				io.Copy(io.Discard, resp.Body)
@@ -438,7 +440,9 @@ func testSwitchedConnNotReused(t *testing.T, engine, before string) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhonest")
 		}
 	})
-	url := serveEngine(t, engine, newPool(addr), Options{})
+	// No retries: request 1 gets the failure it met, not a try again
+	// on a new connection.
+	url := serveEngine(t, engine, newPool(addr), Options{MaxRetries: -1})
 	for i, want := range []int{502, 200} {
 		time.Sleep(4 * time.Millisecond)
 		resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}).Get(url + "/")

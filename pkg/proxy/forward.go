@@ -43,7 +43,8 @@ func (wholeBody) clientErr() error { return nil }
 // when no worker is up but one is on its way (pool.PickWait), a request
 // or its retry waits as long for one. A request that never reached its
 // worker gets one try more than tried allows, on any worker, the same
-// one's next process too.
+// one's next process too; and a request that may be sent twice gets one
+// try again on the balancer's only worker.
 func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetries int, log *slog.Logger, resendable bool, body replayer,
 	clientGone func(error) error, try func(proc *pool.Process, retry bool) error) (*pool.Worker, *pool.Process, error) {
 	if maxRetries == 0 {
@@ -52,6 +53,7 @@ func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetr
 	var triedBuf [8]*pool.Worker
 	tried := triedBuf[:0]
 	again := false // the one try past tried was made
+	lone := false  // the lone worker's one try again was made
 	w := p.PickWait(ctx, queueWait)
 	for {
 		if w == nil {
@@ -118,6 +120,16 @@ func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetr
 				// that a worker that refuses every connection while
 				// its health check passes cannot keep it going round.
 				again = true
+				next = p.PickWait(ctx, queueWait)
+			}
+			if next == nil && !lone && len(p.Workers()) == 1 && !w.Remote() {
+				// The balancer's only worker died with the request
+				// (reset, EOF), or closed its connection: one try
+				// again, on the same worker, whose next process it
+				// reaches if this one is gone (refused, then the try
+				// above). Once only: a request that kills the worker
+				// kills two processes at most, as with two workers.
+				lone = true
 				next = p.PickWait(ctx, queueWait)
 			}
 		}

@@ -812,6 +812,64 @@ func TestRetryWaitsForAWorkerComingUp(t *testing.T) {
 	}
 }
 
+// TestLoneWorkerDyingWithTheRequest: the balancer's only worker dies
+// with a request in hand (it read it, stopped listening and closed the
+// connection without an answer, as a process killed does). A GET goes
+// once more, to its next process, and gets that one's answer, in both
+// engines; a POST, which the dead process may have acted on, gets the
+// 502. A request that kills each process it reaches kills two at most.
+func TestLoneWorkerDyingWithTheRequest(t *testing.T) {
+	for _, method := range []string{"GET", "POST"} {
+		for _, engine := range []string{"httputil", "fasthttp"} {
+			t.Run(method+"/"+engine, func(t *testing.T) {
+				l, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { l.Close() })
+				died := make(chan struct{})
+				go func() {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					http.ReadRequest(bufio.NewReader(c))
+					l.Close()
+					c.Close()
+					close(died)
+				}()
+				next := newBackend(t, "next process", nil)
+				p := newPool(l.Addr().String())
+				url := serveEngine(t, engine, p, Options{})
+				go func() {
+					<-died
+					time.Sleep(20 * time.Millisecond) // the supervisor's notice of the exit
+					p.Get(1).ClearProcess(pool.Down)
+					time.Sleep(50 * time.Millisecond) // its restart
+					p.Get(1).SetProcess(pool.NewProcess(200, next.srv.Listener.Addr().String(), time.Now()), pool.Up)
+				}()
+				req, _ := http.NewRequest(method, url+"/", nil)
+				resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				want, wantHits := "200 next process", int64(1)
+				if method == "POST" {
+					want, wantHits = "502 "+strings.TrimSpace(workerFailed), 0
+				}
+				if got := fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(body))); got != want {
+					t.Errorf("got %q; want %q", got, want)
+				}
+				if next.hits.Load() != wantHits {
+					t.Errorf("the next process got %d requests; want %d", next.hits.Load(), wantHits)
+				}
+			})
+		}
+	}
+}
+
 func TestRetriesBounded(t *testing.T) {
 	tests := []struct {
 		name       string
