@@ -73,18 +73,8 @@ func (r *RoundRobin) Select(workers []*Worker) *Worker {
 	// The turns go over the available workers only: counted over all
 	// of them, a worker that is down would hand each of its turns to
 	// the one after it, which would get twice the others' share.
-	turn := (r.next.Add(1) - 1) % uint64(avail)
+	start := turnStart(workers, (r.next.Add(1)-1)%uint64(avail))
 	n := uint64(len(workers))
-	var start uint64
-	for i, w := range workers {
-		if w.Available() {
-			if turn == 0 {
-				start = uint64(i)
-				break
-			}
-			turn--
-		}
-	}
 	var first *Worker
 	for i := range n {
 		w := workers[(start+i)%n]
@@ -99,6 +89,21 @@ func (r *RoundRobin) Select(workers []*Worker) *Worker {
 		}
 	}
 	return first
+}
+
+// turnStart returns the index in workers of the available worker whose
+// turn it is, the turn-th of them counted from 0: where a pick's scan
+// begins.
+func turnStart(workers []*Worker, turn uint64) uint64 {
+	for i, w := range workers {
+		if w.Available() {
+			if turn == 0 {
+				return uint64(i)
+			}
+			turn--
+		}
+	}
+	return 0
 }
 
 // LeastConn picks the available worker with the fewest requests in
@@ -127,18 +132,8 @@ func (l *LeastConn) Select(workers []*Worker) *Worker {
 	if avail == 0 {
 		return nil
 	}
-	turn := (l.next.Add(1) - 1) % avail // over the available workers, as RoundRobin's
+	start := turnStart(workers, (l.next.Add(1)-1)%avail) // over the available workers, as RoundRobin's
 	n := uint64(len(workers))
-	var start uint64
-	for i, w := range workers {
-		if w.Available() {
-			if turn == 0 {
-				start = uint64(i)
-				break
-			}
-			turn--
-		}
-	}
 	var best *Worker
 	var bestN int64
 	for i := range n {

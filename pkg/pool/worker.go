@@ -83,8 +83,9 @@ var ErrWorkerDown = errors.New("worker went down")
 // needs them cut.
 var ErrWorkerGone = fmt.Errorf("%w: it takes no more connections", ErrWorkerDown)
 
-// UpContext returns a context that ends, with cause ErrWorkerDown, when
-// the worker serving on this process is marked down: a request waiting on
+// UpContext returns a context that ends, with cause ErrWorkerDown (or
+// ErrWorkerGone, which wraps it), when the worker serving on this
+// process is marked down: a request waiting on
 // a hung or cut-off worker can give up at once and go elsewhere, instead
 // of waiting for its timeout. It never ends for a process that was not
 // marked down, including one replaced by a reload (its requests finish).
