@@ -707,17 +707,20 @@ func TestH2HeadChecked(t *testing.T) {
 	for _, tc := range []struct {
 		method, path, authority string
 		want                    string // the status, then the worker's request line and Host
+		fields                  [][2]string
 	}{
-		{"GE T", "/", "x", `400 {"error":"invalid method"}`},
-		{"GET", "/x?a b", "x", `400 {"error":"invalid request target"}`},
-		{"GET", "/", "a b", `400 {"error":"invalid Host header"}`},
-		{"GET", "/", "a/b", `400 {"error":"invalid Host header"}`},
-		{"GET", "/", "", `400 {"error":"invalid Host header"}`}, // else the worker's own address
-		{"GET", "/", "x:abc", `400 {"error":"invalid Host header"}`},
-		{"get", "/x?a%20b", "x", "200 get /x?a%20b HTTP/1.1 Host: x"},
-		{"GET", "/a b", "x:8080", "200 GET /a%20b HTTP/1.1 Host: x:8080"},
+		{"GE T", "/", "x", `400 {"error":"invalid method"}`, nil},
+		{"GET", "/x?a b", "x", `400 {"error":"invalid request target"}`, nil},
+		{"GET", "/", "a b", `400 {"error":"invalid Host header"}`, nil},
+		{"GET", "/", "a/b", `400 {"error":"invalid Host header"}`, nil},
+		{"GET", "/", "", `400 {"error":"invalid Host header"}`, nil}, // else the worker's own address
+		{"GET", "/", "x", `417 {"error":"unsupported expectation"}`, [][2]string{{"expect", "foo"}}},
+		{"GET", "/", "x", "200 GET / HTTP/1.1 Host: x", [][2]string{{"expect", "100-continue"}}},
+		{"GET", "/", "x:abc", `400 {"error":"invalid Host header"}`, nil},
+		{"get", "/x?a%20b", "x", "200 get /x?a%20b HTTP/1.1 Host: x", nil},
+		{"GET", "/a b", "x:8080", "200 GET /a%20b HTTP/1.1 Host: x:8080", nil},
 	} {
-		status, body := h2Exchange(t, srv.Listener.Addr().String(), tc.method, tc.path, tc.authority)
+		status, body := h2Exchange(t, srv.Listener.Addr().String(), tc.method, tc.path, tc.authority, tc.fields...)
 		res := status + " " + strings.TrimSpace(body)
 		if status == "200" {
 			select {
@@ -743,7 +746,7 @@ func TestH2HeadChecked(t *testing.T) {
 // h2Exchange sends one bodiless request over a new h2c connection to
 // addr, in frames written here, and returns the answer's status and body.
 // A CONNECT goes without :scheme and :path.
-func h2Exchange(t *testing.T, addr, method, path, authority string) (status, body string) {
+func h2Exchange(t *testing.T, addr, method, path, authority string, fields ...[2]string) (status, body string) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -753,7 +756,7 @@ func h2Exchange(t *testing.T, addr, method, path, authority string) (status, bod
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	var block bytes.Buffer
 	enc := hpack.NewEncoder(&block)
-	for _, f := range [][2]string{{":method", method}, {":scheme", "http"}, {":authority", authority}, {":path", path}} {
+	for _, f := range append([][2]string{{":method", method}, {":scheme", "http"}, {":authority", authority}, {":path", path}}, fields...) {
 		if method != "CONNECT" || (f[0] != ":scheme" && f[0] != ":path") { // RFC 9113 8.5
 			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
 		}

@@ -376,6 +376,14 @@ func (px *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 			px.handleError(w, r, err)
 			return
 		}
+		if e := r.Header["Expect"]; len(e) > 0 && !httpguts.HeaderValuesContainsToken(e, "100-continue") {
+			// An expectation the balancer does not know (RFC 9110
+			// 10.1.1): 417, uncounted, as net/http's HTTP/1 server and
+			// the fasthttp engine answer it; the HTTP/2 server passes
+			// it on.
+			WriteError(w, http.StatusExpectationFailed, "unsupported expectation")
+			return
+		}
 	}
 	if t := upgradeType(r.Header); t != "" {
 		if !printable(t) {
