@@ -83,6 +83,11 @@ var ErrWorkerDown = errors.New("worker went down")
 // needs them cut.
 var ErrWorkerGone = fmt.Errorf("%w: it takes no more connections", ErrWorkerDown)
 
+// Gone reports whether up, an UpContext that ended, ended because its
+// worker is gone (ErrWorkerGone) rather than hung: whether its busy
+// connections are to be left to the kernel rather than cut.
+func Gone(up context.Context) bool { return errors.Is(context.Cause(up), ErrWorkerGone) }
+
 // UpContext returns a context that ends, with cause ErrWorkerDown (or
 // ErrWorkerGone, which wraps it), when the worker serving on this
 // process is marked down: a request waiting on

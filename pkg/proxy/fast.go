@@ -567,7 +567,7 @@ func (fw *fastWorker) watch(up context.Context) {
 	}
 	fw.cut.Store(false)
 	context.AfterFunc(up, func() {
-		if errors.Is(context.Cause(up), pool.ErrWorkerGone) {
+		if pool.Gone(up) {
 			fw.hc.CloseIdleConnections()
 			return
 		}

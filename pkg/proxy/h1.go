@@ -67,7 +67,7 @@ type h1Link struct {
 // worker sent before the kernel ends them.
 func (l *h1Link) watch(up context.Context) {
 	if l.stretch.fresh(up) {
-		context.AfterFunc(up, func() { l.cut(!errors.Is(context.Cause(up), pool.ErrWorkerGone)) })
+		context.AfterFunc(up, func() { l.cut(!pool.Gone(up)) })
 	}
 }
 

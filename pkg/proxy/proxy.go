@@ -520,7 +520,7 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			actx, cancel := context.WithCancelCause(req.Context())
 			up := proc.UpContext()
 			stopWatch := context.AfterFunc(up, func() {
-				if !errors.Is(context.Cause(up), pool.ErrWorkerGone) {
+				if !pool.Gone(up) {
 					cancel(pool.ErrWorkerDown)
 				}
 			})
