@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/clusterlb/clusterlb/internal/limits"
 	"github.com/clusterlb/clusterlb/pkg/pool"
 )
 
@@ -182,7 +183,14 @@ func Monitor(ctx context.Context, w *pool.Worker, addr string, check Checker, o 
 	c := &Counter{Rise: o.Rise, Fall: o.Fall}
 	last := w.State()
 	reported := false // OnDown was called since the worker was last up
+	short := false    // the last check could not be made (limits.Exhausted)
 	var progress int64
+	next := func(w *pool.Worker) time.Duration {
+		if w.State() == pool.Starting {
+			return startEvery
+		}
+		return o.Interval
+	}
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -198,6 +206,18 @@ func Monitor(ctx context.Context, w *pool.Worker, addr string, check Checker, o 
 		if ctx.Err() != nil {
 			return
 		}
+		if err != nil && limits.Exhausted(err) {
+			// The balancer could not open the check's socket: that says
+			// nothing of the worker, which must not be marked down and
+			// replaced, its requests cut, for the balancer's shortage.
+			if !short {
+				short = true
+				log.Warn("health check not made: the balancer is short of descriptors or memory", "worker", w.ID(), "pid", w.Pid(), "err", err)
+			}
+			t.Reset(next(w))
+			continue
+		}
+		short = false
 		if now := w.State(); now != before {
 			// Moved while the check ran (the proxy found the worker
 			// refusing connections, as its process died): the check's
@@ -253,11 +273,7 @@ func Monitor(ctx context.Context, w *pool.Worker, addr string, check Checker, o 
 				}
 			}
 		}
-		if w.State() == pool.Starting {
-			t.Reset(startEvery)
-		} else {
-			t.Reset(o.Interval)
-		}
+		t.Reset(next(w))
 	}
 }
 

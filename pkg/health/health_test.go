@@ -5,8 +5,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -323,4 +325,47 @@ func TestBusyWorkerDroppingChecksIsNotDown(t *testing.T) {
 	}
 	progressing.Store(0) // hung: no more answers
 	waitState(t, w, pool.Down)
+}
+
+// failingCheck fails every check with err, and counts them.
+type failingCheck struct {
+	err   error
+	calls atomic.Int64
+}
+
+func (f *failingCheck) Check(context.Context, string) error {
+	f.calls.Add(1)
+	return f.err
+}
+
+// TestCheckTheBalancerCouldNotMakeCountsNot: a check that failed because
+// the balancer could not open its socket (out of descriptors) says
+// nothing of the worker, which stays up; a check the worker failed takes
+// it down.
+func TestCheckTheBalancerCouldNotMakeCountsNot(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		err  error
+		want pool.State
+	}{
+		{"out of descriptors", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", syscall.EMFILE)}, pool.Up},
+		{"out of local ports", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.EADDRNOTAVAIL)}, pool.Up},
+		{"reset by the worker", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, pool.Down},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &failingCheck{err: tt.err}
+			var downs atomic.Int64
+			w := runMonitor(t, pool.Up, "127.0.0.1:9", f, Options{Interval: time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2,
+				OnDown: func(*pool.Worker) { downs.Add(1) }})
+			for f.calls.Load() < 5 {
+				time.Sleep(time.Millisecond)
+			}
+			if got := w.State(); got != tt.want {
+				t.Errorf("got state %v after %d checks failing with %v; want %v", got, f.calls.Load(), tt.err, tt.want)
+			}
+			if tt.want == pool.Up && downs.Load() != 0 {
+				t.Errorf("OnDown called %d times; want none: the worker would be replaced", downs.Load())
+			}
+		})
+	}
 }

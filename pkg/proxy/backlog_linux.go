@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 
+	"github.com/clusterlb/clusterlb/internal/limits"
 	"golang.org/x/sys/unix"
 )
 
@@ -65,7 +66,7 @@ func diagSocket() (int, error) {
 	}
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_INET_DIAG)
 	if err != nil {
-		if !errors.Is(err, unix.EMFILE) && !errors.Is(err, unix.ENFILE) && !errors.Is(err, unix.ENOBUFS) && !errors.Is(err, unix.ENOMEM) {
+		if !limits.Exhausted(err) {
 			diagBroken.Store(true)
 		}
 		return -1, err
