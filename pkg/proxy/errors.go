@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"syscall"
 
+	"github.com/clusterlb/clusterlb/internal/limits"
 	"github.com/clusterlb/clusterlb/pkg/pool"
 )
 
@@ -54,7 +55,8 @@ const StatusClientClosed = 499
 
 // Status maps a failed forward to the status the client gets, and the
 // message of its JSON body. It is the one place where errors become
-// statuses: 503 when no worker is up, 504 when the worker timed out, 499
+// statuses: 503 when no worker is up or the balancer could not open a
+// connection to one (out of descriptors: limits.Exhausted), 504 when the worker timed out, 499
 // when the client went away, 400 when its body could not be read or its
 // head cannot be sent on as it came (a badRequest; 408 when it stalled,
 // 413 when over the fasthttp engine's limit), 405 to a CONNECT, 502
@@ -82,6 +84,8 @@ func statusOf(err error, clientGone bool) (int, string) {
 		return http.StatusBadRequest, string(bad)
 	case errors.Is(err, errConnect):
 		return http.StatusMethodNotAllowed, errConnect.Error()
+	case limits.Exhausted(err):
+		return http.StatusServiceUnavailable, "balancer out of file descriptors or ports"
 	case errors.Is(err, errBodyTooLarge):
 		return http.StatusRequestEntityTooLarge, "request body too large"
 	case isTimeout(err):

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/clusterlb/clusterlb/internal/limits"
 	"github.com/clusterlb/clusterlb/pkg/pool"
 )
 
@@ -137,12 +138,23 @@ func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetr
 			// Not to be retried, or no other worker to retry on: the
 			// client gets this attempt's failure (502), not a retry
 			// that never happened.
-			w.End(proc, false, false)
+			endFailed(w, proc, err, false)
 			return nil, nil, err
 		}
-		w.End(proc, false, true)
+		endFailed(w, proc, err, true)
 		p.CountRetry()
 		log.Debug("retrying on another worker", "worker", w.ID(), "err", err)
 		w = next
 	}
+}
+
+// endFailed closes the Begin of an attempt that failed with err: the
+// worker's error, unless the balancer could not open a connection to it
+// (limits.Exhausted), which is none of the worker's doing.
+func endFailed(w *pool.Worker, proc *pool.Process, err error, retried bool) {
+	if limits.Exhausted(err) {
+		w.Abandon(proc)
+		return
+	}
+	w.End(proc, false, retried)
 }

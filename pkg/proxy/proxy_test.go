@@ -1000,6 +1000,7 @@ func TestStatusMapping(t *testing.T) {
 		{"no worker", ErrNoWorker, 503},
 		{"timeout", &net.OpError{Op: "read", Err: timeoutErr{}}, 504},
 		{"refused", &net.OpError{Op: "dial", Err: io.EOF}, 502},
+		{"balancer out of descriptors", &net.OpError{Op: "dial", Err: os.NewSyscallError("socket", syscall.EMFILE)}, 503},
 		{"other", io.ErrUnexpectedEOF, 502},
 	}
 	for _, tt := range tests {
