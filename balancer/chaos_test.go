@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -624,4 +626,121 @@ func TestReloadToMoreWorkersStartsEachOnce(t *testing.T) {
 	if w := after.Workers[1]; w.Restarts != 0 || strings.Count(c.logs.String(), `"worker started" worker=2 `) != 1 {
 		t.Errorf("worker 2: restarts %d, log:\n%s\nwant started once, no restart", w.Restarts, c.logs.String())
 	}
+}
+
+// TestOutOfDescriptors: a flood of idle client connections past what the
+// balancer's open-file limit allows. By default the balancer accepts only
+// as many as leave it descriptors for its workers (max_conns), and goes
+// on serving the connections it has; with a bound past the limit it runs
+// out, and then neither dies (fasthttp's Serve ended at the first failed
+// accept) nor takes its workers for hung (health checks it could not
+// make took them down, and had them killed and restarted); a request that
+// needs a connection it cannot open gets a 503, not the worker's 502.
+func TestOutOfDescriptors(t *testing.T) { forEngines(t, testOutOfDescriptors) }
+
+func testOutOfDescriptors(t *testing.T, engine string) {
+	const nofile, flood = 256, 300
+	for _, tt := range []struct {
+		name string
+		args []string
+		ok   []int // the statuses a request on a connection accepted before the flood may get
+	}{
+		{"default bound", nil, []int{200}},
+		{"bound past the limit", []string{"-max-conns", "100000"}, []int{200, 503}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			wrapper := []string{"/bin/sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$@"`, nofile), "sh"}
+			args := append([]string{"-engine", engine, "-workers", "2", "-health-interval", "20ms", "-health-fall", "2"}, tt.args...)
+			c := startUnder(t, wrapper, 2, args...)
+			// Kept-alive connections accepted before the flood, each
+			// with a request made on its own, one at a time: the
+			// balancer keeps one connection open to each worker.
+			const clients = 4
+			var hcs []*http.Client
+			for range clients {
+				hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+				defer hc.CloseIdleConnections()
+				if code, err := getStatus(hc, c.url+"/operacion-simple"); err != nil || code != 200 {
+					t.Fatalf("before the flood: %d %v", code, err)
+				}
+				hcs = append(hcs, hc)
+			}
+			var conns []net.Conn
+			defer func() {
+				for _, nc := range conns {
+					nc.Close()
+				}
+			}()
+			for range flood {
+				nc, err := net.Dial("tcp", c.addr)
+				if err != nil {
+					t.Fatalf("dial %d: %v", len(conns), err)
+				}
+				conns = append(conns, nc)
+			}
+			// Many health checks' time, with the flood held and no
+			// request meanwhile: a worker answering requests has its
+			// failed checks excused as busy.
+			time.Sleep(500 * time.Millisecond)
+			// Then requests from all the clients at once: one worker
+			// gets more than one, and a connection must be opened to it.
+			var wg sync.WaitGroup
+			codes := make(chan int, 3*clients)
+			for _, hc := range hcs {
+				wg.Go(func() {
+					for range 3 {
+						code, err := getStatus(hc, c.url+"/operacion-compleja")
+						if err != nil {
+							t.Errorf("during the flood: %v", err)
+						}
+						codes <- code
+					}
+				})
+			}
+			wg.Wait()
+			close(codes)
+			for code := range codes {
+				if !slices.Contains(tt.ok, code) {
+					t.Errorf("during the flood: status %d; want one of %v", code, tt.ok)
+				}
+			}
+			var s statsDoc
+			for _, hc := range hcs[:1] {
+				resp, err := hc.Get(c.url + "/stats")
+				if err != nil {
+					t.Fatalf("stats during the flood: %v", err)
+				}
+				err = json.NewDecoder(resp.Body).Decode(&s)
+				resp.Body.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, w := range s.Workers {
+				if w.State != "up" || w.Restarts != 0 || w.Errors != 0 {
+					t.Errorf("worker %d: state %s, %d restarts, %d errors; want up, none, none: the balancer's shortage is not the worker's", w.ID, w.State, w.Restarts, w.Errors)
+				}
+			}
+			for _, nc := range conns {
+				nc.Close()
+			}
+			conns = nil
+			// The flood gone, a new client gets in.
+			c.waitFor("a new connection served", func(statsDoc) bool {
+				code, _, err := c.get("/operacion-simple")
+				return err == nil && code == 200
+			})
+		})
+	}
+}
+
+// getStatus GETs url with hc and returns the status, the body read.
+func getStatus(hc *http.Client, url string) (int, error) {
+	resp, err := hc.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, err
 }

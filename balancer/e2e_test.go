@@ -102,11 +102,21 @@ func newCluster(t *testing.T, addr string) *running {
 // workers are up.
 func start(t *testing.T, want int, args ...string) *running {
 	t.Helper()
+	return startUnder(t, nil, want, args...)
+}
+
+// startUnder is start with the balancer run by the command line
+// wrapper, which ends by running its arguments with exec (a shell's
+// ulimit); nil runs it directly.
+func startUnder(t *testing.T, wrapper []string, want int, args ...string) *running {
+	t.Helper()
 	addr := freeAddr(t)
 	c := newCluster(t, addr)
 	// The admin API is off unless a test asks for it (later flags win):
 	// the default 127.0.0.1:9090 may be taken on a shared machine.
-	c.cmd = exec.Command(filepath.Join(binDir, "balancer"), append([]string{"-listen", addr, "-admin-listen", ""}, args...)...)
+	argv := append([]string{filepath.Join(binDir, "balancer"), "-listen", addr, "-admin-listen", ""}, args...)
+	argv = append(wrapper[:len(wrapper):len(wrapper)], argv...)
+	c.cmd = exec.Command(argv[0], argv[1:]...)
 	c.cmd.Stdout = c.logs
 	c.cmd.Stderr = c.logs
 	if err := c.cmd.Start(); err != nil {

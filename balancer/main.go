@@ -161,13 +161,13 @@ func run(args []string) int {
 	}
 
 	serveDone := make(chan error, 1)
-	go func() { serveDone <- front.Serve(cluster.GuardListener(ln, cfg)) }()
+	go func() { serveDone <- front.Serve(cluster.GuardListener(ln, cfg, logger)) }()
 	adminAddr := "off"
 	if adminLn != nil {
 		adminAddr = adminLn.Addr().String()
 	}
 	logger.Info("balancer listening", "pid", os.Getpid(), "listen", ln.Addr().String(), "workers", workers, "policy", cfg.Policy, "engine", cfg.Engine,
-		"stats", cfg.StatsPath, "admin", adminAddr)
+		"stats", cfg.StatsPath, "admin", adminAddr, "max_conns", cluster.MaxConns(cfg))
 
 	// One goroutine carries out the signals' operations, in the order
 	// they came (a goroutine each would race for the supervisor, and a

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/clusterlb/clusterlb/internal/limits"
 	"github.com/clusterlb/clusterlb/pkg/config"
 	"github.com/clusterlb/clusterlb/pkg/guard"
 	"github.com/clusterlb/clusterlb/pkg/pool"
@@ -61,16 +62,28 @@ func NewOwnPaths(cfg config.Config, p *pool.Pool, statsHandler, metricsHandler h
 }
 
 // GuardListener wraps the public listener in the defences both engines
-// serve behind: the send timeout for clients that stop reading, and the
-// guard's framing check, outermost, as the guard must be. fasthttp finds
-// a head's end by CRLF CRLF alone, so under it a head ending in a bare LF
-// is refused at once rather than waited on until the read timeout.
-func GuardListener(ln net.Listener, cfg config.Config) net.Listener {
+// serve behind: the bound on client connections, and an accept that
+// waits out a shortage of descriptors (guard.Admit); the send timeout for
+// clients that stop reading; and the guard's framing check, outermost, as
+// the guard must be. fasthttp finds a head's end by CRLF CRLF alone, so
+// under it a head ending in a bare LF is refused at once rather than
+// waited on until the read timeout.
+func GuardListener(ln net.Listener, cfg config.Config, log *slog.Logger) net.Listener {
 	var opts []guard.Option
 	if cfg.Engine == "fasthttp" {
 		opts = append(opts, guard.CRLFHeadEnd())
 	}
-	return guard.NewListener(guard.SendTimeout(ln, cfg.SendTimeout), cfg.MaxHeaderBytes, opts...)
+	admitted := guard.Admit(ln, MaxConns(cfg), log)
+	return guard.NewListener(guard.SendTimeout(admitted, cfg.SendTimeout), cfg.MaxHeaderBytes, opts...)
+}
+
+// MaxConns is the bound on client connections: cfg.MaxConns, or when it
+// is 0 the one the open-file limit allows (limits.MaxConns).
+func MaxConns(cfg config.Config) int {
+	if cfg.MaxConns > 0 {
+		return cfg.MaxConns
+	}
+	return limits.MaxConns(limits.OpenFiles())
 }
 
 // NewFrontend builds the engine cfg.Engine names, serving own's pages and

@@ -118,6 +118,12 @@ type Config struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxHeaderBytes bounds a request's header block; larger gets 431.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxConns bounds the client connections open at once; past it, new
+	// ones wait in the kernel's listen queue until one closes (HAProxy's
+	// maxconn). 0 takes it from the open-file limit (limits.MaxConns),
+	// which leaves a descriptor for each one's connection to a worker and
+	// some for health checks and restarts.
+	MaxConns int `yaml:"max_conns"`
 
 	// MaxRetries bounds the retries of one request on other workers; -1
 	// (default) means one less than the number of workers, 0 none.
@@ -272,6 +278,10 @@ const MaxWorkers = pool.MaxWorkers
 // channel per worker.
 const MaxWorkerConns = 1 << 16
 
+// MaxConnsLimit is the largest max_conns, far past what a process can
+// have open.
+const MaxConnsLimit = 1 << 24
+
 // MaxHeaderBytesLimit is the largest max_header_bytes: 64 MiB, 64 times
 // net/http's default, far past any real header, and far from the sums
 // (the read buffer's slack on top of it) that would overflow.
@@ -385,6 +395,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxHeaderBytes < 1024 || c.MaxHeaderBytes > MaxHeaderBytesLimit {
 		return bad("max_header_bytes", "want 1024 to %d; got %d", MaxHeaderBytesLimit, c.MaxHeaderBytes)
+	}
+	if c.MaxConns < 0 || c.MaxConns > MaxConnsLimit {
+		return bad("max_conns", "want 0 (from the open-file limit) to %d; got %d", MaxConnsLimit, c.MaxConns)
 	}
 	if c.WorkerMaxConns < 0 || c.WorkerMaxConns > MaxWorkerConns {
 		return bad("worker_max_conns", "want 0 (no bound) to %d; got %d", MaxWorkerConns, c.WorkerMaxConns)
@@ -876,6 +889,7 @@ func newFlagSet(name string, c *Config, output io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.SendTimeout, "send-timeout", c.SendTimeout, "a client that takes none of the answer's bytes for this long is cut off")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "idle keep-alive client connections are closed after this")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request header block; larger gets 431")
+	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "client connections open at once; more wait in the listen queue; 0 = from the open-file limit (half of it, less 64)")
 	fs.IntVar(&c.MaxRetries, "max-retries", c.MaxRetries, "retries of a request on other workers; -1 = workers - 1")
 	fs.IntVar(&c.WorkerMaxConns, "worker-max-conns", c.WorkerMaxConns, "requests at each worker at once; more wait in the balancer, in order, up to upstream-timeout (8 suits a CPU-bound Node app); 0 = no bound")
 	fs.Int64Var(&c.RetryBufferBytes, "retry-buffer-bytes", c.RetryBufferBytes, "request bodies up to this size are buffered for replay; 0 = none")

@@ -158,6 +158,7 @@ func TestParseErrorsNameTheSetting(t *testing.T) {
 		{"recycle count past int64", []string{"-max-requests", "1000", "-max-requests-jitter", "9223372036854775807"}, []string{"max_requests_jitter"}},
 		{"jitter alone past int64", []string{"-max-requests-jitter", "9223372036854775807"}, []string{"max_requests_jitter"}},
 		{"header bound past any buffer", []string{"-max-header-bytes", "9223372036854775807"}, []string{"max_header_bytes"}},
+		{"negative connection bound", []string{"-max-conns", "-1"}, []string{"max_conns", "-1"}},
 		{"health path with a bad escape", []string{"-health-path", "/%zz"}, []string{"health_path", "%zz"}},
 		{"health path with a space", []string{"-health-path", "/a b"}, []string{"health_path", "/a b"}},
 		{"health path with a fragment", []string{"-health-path", "/health#x"}, []string{"health_path"}},

@@ -136,12 +136,7 @@ func (c *conn) NetConn() net.Conn { return c.Conn }
 
 // CloseWrite lets net/http half-close before its lingering close (closeWriteAndWait), so
 // a client still sending gets the 431 or 400 instead of a reset.
-func (c *conn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.ErrUnsupported
-}
+func (c *conn) CloseWrite() error { return closeWrite(c.Conn) }
 
 // ReadFrom keeps the underlying conn's own ReadFrom for outbound copies (a TCP conn's
 // sendfile and splice; SendTimeout's, which copies through its Write); only inbound bytes

@@ -78,12 +78,7 @@ func (c *sendConn) SetWriteDeadline(t time.Time) error {
 }
 
 // CloseWrite lets the server half-close before a lingering close.
-func (c *sendConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.ErrUnsupported
-}
+func (c *sendConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 // ReadFrom copies through Write, so that each chunk gets its deadline (a
 // tunnel's copy would otherwise splice with none).
