@@ -1,7 +1,6 @@
 package guard
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"net"
@@ -11,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/clusterlb/clusterlb/internal/testutil"
 )
 
 // acceptAll accepts on l until it fails, handing each conn to the channel.
@@ -64,7 +65,7 @@ func TestAdmitBoundsOpenConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logged lockedBuffer
+	var logged testutil.SyncBuffer
 	l := Admit(inner, 2, slog.New(slog.NewTextHandler(&logged, nil)))
 	got := acceptAll(t, l)
 	addr := inner.Addr().String()
@@ -126,25 +127,6 @@ func TestAdmitCloseEndsAWaitForAPlace(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log that the accepting goroutine writes while the
-// test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // shortListener fails its first n Accepts with err, then accepts from
 // the listener it wraps.
 type shortListener struct {
@@ -183,7 +165,7 @@ func TestAdmitWaitsOutAShortage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var logged bytes.Buffer
+			var logged testutil.SyncBuffer
 			l := Admit(&shortListener{Listener: inner, n: 3, err: tt.err}, tt.max, slog.New(slog.NewTextHandler(&logged, nil)))
 			defer l.Close()
 			dial(t, inner.Addr().String())
