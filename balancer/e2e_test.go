@@ -550,6 +550,60 @@ func TestClosedOutputPipe(t *testing.T) {
 	waitGone(t, pids, time.Second)
 }
 
+// A balancer whose output stalls (a terminal paused with Ctrl-S, a pipe
+// whose reader stopped reading) keeps serving and stops when asked: its
+// log lines wait in a bounded queue, and past it are dropped and counted,
+// instead of blocking each request (its access log line), each restart
+// and the stop on a write that never ends.
+func TestStalledOutputPipe(t *testing.T) {
+	addr := freeAddr(t)
+	c := newCluster(t, addr)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c.cmd = exec.Command(filepath.Join(binDir, "balancer"), "-listen", addr, "-admin-listen", "", "-workers", "2", "-access-log")
+	c.cmd.Stdout = w
+	c.cmd.Stderr = w
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	go func() { c.cmd.Wait(); close(c.exited) }()
+	t.Cleanup(c.cleanup)
+	s := c.waitUp(2)
+	c.client.Timeout = 10 * time.Second
+
+	// Each request logs a line of about 2 KiB (its URI): 1500 of them are
+	// more than the pipe (64 KiB) and the queue (1 MiB) hold, nobody
+	// reading the pipe.
+	path := "/operacion-simple?pad=" + strings.Repeat("x", 2000)
+	for i := range 1500 {
+		if code, _, err := c.get(path); err != nil || code != 200 {
+			t.Fatalf("request %d with the output stalled: %d, %v", i, code, err)
+		}
+	}
+	// A worker's restart is logged too.
+	victim := s.Workers[0].Pid
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor("worker 1 back under a new pid", func(s statsDoc) bool {
+		w := s.Workers[0]
+		return w.State == "up" && w.Pid != 0 && w.Pid != victim
+	})
+	// The output read again: the loss is told.
+	go io.Copy(c.logs, r)
+	c.waitLog("log output stalled: lines dropped")
+	s, _ = c.stats()
+	pids := workerPids(s)
+	if code := c.stop(syscall.SIGTERM); code != 0 {
+		t.Errorf("got exit code %d (%v); want 0", code, c.cmd.ProcessState)
+	}
+	waitGone(t, pids, time.Second)
+}
+
 // TestJSONLogDurations: the JSON log writes a duration as the text log
 // does ("30s"), not as slog's default count of nanoseconds.
 func TestJSONLogDurations(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/clusterlb/clusterlb/internal/asyncout"
 	"github.com/clusterlb/clusterlb/pkg/admin"
 	"github.com/clusterlb/clusterlb/pkg/cluster"
 	"github.com/clusterlb/clusterlb/pkg/config"
@@ -88,7 +90,21 @@ func run(args []string) int {
 	if err != nil {
 		return 2 // Parse printed why
 	}
-	logger := newLogger(cfg.LogLevel, cfg.LogFormat)
+	// The log and the workers' output go out through queues, so that an
+	// output that stalls (a terminal paused with Ctrl-S, a pipe nobody
+	// reads) drops lines rather than stall requests, restarts and the
+	// stop; what is queued is written out on the way out, for a while.
+	var logger *slog.Logger
+	stderr := asyncout.New(os.Stderr, outputQueue, func(lost int64) {
+		logger.Warn("log output stalled: lines dropped", "lines", lost)
+	})
+	defer stderr.Close(outputFlush)
+	stdout := asyncout.New(os.Stdout, outputQueue, func(lost int64) {
+		logger.Warn("workers' output stalled: lines dropped", "lines", lost)
+	})
+	defer stdout.Close(outputFlush)
+	logger = newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
+	workerOut := cluster.WorkerOutput(cfg.LogFormat, logger, stdout, stderr)
 	// First of all: a signal that comes while the workers start must be
 	// handled, not take its default action (exit, or stop the process).
 	sigs := make(chan os.Signal, 8)
@@ -103,7 +119,7 @@ func run(args []string) int {
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "balancer: listen %s: %v\n", cfg.Listen, err)
+		fmt.Fprintf(stderr, "balancer: listen %s: %v\n", cfg.Listen, err)
 		return listenExit(err)
 	}
 	var adminLn net.Listener
@@ -117,13 +133,13 @@ func run(args []string) int {
 			logger.Warn("admin API off: its default address is taken; set -admin-listen to another address", "admin_listen", cfg.AdminListen, "err", err)
 		default:
 			ln.Close()
-			fmt.Fprintf(os.Stderr, "balancer: admin_listen %s: %v (set -admin-listen to another address, or \"\" to turn the admin API off)\n", cfg.AdminListen, err)
+			fmt.Fprintf(stderr, "balancer: admin_listen %s: %v (set -admin-listen to another address, or \"\" to turn the admin API off)\n", cfg.AdminListen, err)
 			return listenExit(err)
 		}
 	}
-	spec, err := cluster.WorkerSpec(cfg, logger)
+	spec, err := cluster.WorkerSpec(cfg, logger, workerOut)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "balancer:", err)
+		fmt.Fprintln(stderr, "balancer:", err)
 		return 1
 	}
 
@@ -150,7 +166,7 @@ func run(args []string) int {
 	supDone := make(chan error, 1)
 	go func() { supDone <- sup.Run(supCtx, workers) }()
 
-	ctl := cluster.NewController(sup, args, cfg, logger)
+	ctl := cluster.NewController(sup, args, cfg, logger, workerOut)
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
 	adminDone := make(chan error, 1)
 	if adminLn != nil {
@@ -247,7 +263,15 @@ wait:
 	return code
 }
 
-func newLogger(level, format string) *slog.Logger {
+// outputQueue bounds the bytes of log and worker output held for an
+// output that takes them slower than they come; outputFlush is how long
+// the balancer waits on its way out for the output to take what is held.
+const (
+	outputQueue = 1 << 20
+	outputFlush = 2 * time.Second
+)
+
+func newLogger(level, format string, out io.Writer) *slog.Logger {
 	var l slog.Level
 	l.UnmarshalText([]byte(level))
 	opts := &slog.HandlerOptions{Level: l}
@@ -260,9 +284,9 @@ func newLogger(level, format string) *slog.Logger {
 			}
 			return a
 		}
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		return slog.New(slog.NewJSONHandler(out, opts))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(slog.NewTextHandler(out, opts))
 }
 
 // listenExit is the exit status for a failure to listen: 2 when the

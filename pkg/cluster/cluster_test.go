@@ -84,7 +84,7 @@ func TestAskedForLinesPassTheLogLevel(t *testing.T) {
 	cfg := config.Default()
 	cfg.AccessLog = true
 	ProxyOptions(cfg, logger).AccessLog.Info("access", "status", 200)
-	workerOutput("json", logger)(1, 42, true, []byte("panic: boom"))
+	WorkerOutput("json", logger, nil, nil)(1, 42, true, []byte("panic: boom"))
 	logger.Info("the balancer's own, below its level")
 	got := buf.String()
 	for _, want := range []string{`"msg":"access"`, `"msg":"panic: boom"`} {
@@ -118,7 +118,7 @@ func TestWorkerSpec(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := config.Default()
 			cfg.Cmd, cfg.HealthPath = tt.cmd, tt.check
-			spec, err := WorkerSpec(cfg, slog.New(slog.DiscardHandler))
+			spec, err := WorkerSpec(cfg, slog.New(slog.DiscardHandler), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -407,7 +407,7 @@ func runController(t *testing.T, args []string, n int, logger *slog.Logger) (con
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec, err := WorkerSpec(cfg, logger)
+	spec, err := WorkerSpec(cfg, logger, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,7 +416,7 @@ func runController(t *testing.T, args []string, n int, logger *slog.Logger) (con
 	done := make(chan error, 1)
 	go func() { done <- sup.Run(ctx, n) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return ctx, sup, NewController(sup, args, cfg, logger)
+	return ctx, sup, NewController(sup, args, cfg, logger, nil)
 }
 
 // configFile returns the path of a config file in a test's temporary

@@ -23,7 +23,8 @@ type Controller struct {
 	sup   *supervisor.Supervisor
 	args  []string
 	log   *slog.Logger
-	local bool // the balancer runs workers of its own (local_workers)
+	out   supervisor.Output // the workers' output, for a reload's spec
+	local bool              // the balancer runs workers of its own (local_workers)
 
 	// mu is held by every operation, so that one never runs while a
 	// reload has its new worker settings in place: a worker that a scale
@@ -36,9 +37,10 @@ type Controller struct {
 var _ admin.Controller = (*Controller)(nil)
 
 // NewController returns the controller of sup, for a balancer started
-// with args (which a reload parses again) into cfg.
-func NewController(sup *supervisor.Supervisor, args []string, cfg config.Config, logger *slog.Logger) *Controller {
-	return &Controller{sup: sup, args: args, cfg: cfg, log: logger, local: cfg.LocalWorkers}
+// with args (which a reload parses again) into cfg, whose workers' output
+// goes to out (see WorkerSpec).
+func NewController(sup *supervisor.Supervisor, args []string, cfg config.Config, logger *slog.Logger, out supervisor.Output) *Controller {
+	return &Controller{sup: sup, args: args, cfg: cfg, log: logger, out: out, local: cfg.LocalWorkers}
 }
 
 // Reload reads the configuration again and replaces the workers one by
@@ -160,7 +162,7 @@ func (c *Controller) reload(ctx context.Context, wait bool) error {
 	for _, name := range config.Overridden("balancer", c.args) {
 		c.log.Warn("setting in the file not applied: a command-line flag gives it", "setting", name)
 	}
-	spec, err := WorkerSpec(cfg, c.log)
+	spec, err := WorkerSpec(cfg, c.log, c.out)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 
@@ -15,7 +16,9 @@ import (
 // WorkerSpec is the supervisor's spec for cfg: cfg.Cmd run through the
 // shell, or, when it is empty, this executable as "balancer backend" (the
 // built-in demo backend, the way cluster.fork() re-runs the same script).
-func WorkerSpec(cfg config.Config, logger *slog.Logger) (supervisor.Spec, error) {
+// out gets the workers' output (WorkerOutput); nil leaves it to the
+// supervisor's default, the balancer's own stdout and stderr.
+func WorkerSpec(cfg config.Config, logger *slog.Logger, out supervisor.Output) (supervisor.Spec, error) {
 	var argv []string
 	if cfg.Cmd != "" {
 		argv = supervisor.Command(cfg.Cmd)
@@ -54,18 +57,19 @@ func WorkerSpec(cfg config.Config, logger *slog.Logger) (supervisor.Spec, error)
 			Rise:     cfg.HealthRise,
 			Fall:     cfg.HealthFall,
 		},
-		Output: workerOutput(cfg.LogFormat, logger),
+		Output: out,
 		Log:    logger,
 	}, nil
 }
 
-// workerOutput forwards the workers' output: prefixed lines for text,
-// log records for json.
-func workerOutput(format string, logger *slog.Logger) supervisor.Output {
+// WorkerOutput forwards the workers' output: log records for json, to
+// logger; prefixed lines for text, a worker's stdout to stdout and its
+// stderr to stderr.
+func WorkerOutput(format string, logger *slog.Logger, stdout, stderr io.Writer) supervisor.Output {
 	if format == "json" {
 		return supervisor.LogOutput(unleveled(logger))
 	}
-	return supervisor.TextOutput(os.Stdout, os.Stderr)
+	return supervisor.TextOutput(stdout, stderr)
 }
 
 // ProxyOptions are the proxy's options for cfg; logger gets the failures,
