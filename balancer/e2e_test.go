@@ -604,6 +604,36 @@ func TestStalledOutputPipe(t *testing.T) {
 	waitGone(t, pids, time.Second)
 }
 
+// TestDefaultHeaderBound: by default a header block past 64 KiB gets 431
+// from either engine. net/http's default, 1 MiB, let 500 clients that
+// never ended such a header hold 2 GB of the balancer's memory.
+func TestDefaultHeaderBound(t *testing.T) { forEngines(t, testDefaultHeaderBound) }
+
+func testDefaultHeaderBound(t *testing.T, engine string) {
+	c := start(t, 1, "-workers", "1", "-engine", engine)
+	for _, tt := range []struct {
+		pad  int
+		want int
+	}{
+		{1 << 10, 200},
+		{100 << 10, http.StatusRequestHeaderFieldsTooLarge},
+	} {
+		req, err := http.NewRequest("GET", c.url+"/stats", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Pad", strings.Repeat("x", tt.pad))
+		resp, err := c.client.Do(req)
+		if err != nil {
+			t.Fatalf("a header of %d bytes: %v", tt.pad, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("a header of %d bytes: got %d; want %d", tt.pad, resp.StatusCode, tt.want)
+		}
+	}
+}
+
 // TestJSONLogDurations: the JSON log writes a duration as the text log
 // does ("30s"), not as slog's default count of nanoseconds.
 func TestJSONLogDurations(t *testing.T) {

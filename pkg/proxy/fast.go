@@ -1154,9 +1154,9 @@ func writeFastError(ctx *fasthttp.RequestCtx, status int, msg string) {
 }
 
 // maxFastHeader caps the header block the fasthttp engine reads: fasthttp
-// gives every client connection a read buffer of this size, so
-// max_header_bytes' default of 1 MiB would cost up to 1 MiB per
-// connection (64 MiB of RSS at 64 connections in the bench).
+// gives every client connection a read buffer of this size, so a
+// max_header_bytes of 1 MiB would cost up to 1 MiB per connection (64
+// MiB of RSS at 64 connections in the bench).
 const maxFastHeader = 64 << 10
 
 // ServerOptions hardens the fasthttp server in front.
