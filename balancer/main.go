@@ -12,6 +12,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -94,16 +95,15 @@ func run(args []string) int {
 	// output that stalls (a terminal paused with Ctrl-S, a pipe nobody
 	// reads) drops lines rather than stall requests, restarts and the
 	// stop; what is queued is written out on the way out, for a while.
-	var logger *slog.Logger
-	stderr := asyncout.New(os.Stderr, outputQueue, func(lost int64) {
-		logger.Warn("log output stalled: lines dropped", "lines", lost)
-	})
-	defer stderr.Close(outputFlush)
-	stdout := asyncout.New(os.Stdout, outputQueue, func(lost int64) {
-		logger.Warn("workers' output stalled: lines dropped", "lines", lost)
-	})
-	defer stdout.Close(outputFlush)
-	logger = newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
+	// Outputs that are one file (a terminal, 2>&1) share one queue, which
+	// keeps their lines in order.
+	stderr := asyncout.New(os.Stderr, outputQueue, dropNotice(cfg, "log output stalled: lines dropped"))
+	stdout := stderr
+	if !sameFile(os.Stdout, os.Stderr) {
+		stdout = asyncout.New(os.Stdout, outputQueue, dropNotice(cfg, "output stalled: workers' lines dropped"))
+	}
+	defer asyncout.Close(outputFlush, stdout, stderr)
+	logger := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 	workerOut := cluster.WorkerOutput(cfg.LogFormat, logger, stdout, stderr)
 	// First of all: a signal that comes while the workers start must be
 	// handled, not take its default action (exit, or stop the process).
@@ -270,6 +270,27 @@ const (
 	outputQueue = 1 << 20
 	outputFlush = 2 * time.Second
 )
+
+// dropNotice is the log line, in cfg's log format, that tells how many
+// lines an output that stalled had dropped.
+func dropNotice(cfg config.Config, msg string) func(lost int64) []byte {
+	return func(lost int64) []byte {
+		var b bytes.Buffer
+		newLogger(cfg.LogLevel, cfg.LogFormat, &b).Warn(msg, "lines", lost)
+		return b.Bytes()
+	}
+}
+
+// sameFile reports whether a and b are one file (a terminal, or a pipe
+// given as both, 2>&1).
+func sameFile(a, b *os.File) bool {
+	ai, err := a.Stat()
+	if err != nil {
+		return false
+	}
+	bi, err := b.Stat()
+	return err == nil && os.SameFile(ai, bi)
+}
 
 func newLogger(level, format string, out io.Writer) *slog.Logger {
 	var l slog.Level

@@ -9,9 +9,13 @@
 // restart or the graceful stop. Worse, the workers' own output, which the
 // balancer relays, would block them. A Writer takes each write into a
 // bounded queue instead and returns at once; past the bound, writes are
-// dropped and counted, and once the output takes bytes again the count is
-// reported (HAProxy drops its log lines the same way rather than hold its
+// dropped and counted, and once the output takes bytes again a line says
+// how many (HAProxy drops its log lines the same way rather than hold its
 // traffic for them).
+//
+// Caveat: what is queued is lost if the process ends without Close: a Go
+// runtime crash writes its trace to stderr at once, and the lines queued
+// just before it (up to the bound) never come out.
 package asyncout
 
 import (
@@ -25,11 +29,11 @@ import (
 type Writer struct {
 	out    io.Writer
 	max    int
-	onDrop func(lost int64)
+	notice func(lost int64) []byte
 
 	mu      sync.Mutex
 	queue   []byte // waiting for out
-	lost    int64  // writes dropped since the last report
+	lost    int64  // writes dropped since the last notice
 	closing bool   // Close ran: the goroutine ends once the queue is empty
 	wake    chan struct{}
 	done    chan struct{} // closed when the goroutine has ended
@@ -37,11 +41,12 @@ type Writer struct {
 }
 
 // New returns a Writer to out that holds at most max bytes not yet
-// written. onDrop, if not nil, is called from the Writer's goroutine with
-// the number of writes dropped, once a write to out has succeeded after
-// them; it may write to the Writer (a log line that says so).
-func New(out io.Writer, max int, onDrop func(lost int64)) *Writer {
-	w := &Writer{out: out, max: max, onDrop: onDrop, wake: make(chan struct{}, 1), done: make(chan struct{})}
+// written (and writes up to max more at once). notice, if not nil, gives
+// the line that tells of lost writes dropped: the Writer's goroutine
+// writes it to out itself, past the bound, once a write to out has
+// succeeded after them.
+func New(out io.Writer, max int, notice func(lost int64) []byte) *Writer {
+	w := &Writer{out: out, max: max, notice: notice, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go w.run()
 	return w
 }
@@ -58,11 +63,15 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	w.queue = append(w.queue, p...)
 	w.mu.Unlock()
+	w.poke()
+	return len(p), nil
+}
+
+func (w *Writer) poke() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
-	return len(p), nil
 }
 
 func (w *Writer) run() {
@@ -87,31 +96,34 @@ func (w *Writer) run() {
 		w.mu.Lock()
 		w.spare = buf
 		lost := w.lost
-		if err == nil && lost > 0 {
+		if err == nil {
 			w.lost = 0
 		}
 		w.mu.Unlock()
-		if err == nil && lost > 0 && w.onDrop != nil {
-			w.onDrop(lost)
+		if err == nil && lost > 0 && w.notice != nil {
+			w.out.Write(w.notice(lost))
 		}
 	}
 }
 
-// Close writes out what is queued, waiting at most timeout for an output
-// that stalls, and then stops the Writer's goroutine (one blocked in a
-// write to out stays so). What is written after Close may be lost.
-func (w *Writer) Close(timeout time.Duration) {
-	w.mu.Lock()
-	w.closing = true
-	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
+// Close writes out what is queued in each of ws, waiting at most timeout
+// in all for outputs that stall, and then stops their goroutines (one
+// blocked in a write to its output stays so). What is written to them
+// after Close may be lost.
+func Close(timeout time.Duration, ws ...*Writer) {
+	for _, w := range ws {
+		w.mu.Lock()
+		w.closing = true
+		w.mu.Unlock()
+		w.poke()
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	select {
-	case <-w.done:
-	case <-t.C:
+	for _, w := range ws {
+		select {
+		case <-w.done:
+		case <-t.C:
+			return
+		}
 	}
 }
