@@ -427,7 +427,8 @@ func (w *Worker) End(p *Process, ok, retried bool) {
 }
 
 // Abandon closes a Begin on process p for a request that neither got a
-// response from the worker nor failed there: its client left first.
+// response from the worker nor failed there: its client left first, or
+// the balancer could not open a connection to the worker.
 func (w *Worker) Abandon(p *Process) {
 	w.unbegin(p)
 	w.free()

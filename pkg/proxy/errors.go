@@ -85,7 +85,7 @@ func statusOf(err error, clientGone bool) (int, string) {
 	case errors.Is(err, errConnect):
 		return http.StatusMethodNotAllowed, errConnect.Error()
 	case limits.Exhausted(err):
-		return http.StatusServiceUnavailable, "balancer out of file descriptors or ports"
+		return http.StatusServiceUnavailable, "balancer out of descriptors, memory or ports"
 	case errors.Is(err, errBodyTooLarge):
 		return http.StatusRequestEntityTooLarge, "request body too large"
 	case isTimeout(err):

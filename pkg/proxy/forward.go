@@ -81,6 +81,13 @@ func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetr
 			p.CountRequest(true)
 			return w, proc, nil
 		}
+		if limits.Exhausted(err) {
+			// The balancer could not open a connection (out of
+			// descriptors): not the worker's failure, and a retry's
+			// connection would want one too. A 503.
+			w.Abandon(proc)
+			return nil, nil, err
+		}
 		if workerUnreachable(err) && w.Process() == proc {
 			if !isTimeout(err) {
 				// Refused: it closed its listener, exiting or stopping.
@@ -138,23 +145,12 @@ func forward(ctx context.Context, queueWait time.Duration, p *pool.Pool, maxRetr
 			// Not to be retried, or no other worker to retry on: the
 			// client gets this attempt's failure (502), not a retry
 			// that never happened.
-			endFailed(w, proc, err, false)
+			w.End(proc, false, false)
 			return nil, nil, err
 		}
-		endFailed(w, proc, err, true)
+		w.End(proc, false, true)
 		p.CountRetry()
 		log.Debug("retrying on another worker", "worker", w.ID(), "err", err)
 		w = next
 	}
-}
-
-// endFailed closes the Begin of an attempt that failed with err: the
-// worker's error, unless the balancer could not open a connection to it
-// (limits.Exhausted), which is none of the worker's doing.
-func endFailed(w *pool.Worker, proc *pool.Process, err error, retried bool) {
-	if limits.Exhausted(err) {
-		w.Abandon(proc)
-		return
-	}
-	w.End(proc, false, retried)
 }
