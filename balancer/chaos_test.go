@@ -643,10 +643,12 @@ func testOutOfDescriptors(t *testing.T, engine string) {
 	for _, tt := range []struct {
 		name string
 		args []string
-		ok   []int // the statuses a request on a connection accepted before the flood may get
+		ok   []int  // the statuses a request on a connection accepted before the flood may get
+		logs string // what the log must say: the bound, and whether it ran out
 	}{
-		{"default bound", nil, []int{200}},
-		{"bound past the limit", []string{"-max-conns", "100000"}, []int{200, 503}},
+		// (256 − 64 − 4 × 2) / 2 = 92 connections.
+		{"default bound", nil, []int{200}, "client connections at max_conns; new ones wait in the listen queue\" max_conns=92"},
+		{"bound past the limit", []string{"-max-conns", "100000"}, []int{200, 503}, "cannot accept a client connection"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			wrapper := []string{"/bin/sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$@"`, nofile), "sh"}
@@ -715,6 +717,12 @@ func testOutOfDescriptors(t *testing.T, engine string) {
 				if err != nil {
 					t.Fatal(err)
 				}
+			}
+			if !strings.Contains(c.logs.String(), tt.logs) {
+				t.Errorf("the log does not say %q: the flood did not do what it is for", tt.logs)
+			}
+			if s.Retries != 0 {
+				t.Errorf("%d retries; want none: another worker's connection would want a descriptor too", s.Retries)
 			}
 			for _, w := range s.Workers {
 				if w.State != "up" || w.Restarts != 0 || w.Errors != 0 {

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/clusterlb/clusterlb/internal/asyncout"
+	"github.com/clusterlb/clusterlb/internal/limits"
 	"github.com/clusterlb/clusterlb/pkg/admin"
 	"github.com/clusterlb/clusterlb/pkg/cluster"
 	"github.com/clusterlb/clusterlb/pkg/config"
@@ -182,8 +183,13 @@ func run(args []string) int {
 	if adminLn != nil {
 		adminAddr = adminLn.Addr().String()
 	}
+	maxConns, fits := cluster.MaxConns(cfg)
 	logger.Info("balancer listening", "pid", os.Getpid(), "listen", ln.Addr().String(), "workers", workers, "policy", cfg.Policy, "engine", cfg.Engine,
-		"stats", cfg.StatsPath, "admin", adminAddr, "max_conns", cluster.MaxConns(cfg))
+		"stats", cfg.StatsPath, "admin", adminAddr, "max_conns", maxConns)
+	if !fits {
+		logger.Warn("max_conns is past what the open-file limit allows: the balancer may run out of descriptors before it is reached (see ulimit -n)",
+			"max_conns", maxConns, "open_files", limits.OpenFiles())
+	}
 
 	// One goroutine carries out the signals' operations, in the order
 	// they came (a goroutine each would race for the supervisor, and a

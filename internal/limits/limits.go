@@ -28,23 +28,28 @@ func Exhausted(err error) bool {
 }
 
 // Reserve is the number of descriptors MaxConns leaves for what is not a
-// client's: the listeners, the workers' pipes, health checks, the
-// processes started on a restart, the admin API, the log.
-const Reserve = 128
+// client's: the listeners, the admin API, the log, and PerWorker more for
+// each worker (its output pipes, its health check, its next process's
+// start).
+const (
+	Reserve   = 64
+	PerWorker = 4
+)
 
-// MaxConns returns the client connections a balancer whose open-file
-// limit is nofile may hold at once: half of what the Reserve leaves, since
-// each may have a connection to a worker open too; at least 16. A limit
-// of 0, not known, gives 1<<24.
-func MaxConns(nofile uint64) int {
+// MaxConns returns the client connections a balancer with workers
+// workers, whose open-file limit is nofile, may hold at once: half of
+// what the reserve leaves, since each may have a connection to a worker
+// open too; at least 16. A limit of 0, not known, gives 1<<24.
+func MaxConns(nofile uint64, workers int) int {
 	const most = 1 << 24
 	if nofile == 0 {
 		return most
 	}
-	if nofile < Reserve+32 {
+	reserve := uint64(Reserve + PerWorker*max(workers, 0))
+	if nofile < reserve+32 {
 		return 16
 	}
-	return int(min((nofile-Reserve)/2, most))
+	return int(min((nofile-reserve)/2, most))
 }
 
 // OpenFiles returns the process's open-file limit now (on Linux, Go's

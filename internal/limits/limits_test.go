@@ -35,18 +35,21 @@ func TestExhausted(t *testing.T) {
 
 func TestMaxConns(t *testing.T) {
 	for _, tt := range []struct {
-		nofile uint64
-		want   int
+		nofile  uint64
+		workers int
+		want    int
 	}{
-		{0, 1 << 24},
-		{100, 16},
-		{256, 64},
-		{1024, 448},
-		{1 << 20, (1<<20 - 128) / 2},
-		{1 << 62, 1 << 24},
+		{0, 2, 1 << 24},
+		{100, 2, 16},
+		{256, 2, 92},
+		{256, 16, 64},
+		{1024, 2, 476},
+		{1024, 1024, 16},
+		{1 << 20, 2, (1<<20 - 72) / 2},
+		{1 << 62, 2, 1 << 24},
 	} {
-		if got := MaxConns(tt.nofile); got != tt.want {
-			t.Errorf("MaxConns(%d) = %d; want %d", tt.nofile, got, tt.want)
+		if got := MaxConns(tt.nofile, tt.workers); got != tt.want {
+			t.Errorf("MaxConns(%d, %d) = %d; want %d", tt.nofile, tt.workers, got, tt.want)
 		}
 	}
 }

@@ -73,17 +73,24 @@ func GuardListener(ln net.Listener, cfg config.Config, log *slog.Logger) net.Lis
 	if cfg.Engine == "fasthttp" {
 		opts = append(opts, guard.CRLFHeadEnd())
 	}
-	admitted := guard.Admit(ln, MaxConns(cfg), log)
+	maxConns, _ := MaxConns(cfg)
+	admitted := guard.Admit(ln, maxConns, log)
 	return guard.NewListener(guard.SendTimeout(admitted, cfg.SendTimeout), cfg.MaxHeaderBytes, opts...)
 }
 
 // MaxConns is the bound on client connections: cfg.MaxConns, or when it
-// is 0 the one the open-file limit allows (limits.MaxConns).
-func MaxConns(cfg config.Config) int {
-	if cfg.MaxConns > 0 {
-		return cfg.MaxConns
+// is 0 the one the open-file limit allows for cfg's workers
+// (limits.MaxConns); fits is false when cfg.MaxConns is past the latter.
+func MaxConns(cfg config.Config) (n int, fits bool) {
+	workers := len(cfg.Upstreams)
+	if cfg.LocalWorkers {
+		workers += cfg.WorkerCount()
 	}
-	return limits.MaxConns(limits.OpenFiles())
+	allowed := limits.MaxConns(limits.OpenFiles(), workers)
+	if cfg.MaxConns > 0 {
+		return cfg.MaxConns, cfg.MaxConns <= allowed
+	}
+	return allowed, true
 }
 
 // NewFrontend builds the engine cfg.Engine names, serving own's pages and

@@ -892,7 +892,7 @@ func newFlagSet(name string, c *Config, output io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.SendTimeout, "send-timeout", c.SendTimeout, "a client that takes none of the answer's bytes for this long is cut off")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "idle keep-alive client connections are closed after this")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request header block; larger gets 431")
-	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "client connections open at once; more wait in the listen queue; 0 = from the open-file limit (half of it, less 64)")
+	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "client connections open at once; more wait in the listen queue; 0 = from the open-file limit (half of what is left after 64, and 4 per worker)")
 	fs.IntVar(&c.MaxRetries, "max-retries", c.MaxRetries, "retries of a request on other workers; -1 = workers - 1")
 	fs.IntVar(&c.WorkerMaxConns, "worker-max-conns", c.WorkerMaxConns, "requests at each worker at once; more wait in the balancer, in order, up to upstream-timeout (8 suits a CPU-bound Node app); 0 = no bound")
 	fs.Int64Var(&c.RetryBufferBytes, "retry-buffer-bytes", c.RetryBufferBytes, "request bodies up to this size are buffered for replay; 0 = none")

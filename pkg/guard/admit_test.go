@@ -174,11 +174,16 @@ func TestAdmitWaitsOutAShortage(t *testing.T) {
 				if err != tt.err {
 					t.Fatalf("got %v; want %v", err, tt.err)
 				}
-				// Its place was given back: the next Accept gets one.
-				inner.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
-				l.(*admitListener).Listener.(*shortListener).n = 0
+				// Its place was given back: the next Accept gets one
+				// (a place kept would hold it until the Close below).
+				stop := time.AfterFunc(5*time.Second, func() { l.Close() })
+				defer stop.Stop()
+				sl := l.(*admitListener).Listener.(*shortListener)
+				sl.mu.Lock()
+				sl.n = 0
+				sl.mu.Unlock()
 				if c, err = l.Accept(); err != nil {
-					t.Fatalf("after a failed Accept: %v", err)
+					t.Fatalf("after a failed Accept: %v; want the connection, its place given back", err)
 				}
 				c.Close()
 				return

@@ -206,13 +206,13 @@ func Monitor(ctx context.Context, w *pool.Worker, addr string, check Checker, o 
 		if ctx.Err() != nil {
 			return
 		}
-		if err != nil && limits.Exhausted(err) {
+		if limits.Exhausted(err) {
 			// The balancer could not open the check's socket: that says
 			// nothing of the worker, which must not be marked down and
 			// replaced, its requests cut, for the balancer's shortage.
 			if !short {
 				short = true
-				log.Warn("health check not made: the balancer is short of descriptors or memory", "worker", w.ID(), "pid", w.Pid(), "err", err)
+				log.Warn("health check not made: the balancer is out of descriptors, memory or ports", "worker", w.ID(), "pid", w.Pid(), "err", err)
 			}
 			t.Reset(next(w))
 			continue

@@ -357,8 +357,10 @@ func TestCheckTheBalancerCouldNotMakeCountsNot(t *testing.T) {
 			var downs atomic.Int64
 			w := runMonitor(t, pool.Up, "127.0.0.1:9", f, Options{Interval: time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 2,
 				OnDown: func(*pool.Worker) { downs.Add(1) }})
-			for f.calls.Load() < 5 {
-				time.Sleep(time.Millisecond)
+			for deadline := time.Now().Add(10 * time.Second); f.calls.Load() < 5; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d checks in 10 s; want 5", f.calls.Load())
+				}
 			}
 			if got := w.State(); got != tt.want {
 				t.Errorf("got state %v after %d checks failing with %v; want %v", got, f.calls.Load(), tt.err, tt.want)
