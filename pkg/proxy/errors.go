@@ -56,11 +56,11 @@ const StatusClientClosed = 499
 // Status maps a failed forward to the status the client gets, and the
 // message of its JSON body. It is the one place where errors become
 // statuses: 503 when no worker is up or the balancer could not open a
-// connection to one (out of descriptors: limits.Exhausted), 504 when the worker timed out, 499
-// when the client went away, 400 when its body could not be read or its
-// head cannot be sent on as it came (a badRequest; 408 when it stalled,
-// 413 when over the fasthttp engine's limit), 405 to a CONNECT, 502
-// otherwise.
+// connection to one (out of descriptors: limits.Exhausted), 504 when the
+// worker timed out, 499 when the client went away, 400 when its body
+// could not be read or its head cannot be sent on as it came (a
+// badRequest; 408 when it stalled, 413 when over the fasthttp engine's
+// limit), 405 to a CONNECT, 502 otherwise.
 func Status(r *http.Request, err error) (int, string) {
 	return statusOf(err, r.Context().Err() != nil && !errors.Is(r.Context().Err(), context.DeadlineExceeded))
 }
