@@ -1030,6 +1030,17 @@ func TestStatusCommandListsWorkers(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "no balancer answers") {
 		t.Errorf("got %v %q; want an error saying no balancer answers", err, out)
 	}
+	// A listener that never takes the connection (a balancer at its
+	// max_conns): a timeout that says where to ask instead.
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	out, err = exec.Command(filepath.Join(binDir, "balancer"), "status", "-addr", held.Addr().String(), "-timeout", "300ms").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "admin API") {
+		t.Errorf("got %v %q; want a timeout that names the admin API", err, out)
+	}
 	// A stray argument (an address without -addr): exit 2, named.
 	cmd := exec.Command(filepath.Join(binDir, "balancer"), "status", c.addr)
 	out, _ = cmd.CombinedOutput()

@@ -56,6 +56,7 @@ func runStatus(args []string) int {
 	fs := flag.NewFlagSet("balancer status", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:8080", "the balancer's listen `ADDR`, or a full stats URL")
 	path := fs.String("stats-path", "/stats", "stats `PATH` on that address")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -73,15 +74,25 @@ func runStatus(args []string) int {
 		}
 		url = "http://" + url + *path
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	snap, err := stats.Fetch(ctx, url)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "balancer status:", err)
+		fmt.Fprintln(os.Stderr, "balancer status:", err, statusHint(err))
 		return 1
 	}
 	stats.WriteTable(os.Stdout, snap, time.Now())
 	return 0
+}
+
+// statusHint says, after a fetch of the stats that timed out, where a
+// busy balancer still answers: at its max_conns the public address holds
+// new connections back, the admin API does not.
+func statusHint(err error) string {
+	if !errors.Is(err, context.DeadlineExceeded) {
+		return ""
+	}
+	return "(a balancer at its max_conns holds new connections back on its public address: ask its admin API, -addr 127.0.0.1:9090)"
 }
 
 func run(args []string) int {
