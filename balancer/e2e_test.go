@@ -510,44 +510,18 @@ func TestSIGTERMEndsWaitsForAWorker(t *testing.T) {
 // stderr would have ended the process there, killing its workers and
 // the requests in flight.
 func TestClosedOutputPipe(t *testing.T) {
-	addr := freeAddr(t)
-	c := newCluster(t, addr)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.cmd = exec.Command(filepath.Join(binDir, "balancer"), "-listen", addr, "-admin-listen", "", "-workers", "2")
-	c.cmd.Stdout = w
-	c.cmd.Stderr = w
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	go func() { c.cmd.Wait(); close(c.exited) }()
-	t.Cleanup(c.cleanup)
+	c, r := startOnPipe(t, "-workers", "2")
 	// Read the output until both workers are up, then close the pipe.
 	go io.Copy(c.logs, r)
-	s := c.waitUp(2)
+	c.waitUp(2)
 	r.Close()
 
 	// Killing a worker makes the balancer log.
-	victim := s.Workers[0].Pid
-	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	c.waitFor("worker 1 back under a new pid", func(s statsDoc) bool {
-		w := s.Workers[0]
-		return w.State == "up" && w.Pid != 0 && w.Pid != victim
-	})
+	c.killWorker1()
 	if code, _, err := c.get("/operacion-simple"); err != nil || code != 200 {
 		t.Fatalf("GET after the pipe closed: %d, %v", code, err)
 	}
-	s, _ = c.stats()
-	pids := workerPids(s)
-	if code := c.stop(syscall.SIGTERM); code != 0 {
-		t.Errorf("got exit code %d (%v); want 0", code, c.cmd.ProcessState)
-	}
-	waitGone(t, pids, time.Second)
+	c.stopCleanly()
 }
 
 // A balancer whose output stalls (a terminal paused with Ctrl-S, a pipe
@@ -557,23 +531,9 @@ func TestClosedOutputPipe(t *testing.T) {
 // request (its access log line), each restart and the stop on a write
 // that never ends.
 func TestStalledOutputPipe(t *testing.T) {
-	addr := freeAddr(t)
-	c := newCluster(t, addr)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, r := startOnPipe(t, "-workers", "2", "-access-log")
 	defer r.Close()
-	c.cmd = exec.Command(filepath.Join(binDir, "balancer"), "-listen", addr, "-admin-listen", "", "-workers", "2", "-access-log")
-	c.cmd.Stdout = w
-	c.cmd.Stderr = w
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	go func() { c.cmd.Wait(); close(c.exited) }()
-	t.Cleanup(c.cleanup)
-	s := c.waitUp(2)
+	c.waitUp(2)
 	c.client.Timeout = 10 * time.Second
 
 	// Each request logs a line of about 2 KiB (its URI): 1500 of them are
@@ -585,22 +545,61 @@ func TestStalledOutputPipe(t *testing.T) {
 			t.Fatalf("request %d with the output stalled: %d, %v", i, code, err)
 		}
 	}
-	// A worker's restart is logged too.
+	// A worker's restart is logged too; and it stops when asked, the
+	// output still stalled.
+	c.killWorker1()
+	c.stopCleanly()
+}
+
+// startOnPipe runs the balancer with args, its stdout and stderr on a
+// pipe whose read end it returns: nothing reads it unless the test does.
+func startOnPipe(t *testing.T, args ...string) (*running, *os.File) {
+	t.Helper()
+	addr := freeAddr(t)
+	c := newCluster(t, addr)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command(filepath.Join(binDir, "balancer"), append([]string{"-listen", addr, "-admin-listen", ""}, args...)...)
+	c.cmd.Stdout = w
+	c.cmd.Stderr = w
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	go func() { c.cmd.Wait(); close(c.exited) }()
+	t.Cleanup(c.cleanup)
+	return c, r
+}
+
+// killWorker1 kills worker 1 with SIGKILL and waits for it to be back
+// under a new pid.
+func (c *running) killWorker1() {
+	c.t.Helper()
+	s, err := c.stats()
+	if err != nil {
+		c.t.Fatal(err)
+	}
 	victim := s.Workers[0].Pid
 	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
 	c.waitFor("worker 1 back under a new pid", func(s statsDoc) bool {
 		w := s.Workers[0]
 		return w.State == "up" && w.Pid != 0 && w.Pid != victim
 	})
-	// And it stops when asked, the output still stalled.
-	s, _ = c.stats()
+}
+
+// stopCleanly sends SIGTERM and wants exit 0 with no worker left.
+func (c *running) stopCleanly() {
+	c.t.Helper()
+	s, _ := c.stats()
 	pids := workerPids(s)
 	if code := c.stop(syscall.SIGTERM); code != 0 {
-		t.Errorf("got exit code %d (%v); want 0", code, c.cmd.ProcessState)
+		c.t.Errorf("got exit code %d (%v); want 0", code, c.cmd.ProcessState)
 	}
-	waitGone(t, pids, time.Second)
+	waitGone(c.t, pids, time.Second)
 }
 
 // TestDefaultHeaderBound: by default a header block past 64 KiB gets 431
