@@ -718,6 +718,9 @@ func testOutOfDescriptors(t *testing.T, engine string) {
 					t.Fatal(err)
 				}
 			}
+			if tt.args == nil && (s.MaxConns != 92 || s.Connections != 92) {
+				t.Errorf("stats: %d client connections of %d; want 92 of 92, the bound reached", s.Connections, s.MaxConns)
+			}
 			if !strings.Contains(c.logs.String(), tt.logs) {
 				t.Errorf("the log does not say %q: the flood did not do what it is for", tt.logs)
 			}

@@ -160,7 +160,10 @@ type statsDoc struct {
 	Errors   int64   `json:"errors"`
 	Retries  int64   `json:"retries"`
 	Waiting  int64   `json:"waiting"`
-	Workers  []struct {
+	// Client connections open now, and their bound.
+	Connections int64 `json:"connections"`
+	MaxConns    int64 `json:"max_conns"`
+	Workers     []struct {
 		ID         int     `json:"id"`
 		Pid        int     `json:"pid"`
 		Addr       string  `json:"addr"`

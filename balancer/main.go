@@ -189,7 +189,7 @@ func run(args []string) int {
 	}
 
 	serveDone := make(chan error, 1)
-	go func() { serveDone <- front.Serve(cluster.GuardListener(ln, cfg, logger)) }()
+	go func() { serveDone <- front.Serve(cluster.GuardListener(ln, cfg, logger, p)) }()
 	adminAddr := "off"
 	if adminLn != nil {
 		adminAddr = adminLn.Addr().String()

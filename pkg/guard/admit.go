@@ -25,20 +25,22 @@ import (
 // reached (at most once a minute).
 //
 // Put Admit under SendTimeout and NewListener, next to the socket.
-func Admit(l net.Listener, max int, log *slog.Logger) net.Listener {
+func Admit(l net.Listener, max int, log *slog.Logger) *AdmitListener {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &admitListener{Listener: l, max: max, log: log, done: make(chan struct{})}
+	a := &AdmitListener{Listener: l, max: max, log: log, done: make(chan struct{})}
 	if max > 0 {
 		a.slots = make(chan struct{}, max)
 	}
 	return a
 }
 
-type admitListener struct {
+// AdmitListener is the listener Admit returns.
+type AdmitListener struct {
 	net.Listener
 	max      int
+	open     atomic.Int64  // conns accepted and not closed yet
 	slots    chan struct{} // one per open conn; nil: no bound
 	log      *slog.Logger
 	done     chan struct{} // closed by Close
@@ -51,7 +53,10 @@ type admitListener struct {
 // text servers look for (fasthttp compares it, net/http asks Close).
 var errClosed = &net.OpError{Op: "accept", Net: "tcp", Err: net.ErrClosed}
 
-func (l *admitListener) Accept() (net.Conn, error) {
+// Open counts the connections accepted and not closed yet.
+func (l *AdmitListener) Open() int64 { return l.open.Load() }
+
+func (l *AdmitListener) Accept() (net.Conn, error) {
 	if l.slots != nil {
 		select {
 		case l.slots <- struct{}{}:
@@ -69,6 +74,7 @@ func (l *admitListener) Accept() (net.Conn, error) {
 		c, err := l.Listener.Accept()
 		if err == nil {
 			l.short.Store(false)
+			l.open.Add(1)
 			return &admitConn{Conn: c, l: l}, nil
 		}
 		if !limits.Exhausted(err) {
@@ -91,7 +97,7 @@ func (l *admitListener) Accept() (net.Conn, error) {
 }
 
 // full logs that the bound is reached, at most once a minute.
-func (l *admitListener) full() {
+func (l *AdmitListener) full() {
 	now := time.Now().UnixNano()
 	last := l.lastFull.Load()
 	if last != 0 && now-last < int64(time.Minute) || !l.lastFull.CompareAndSwap(last, now) {
@@ -100,13 +106,13 @@ func (l *admitListener) full() {
 	l.log.Warn("client connections at max_conns; new ones wait in the listen queue", "max_conns", l.max)
 }
 
-func (l *admitListener) release() {
+func (l *AdmitListener) release() {
 	if l.slots != nil {
 		<-l.slots
 	}
 }
 
-func (l *admitListener) Close() error {
+func (l *AdmitListener) Close() error {
 	l.doneOnce.Do(func() { close(l.done) })
 	return l.Listener.Close()
 }
@@ -114,7 +120,7 @@ func (l *admitListener) Close() error {
 // admitConn gives its place back when it is closed, once.
 type admitConn struct {
 	net.Conn
-	l      *admitListener
+	l      *AdmitListener
 	closed atomic.Bool
 }
 
@@ -123,6 +129,7 @@ func (c *admitConn) NetConn() net.Conn { return c.Conn }
 
 func (c *admitConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
+		c.l.open.Add(-1)
 		c.l.release()
 	}
 	return c.Conn.Close()

@@ -80,6 +80,9 @@ func TestAdmitBoundsOpenConnections(t *testing.T) {
 	if c := accepted(got, 200*time.Millisecond); c != nil {
 		t.Fatal("a third connection was accepted past the bound of 2")
 	}
+	if n := l.Open(); n != 2 {
+		t.Errorf("Open() = %d with two connections accepted; want 2", n)
+	}
 	if !strings.Contains(logged.String(), "max_conns=2") {
 		t.Errorf("the bound was not logged: %q", logged.String())
 	}
@@ -88,6 +91,9 @@ func TestAdmitBoundsOpenConnections(t *testing.T) {
 	first.Close()
 	if accepted(got, 5*time.Second) == nil {
 		t.Fatal("the third connection was not accepted after one closed")
+	}
+	if n := l.Open(); n != 2 {
+		t.Errorf("Open() = %d with the second and third open; want 2", n)
 	}
 	dial(t, addr)
 	if c := accepted(got, 200*time.Millisecond); c != nil {
@@ -178,7 +184,7 @@ func TestAdmitWaitsOutAShortage(t *testing.T) {
 				// (a place kept would hold it until the Close below).
 				stop := time.AfterFunc(5*time.Second, func() { l.Close() })
 				defer stop.Stop()
-				sl := l.(*admitListener).Listener.(*shortListener)
+				sl := l.Listener.(*shortListener)
 				sl.mu.Lock()
 				sl.n = 0
 				sl.mu.Unlock()

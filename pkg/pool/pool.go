@@ -31,6 +31,25 @@ type Pool struct {
 	changes signal       // a member's state changed (PickWait)
 	stopped atomic.Bool  // StopWaits was called
 	waiting atomic.Int64 // requests in PickWait's wait now
+
+	clients    atomic.Pointer[func() int64] // SetClients
+	maxClients atomic.Int64
+}
+
+// SetClients makes open the count of client connections open now, and
+// max their bound (the listener's, guard.Admit), for Clients to report.
+func (p *Pool) SetClients(open func() int64, max int64) {
+	p.clients.Store(&open)
+	p.maxClients.Store(max)
+}
+
+// Clients reports the client connections open now and their bound, as
+// SetClients gave them; 0 and 0 before it.
+func (p *Pool) Clients() (open, max int64) {
+	if f := p.clients.Load(); f != nil {
+		open = (*f)()
+	}
+	return open, p.maxClients.Load()
 }
 
 // SetMaxInFlight bounds the requests at each worker at once to n (0, the

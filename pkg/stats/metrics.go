@@ -76,6 +76,10 @@ var (
 		"Retries of a failed request on another worker.")
 	descWaiting = poolDesc("waiting_requests",
 		"Requests waiting now for a worker on its way up (every worker down or starting, one restarting).")
+	descClients = poolDesc("client_connections",
+		"Client connections open now.")
+	descMaxClients = poolDesc("client_connections_max",
+		"The bound on client connections (max_conns): past it, new ones wait to be accepted.")
 	descWorkers = poolDesc("workers",
 		"Worker slots in the pool, whatever their state.")
 	descUptime = poolDesc("uptime_seconds",
@@ -101,7 +105,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descWorkerRequests, descWorkerErrors, descWorkerRetries, descWorkerInFlight,
 		descWorkerRestarts, descWorkerUp, descWorkerState, descWorkerCPU, descWorkerRSS,
-		descWorkerLatency, descRequests, descErrors, descRetries, descWaiting, descWorkers, descUptime,
+		descWorkerLatency, descRequests, descErrors, descRetries, descWaiting, descClients, descMaxClients, descWorkers, descUptime,
 	} {
 		ch <- d
 	}
@@ -122,6 +126,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descErrors, c.pool.Errors())
 	counter(descRetries, c.pool.Retries())
 	gauge(descWaiting, float64(c.pool.Waiting()))
+	open, most := c.pool.Clients()
+	gauge(descClients, float64(open))
+	gauge(descMaxClients, float64(most))
 	gauge(descWorkers, float64(len(ws)))
 	gauge(descUptime, c.now().Sub(c.started).Seconds())
 

@@ -54,6 +54,7 @@ func metricsPool(t *testing.T, now time.Time) *pool.Pool {
 	}
 	p.CountRequest(false)
 	p.CountRetry()
+	p.SetClients(func() int64 { return 7 }, 92)
 	return p
 }
 
@@ -158,6 +159,8 @@ func TestMetricsPerWorker(t *testing.T) {
 		{name: "pool retries", metric: "balancer_retries_total", want: 1},
 		{name: "pool workers", metric: "balancer_workers", want: 4},
 		{name: "pool waiting", metric: "balancer_waiting_requests", want: 0},
+		{name: "client connections", metric: "balancer_client_connections", want: 7},
+		{name: "client connections' bound", metric: "balancer_client_connections_max", want: 92},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

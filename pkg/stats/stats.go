@@ -18,8 +18,12 @@ type Snapshot struct {
 	Retries  int64   `json:"retries"`
 	// Waiting counts the requests waiting now for a worker on its way
 	// up, while none is (pool.PickWait).
-	Waiting int64    `json:"waiting"`
-	Workers []Worker `json:"workers"`
+	Waiting int64 `json:"waiting"`
+	// Connections counts the client connections open now; MaxConns is
+	// their bound (max_conns), past which new ones wait to be accepted.
+	Connections int64    `json:"connections"`
+	MaxConns    int64    `json:"max_conns"`
+	Workers     []Worker `json:"workers"`
 }
 
 // Worker is one worker's row.
@@ -56,6 +60,7 @@ func Take(p *pool.Pool, started, now time.Time) Snapshot {
 		Waiting:  p.Waiting(),
 		Workers:  make([]Worker, 0, len(ws)),
 	}
+	snap.Connections, snap.MaxConns = p.Clients()
 	for _, w := range ws {
 		row := Worker{
 			ID:       w.ID(),

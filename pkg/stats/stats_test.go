@@ -22,6 +22,7 @@ func TestHandlerJSON(t *testing.T) {
 	p.Add(pool.NewWorker(2)) // never started: no process
 	p.CountRequest(true)
 	p.CountRequest(false)
+	p.SetClients(func() int64 { return 7 }, 92)
 
 	srv := httptest.NewServer(Handler(p, time.Now().Add(-time.Minute)))
 	defer srv.Close()
@@ -37,10 +38,13 @@ func TestHandlerJSON(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{"uptime_s", "policy", "requests", "errors", "retries", "waiting", "workers"} {
+	for _, key := range []string{"uptime_s", "policy", "requests", "errors", "retries", "waiting", "connections", "max_conns", "workers"} {
 		if _, ok := doc[key]; !ok {
 			t.Errorf("missing top-level key %q", key)
 		}
+	}
+	if doc["connections"] != 7.0 || doc["max_conns"] != 92.0 {
+		t.Errorf("got connections=%v max_conns=%v; want 7 92", doc["connections"], doc["max_conns"])
 	}
 	if doc["requests"].(float64) != 2 || doc["errors"].(float64) != 1 || doc["policy"] != "round-robin" {
 		t.Errorf("got requests=%v errors=%v policy=%v; want 2 1 round-robin", doc["requests"], doc["errors"], doc["policy"])
