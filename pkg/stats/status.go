@@ -77,8 +77,9 @@ func firstLine(r io.Reader) string {
 }
 
 // WriteTable writes s for a terminal, like `pm2 list`: a header line with
-// the balancer's uptime, policy and counters (and the requests waiting
-// for a worker, when there are any), then one row per worker.
+// the balancer's uptime, policy and counters, its client connections
+// against their bound (when it has one), and the requests waiting for a
+// worker (when there are any), then one row per worker.
 // A worker without a process shows "-" for PID, CPU, MEMORY and UPTIME;
 // P99 is over the last pool.LatencyWindow seconds, "-" when there were no
 // responses. now is the time of the snapshot, shown in the header; the
@@ -86,6 +87,9 @@ func firstLine(r io.Reader) string {
 func WriteTable(w io.Writer, s Snapshot, now time.Time) {
 	fmt.Fprintf(w, "uptime %s   policy %s   requests %d   errors %d   retries %d",
 		humanSeconds(s.UptimeS), s.Policy, s.Requests, s.Errors, s.Retries)
+	if s.MaxConns > 0 {
+		fmt.Fprintf(w, "   connections %d/%d", s.Connections, s.MaxConns)
+	}
 	if s.Waiting > 0 {
 		fmt.Fprintf(w, "   waiting %d", s.Waiting)
 	}

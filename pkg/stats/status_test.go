@@ -27,6 +27,7 @@ func TestWriteTable(t *testing.T) {
 			now:  now,
 			snap: Snapshot{
 				UptimeS: 3845.2, Policy: "round-robin", Requests: 12345, Errors: 2, Retries: 1,
+				Connections: 64, MaxConns: 9964,
 				Workers: []Worker{
 					{ID: 1, Pid: 41251, State: pool.Up, CPUPercent: 12.5, RSSBytes: 9 << 20, Restarts: 0,
 						UptimeS: 192.7, Requests: 6170, P99Ms: 5.12},
@@ -39,7 +40,7 @@ func TestWriteTable(t *testing.T) {
 				},
 			},
 			want: "" +
-				"uptime 1h04m   policy round-robin   requests 12345   errors 2   retries 1   at 15:04:05\n" +
+				"uptime 1h04m   policy round-robin   requests 12345   errors 2   retries 1   connections 64/9964   at 15:04:05\n" +
 				"ID  PID    STATE     CPU     MEMORY      RESTARTS  UPTIME  REQUESTS  P99\n" +
 				"1   41251  up        12.5%   9.0 MiB     0         3m12s   6170      5.1ms\n" +
 				"2   41299  up        101.2%  1536.0 MiB  3         2d3h    6175      1.25s\n" +
