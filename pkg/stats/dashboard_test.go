@@ -235,6 +235,7 @@ func TestDashboardInChromium(t *testing.T) {
 	w3.End(w3.Begin(), false, true)
 	p.CountRequest(false)
 	p.CountRetry()
+	p.SetClients(func() int64 { return 64 }, 9964)
 
 	var failing atomic.Bool // makes the stats path answer 503, as a dead balancer would
 	mux := http.NewServeMux()
@@ -339,8 +340,9 @@ func TestDashboardInChromium(t *testing.T) {
 		fmt.Sprintf(`(document.querySelector('%s').textContent.replace(/\D/g, '') === '%d')`, cell, want))
 
 	for sel, want := range map[string]string{
-		"#policy":     "round-robin",
-		"#workers-up": "3 / 3",
+		"#policy":      "round-robin",
+		"#workers-up":  "3 / 3",
+		"#connections": "64 / 9,964",
 		`tr[data-worker="2"] td[data-field="port"]`:     "40002",
 		`tr[data-worker="2"] td[data-field="pid"]`:      "41002",
 		`tr[data-worker="1"] .badge`:                    "up",
