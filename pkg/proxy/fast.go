@@ -1118,6 +1118,23 @@ func lingerClose(ctx *fasthttp.RequestCtx) {
 	})
 }
 
+// lingerNow is lingerClose for an answer made in fasthttp's error
+// handler, where the connection cannot be hijacked: it writes ctx's
+// response itself, half-closes the connection and reads what the client
+// still sends, as lingerClose does, before fasthttp closes it.
+func lingerNow(ctx *fasthttp.RequestCtx) {
+	c := ctx.Conn()
+	c.SetDeadline(time.Now().Add(lingerTime))
+	bw := bufio.NewWriter(c)
+	if ctx.Response.Write(bw) != nil || bw.Flush() != nil {
+		return
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	io.Copy(io.Discard, io.LimitReader(c, lingerBytes))
+}
+
 // rejected answers and reports true when the guard found the request's
 // framing faulty: 400 for an ambiguous one (Content-Length with
 // Transfer-Encoding), 501 for a transfer coding other than chunked, as
@@ -1272,6 +1289,12 @@ func fastServerError(ctx *fasthttp.RequestCtx, err error) {
 	switch {
 	case smallBuffer(err):
 		writeFastError(ctx, http.StatusRequestHeaderFieldsTooLarge, "request header too large")
+		// The rest of the header is still coming: closed on it, the
+		// connection would be reset, and the client would lose the 431
+		// (net/http half-closes and waits too). fasthttp closes the
+		// connection after this, its own write of the answer failing
+		// on the half-closed one.
+		lingerNow(ctx)
 	case isTimeout(err):
 		writeFastError(ctx, http.StatusRequestTimeout, "request timeout")
 	case errors.Is(err, guard.ErrHeadEnd):
