@@ -1105,31 +1105,19 @@ func lingerClose(ctx *fasthttp.RequestCtx) {
 	ctx.Response.CopyTo(resp)
 	raw := ctx.Conn()
 	ctx.HijackSetNoResponse(true)
-	ctx.Hijack(func(c net.Conn) {
-		c.SetDeadline(time.Now().Add(lingerTime))
-		bw := bufio.NewWriter(c)
-		if resp.Write(bw) != nil || bw.Flush() != nil {
-			return
-		}
-		if cw, ok := raw.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		}
-		io.Copy(io.Discard, io.LimitReader(c, lingerBytes))
-	})
+	ctx.Hijack(func(c net.Conn) { linger(c, raw, resp) })
 }
 
-// lingerNow is lingerClose for an answer made in fasthttp's error
-// handler, where the connection cannot be hijacked: it writes ctx's
-// response itself, half-closes the connection and reads what the client
-// still sends, as lingerClose does, before fasthttp closes it.
-func lingerNow(ctx *fasthttp.RequestCtx) {
-	c := ctx.Conn()
+// linger writes resp on c, half-closes half (c, or the connection under
+// the hijacked c, which passes no half-close on) and reads what the
+// client still sends, for lingerTime and lingerBytes at most.
+func linger(c, half net.Conn, resp *fasthttp.Response) {
 	c.SetDeadline(time.Now().Add(lingerTime))
 	bw := bufio.NewWriter(c)
-	if ctx.Response.Write(bw) != nil || bw.Flush() != nil {
+	if resp.Write(bw) != nil || bw.Flush() != nil {
 		return
 	}
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+	if cw, ok := half.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
 	io.Copy(io.Discard, io.LimitReader(c, lingerBytes))
@@ -1291,10 +1279,11 @@ func fastServerError(ctx *fasthttp.RequestCtx, err error) {
 		writeFastError(ctx, http.StatusRequestHeaderFieldsTooLarge, "request header too large")
 		// The rest of the header is still coming: closed on it, the
 		// connection would be reset, and the client would lose the 431
-		// (net/http half-closes and waits too). fasthttp closes the
-		// connection after this, its own write of the answer failing
-		// on the half-closed one.
-		lingerNow(ctx)
+		// (net/http half-closes and waits too). The error handler cannot
+		// hijack the connection, as lingerClose does: it lingers in
+		// place, and fasthttp closes the connection after it, its own
+		// write of the answer failing on the half-closed one.
+		linger(ctx.Conn(), ctx.Conn(), &ctx.Response)
 	case isTimeout(err):
 		writeFastError(ctx, http.StatusRequestTimeout, "request timeout")
 	case errors.Is(err, guard.ErrHeadEnd):
