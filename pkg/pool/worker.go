@@ -124,9 +124,6 @@ func (p *Process) MarkDown() { p.end(ErrWorkerDown) }
 // own end of the stretch then finds it ended.
 func (p *Process) MarkGone() { p.end(ErrWorkerGone) }
 
-// disarm ends the current up stretch, if any.
-func (p *Process) disarm() { p.end(ErrWorkerDown) }
-
 // end ends the current up stretch, if any, with cause.
 func (p *Process) end(cause error) {
 	if p == nil {
@@ -314,7 +311,7 @@ func (w *Worker) follow(p *Process, s State) {
 	case Up:
 		p.arm()
 	case Down, Backoff:
-		p.disarm()
+		p.end(ErrWorkerDown)
 	}
 }
 
