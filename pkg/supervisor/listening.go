@@ -26,11 +26,11 @@ const listenLookEvery = time.Second
 // a start_timeout 30 s later, its clients waiting meanwhile.
 func (s *Supervisor) hintListen(id int, pr *proc, err error) {
 	now := time.Now()
-	if pr.p == nil || !errors.Is(err, syscall.ECONNREFUSED) || pr.hinted.Load() ||
+	if pr.p == nil || !errors.Is(err, syscall.ECONNREFUSED) || pr.hinted ||
 		now.Sub(pr.h.Started()) < listenHintAfter || now.Sub(pr.lookedAt) < listenLookEvery {
 		return
 	}
-	pr.lookedAt = now // only pr's monitor calls hintListen
+	pr.lookedAt = now // only pr's monitor calls hintListen, so no lock
 	target, perr := netip.ParseAddrPort(pr.h.Addr())
 	if perr != nil {
 		return
@@ -39,7 +39,7 @@ func (s *Supervisor) hintListen(id int, pr *proc, err error) {
 	if len(ls) == 0 {
 		return // nothing yet: a program still loading
 	}
-	pr.hinted.Store(true)
+	pr.hinted = true
 	if slices.ContainsFunc(ls, func(l netip.AddrPort) bool { return reaches(l, target) }) {
 		return
 	}

@@ -219,7 +219,7 @@ type proc struct {
 	termAt      time.Time              // when it was sent SIGTERM
 	upAt        time.Time              // when it first passed its checks; zero before
 	lastCheck   atomic.Pointer[string] // the last failed check while it started, for the log
-	hinted      atomic.Bool            // hintListen found its listeners
+	hinted      bool                   // hintListen found its listeners; only pr's monitor reads it
 	lookedAt    time.Time              // hintListen's last look
 	specGen     int                    // Supervisor.specGen when it was started
 	// spec is the one it was started with: its drain, stop and grace
