@@ -188,13 +188,13 @@ func run(args []string) int {
 		adminDone <- nil
 	}
 
+	maxConns, fits := cluster.MaxConns(cfg)
 	serveDone := make(chan error, 1)
-	go func() { serveDone <- front.Serve(cluster.GuardListener(ln, cfg, logger, p)) }()
+	go func() { serveDone <- front.Serve(cluster.GuardListener(ln, cfg, maxConns, logger, p)) }()
 	adminAddr := "off"
 	if adminLn != nil {
 		adminAddr = adminLn.Addr().String()
 	}
-	maxConns, fits := cluster.MaxConns(cfg)
 	logger.Info("balancer listening", "pid", os.Getpid(), "listen", ln.Addr().String(), "workers", workers, "policy", cfg.Policy, "engine", cfg.Engine,
 		"stats", cfg.StatsPath, "admin", adminAddr, "max_conns", maxConns)
 	if !fits {

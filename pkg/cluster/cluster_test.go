@@ -328,7 +328,7 @@ func serveFront(t *testing.T, cfg config.Config, workerAddr string, guarded bool
 	}
 	served := ln
 	if guarded {
-		served = GuardListener(ln, cfg, nil, nil)
+		served = GuardListener(ln, cfg, 0, nil, nil)
 	}
 	done := make(chan error, 1)
 	go func() { done <- front.Serve(served) }()

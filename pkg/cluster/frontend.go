@@ -68,13 +68,13 @@ func NewOwnPaths(cfg config.Config, p *pool.Pool, statsHandler, metricsHandler h
 // the guard must be. fasthttp finds a head's end by CRLF CRLF alone, so
 // under it a head ending in a bare LF is refused at once rather than
 // waited on until the read timeout.
-// p, if not nil, reports the client connections (pool.Clients).
-func GuardListener(ln net.Listener, cfg config.Config, log *slog.Logger, p *pool.Pool) net.Listener {
+// maxConns bounds the client connections (see MaxConns; 0: no bound); p,
+// if not nil, reports them (pool.Clients).
+func GuardListener(ln net.Listener, cfg config.Config, maxConns int, log *slog.Logger, p *pool.Pool) net.Listener {
 	var opts []guard.Option
 	if cfg.Engine == "fasthttp" {
 		opts = append(opts, guard.CRLFHeadEnd())
 	}
-	maxConns, _ := MaxConns(cfg)
 	admitted := guard.Admit(ln, maxConns, log)
 	if p != nil {
 		p.SetClients(admitted.Open, int64(maxConns))
